@@ -1,0 +1,449 @@
+"""Every fact MiniQuantDesk records, grouped by concern.
+
+Rules for changing this file (old logs must always replay):
+- adding an optional field (with a default) at the end of an event is free;
+- anything else (renaming, retyping, making a field required) bumps that event's
+  `SCHEMA_VERSION` and registers an upcaster in `events.codec.UPCASTERS` that turns the
+  previous version's payload into the new one;
+- tags (the strings after `tag=`) are stored in the log and never change.
+
+Fields named `intent_id`, `client_order_id` and `symbol` are copied into indexed columns of the
+log so reads by correlation id do not need to decode payloads.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal, Union
+
+import msgspec
+
+from events.base import Event
+from events.market import Bar
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit"]
+TradingStateName = Literal["recovering", "active", "reducing", "halted"]
+
+
+# --- market data -------------------------------------------------------------------------
+
+
+class BarReceived(Event, frozen=True, tag="bar"):
+    """A bar that passed validation and is now visible to strategies and the risk gate."""
+
+    bar: Bar
+
+
+class DataRejected(Event, frozen=True, tag="data_rejected"):
+    """Input that failed validation; `raw` keeps what arrived so it can be inspected later."""
+
+    reason: str
+    detail: str
+    symbol: str | None = None
+    provider: str = ""
+    raw: str = ""
+
+
+class DataGap(Event, frozen=True, tag="data_gap"):
+    """Bars are missing between two consecutive good bars of a symbol."""
+
+    symbol: str
+    previous_start: datetime
+    start: datetime
+    missing_bars: int
+
+
+# --- strategy ----------------------------------------------------------------------------
+
+
+class OrderIntent(Event, frozen=True, tag="intent"):
+    """What a strategy wants. Recorded verbatim, even when malformed, so rejections explain.
+
+    Exactly one of `qty` and `notional` should be set. `allow_notional` lets the gate turn an
+    unaffordable whole-share quantity into a dollar (notional) order on a fractionable symbol.
+    `stop_price` is the strategy's protective stop; it sizes the loss budget the order uses.
+    """
+
+    intent_id: str
+    strategy: str
+    symbol: str
+    side: str
+    order_type: str = "market"
+    qty: Decimal | None = None
+    notional: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    time_in_force: str = "day"
+    reduce_only: bool = False
+    allow_notional: bool = False
+    signal_time: datetime | None = None
+    reason: str = ""
+
+
+class StrategyError(Event, frozen=True, tag="strategy_error"):
+    """A strategy raised; it is paused, the others keep running."""
+
+    strategy: str
+    error: str
+    symbol: str | None = None
+    paused: bool = True
+
+
+# --- risk --------------------------------------------------------------------------------
+
+
+class RejectReason(msgspec.Struct, frozen=True, kw_only=True):
+    """One failed check: a stable `code`, a sentence, and the numbers behind it."""
+
+    code: str
+    message: str
+    values: dict[str, str] = {}
+
+
+class RiskApproved(Event, frozen=True, tag="risk_approved"):
+    """The gate approved an intent; this is the order we are allowed to send, exactly."""
+
+    intent_id: str
+    client_order_id: str
+    strategy: str
+    symbol: str
+    side: Side
+    order_type: OrderType
+    qty: Decimal | None
+    notional: Decimal | None
+    limit_price: Decimal | None
+    time_in_force: str
+    reference_price: Decimal
+    estimated_notional: Decimal
+    at_risk: Decimal
+    reduce_only: bool = False
+    day_trade: bool = False
+    converted_to_notional: bool = False
+
+
+class RiskRejected(Event, frozen=True, tag="risk_rejected"):
+    """The gate refused an intent; `reasons` lists every check that failed."""
+
+    intent_id: str
+    symbol: str
+    reasons: tuple[RejectReason, ...]
+    strategy: str = ""
+
+
+# --- execution ---------------------------------------------------------------------------
+
+
+class OrderSubmitRequested(Event, frozen=True, tag="order_submit_requested"):
+    """Appended before the broker is called: from here on the order may exist at the broker."""
+
+    client_order_id: str
+    intent_id: str
+    symbol: str
+    attempt: int = 1
+
+
+class OrderSubmitted(Event, frozen=True, tag="order_submitted"):
+    """The broker's REST answer to a submit: it has the order."""
+
+    client_order_id: str
+    broker_order_id: str
+    broker_status: str = ""
+    symbol: str | None = None
+
+
+class OrderSubmitAmbiguous(Event, frozen=True, tag="order_submit_ambiguous"):
+    """A submit whose outcome is unknown (timeout, disconnect, 5xx, duplicate id, unparsable).
+
+    Not a rejection: the order stays in flight until a lookup by client id, the stream or
+    reconciliation settles it.
+    """
+
+    client_order_id: str
+    kind: str
+    error: str
+    symbol: str | None = None
+
+
+class OrderAccepted(Event, frozen=True, tag="order_accepted"):
+    """The broker says the order is live (trade update `new`/`accepted`)."""
+
+    client_order_id: str
+    broker_order_id: str
+    broker_time: datetime | None = None
+    symbol: str | None = None
+
+
+class FillReceived(Event, frozen=True, tag="fill"):
+    """An execution. `execution_id` is the broker's (or, for inferred fills, a hash of the
+    facts), so the same execution is only ever booked once.
+
+    `order_done` is true when the broker reports the order completely filled with this fill.
+    `source` says how we learned of it: stream, gap_fill, lookup, reconcile, simulated.
+    """
+
+    client_order_id: str
+    broker_order_id: str
+    execution_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    price: Decimal
+    broker_time: datetime
+    fee: Decimal = Decimal(0)
+    order_done: bool = False
+    source: str = "stream"
+
+
+class CancelRequested(Event, frozen=True, tag="cancel_requested"):
+    client_order_id: str
+    reason: str
+    actor: str = "engine"
+
+
+class CancelRejected(Event, frozen=True, tag="cancel_rejected"):
+    """The broker refused a cancel (e.g. the order was already filling)."""
+
+    client_order_id: str
+    reason: str
+
+
+class OrderCanceled(Event, frozen=True, tag="order_canceled"):
+    client_order_id: str
+    reason: str = ""
+    broker_order_id: str | None = None
+    broker_time: datetime | None = None
+
+
+class OrderRejected(Event, frozen=True, tag="order_rejected"):
+    """A definite refusal: by the broker (400/401/403/422-not-duplicate) or before sending."""
+
+    client_order_id: str
+    reason: str
+    by_broker: bool = True
+
+
+class OrderExpired(Event, frozen=True, tag="order_expired"):
+    client_order_id: str
+    broker_time: datetime | None = None
+
+
+class ReplaceRequested(Event, frozen=True, tag="replace_requested"):
+    client_order_id: str
+    new_client_order_id: str
+    qty: Decimal | None = None
+    limit_price: Decimal | None = None
+
+
+class OrderReplaced(Event, frozen=True, tag="order_replaced"):
+    """The old order is terminal; the new one carries on with the same intent."""
+
+    client_order_id: str
+    new_client_order_id: str
+    new_broker_order_id: str
+    qty: Decimal | None = None
+    limit_price: Decimal | None = None
+
+
+class UnknownBrokerMessage(Event, frozen=True, tag="unknown_broker_message"):
+    """Something the broker sent that we could not interpret; kept verbatim."""
+
+    source: str
+    raw: str
+    error: str
+
+
+# --- account -----------------------------------------------------------------------------
+
+
+class AccountSnapshot(Event, frozen=True, tag="account_snapshot"):
+    """The broker's view of the account. Day-trade fields are `None` where the broker no
+    longer reports them (Alpaca removed them in July 2026)."""
+
+    equity: Decimal
+    cash: Decimal
+    buying_power: Decimal
+    source: str = ""
+    daytrade_count: int | None = None
+    pattern_day_trader: bool | None = None
+    account_id: str = ""
+
+
+class AssetInfo(Event, frozen=True, tag="asset_info"):
+    """Eligibility of a symbol as the broker reported it."""
+
+    symbol: str
+    tradable: bool
+    fractionable: bool
+    shortable: bool = False
+    status: str = "active"
+
+
+# --- lifecycle ---------------------------------------------------------------------------
+
+
+class RunStarted(Event, frozen=True, tag="run_started"):
+    run_id: str
+    code_version: str
+    settings_hash: str
+    mode: str
+
+
+class RunEnded(Event, frozen=True, tag="run_ended"):
+    run_id: str
+    reason: str = "clean"
+
+
+class RunSealed(Event, frozen=True, tag="run_sealed"):
+    """A predecessor run that never ended: it crashed; `last_seq` is the last row it wrote."""
+
+    run_id: str
+    last_seq: int
+    reason: str = "crashed"
+
+
+class RecoveryStep(Event, frozen=True, tag="recovery_step"):
+    run_id: str
+    step: str
+    detail: str = ""
+
+
+class RecoveryCompleted(Event, frozen=True, tag="recovery_completed"):
+    run_id: str
+    ok: bool
+    discrepancies: int = 0
+    detail: str = ""
+
+
+class TradingStateChanged(Event, frozen=True, tag="trading_state"):
+    state: TradingStateName
+    reason: str
+    actor: str = "engine"
+
+
+class KillSwitchEngaged(Event, frozen=True, tag="kill_switch_engaged"):
+    actor: str
+    reason: str
+    flatten: bool = False
+
+
+class KillSwitchVerified(Event, frozen=True, tag="kill_switch_verified"):
+    """The broker shows no open orders (and flat positions, when flattening was asked)."""
+
+    open_orders: int
+    flat: bool
+    attempts: int = 1
+
+
+class KillSwitchReleased(Event, frozen=True, tag="kill_switch_released"):
+    actor: str
+    reason: str
+
+
+# --- reconciliation ----------------------------------------------------------------------
+
+
+class DiscrepancyFound(Event, frozen=True, tag="discrepancy"):
+    kind: str
+    detail: str
+    symbol: str | None = None
+    client_order_id: str | None = None
+    ours: str = ""
+    broker: str = ""
+
+
+class PositionAdjusted(Event, frozen=True, tag="position_adjusted"):
+    """Our position is set to what the broker holds, with the reason; `adjustment_id` is a hash
+    of the facts so the same adjustment is never applied twice."""
+
+    adjustment_id: str
+    symbol: str
+    qty_before: Decimal
+    qty_after: Decimal
+    avg_price: Decimal
+    reason: str
+
+
+class OrphanOrderAdopted(Event, frozen=True, tag="orphan_adopted"):
+    """An order the broker has and the log did not know as open; from here it is tracked."""
+
+    client_order_id: str
+    broker_order_id: str
+    symbol: str
+    side: Side
+    order_type: str
+    qty: Decimal | None
+    notional: Decimal | None
+    limit_price: Decimal | None
+    filled_qty: Decimal
+    broker_status: str
+    intent_id: str | None = None
+
+
+class OrphanOrderCanceled(Event, frozen=True, tag="orphan_canceled"):
+    client_order_id: str
+    broker_order_id: str
+    symbol: str
+    reason: str
+
+
+class ReconciliationCompleted(Event, frozen=True, tag="reconciliation_completed"):
+    kind: str
+    ok: bool
+    discrepancies: int = 0
+
+
+# --- anomalies ---------------------------------------------------------------------------
+
+
+class IllegalTransition(Event, frozen=True, tag="illegal_transition"):
+    """The order state machine refused an event; recorded rather than crashing."""
+
+    client_order_id: str
+    from_state: str
+    event_type: str
+    event_seq: int = 0
+
+
+AnyEvent = Union[
+    BarReceived,
+    DataRejected,
+    DataGap,
+    OrderIntent,
+    StrategyError,
+    RiskApproved,
+    RiskRejected,
+    OrderSubmitRequested,
+    OrderSubmitted,
+    OrderSubmitAmbiguous,
+    OrderAccepted,
+    FillReceived,
+    CancelRequested,
+    CancelRejected,
+    OrderCanceled,
+    OrderRejected,
+    OrderExpired,
+    ReplaceRequested,
+    OrderReplaced,
+    UnknownBrokerMessage,
+    AccountSnapshot,
+    AssetInfo,
+    RunStarted,
+    RunEnded,
+    RunSealed,
+    RecoveryStep,
+    RecoveryCompleted,
+    TradingStateChanged,
+    KillSwitchEngaged,
+    KillSwitchVerified,
+    KillSwitchReleased,
+    DiscrepancyFound,
+    PositionAdjusted,
+    OrphanOrderAdopted,
+    OrphanOrderCanceled,
+    ReconciliationCompleted,
+    IllegalTransition,
+]
+
+ALL_EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__  # type: ignore[attr-defined]

@@ -1,0 +1,678 @@
+"""The append-only event log on SQLite (aiosqlite).
+
+- One writer task owns the write connection and commits in groups: every append that is
+  waiting when a commit starts shares that transaction, and each `append` returns its seq only
+  after the commit that holds it.
+- The order of the log is fixed when `append` is *called*: seq and hash are assigned
+  synchronously, so what lands on disk never depends on thread timing (deterministic replays).
+- Each row's `hash` is sha256(previous hash + row), so `verify()` finds any flipped byte.
+- Triggers refuse UPDATE and DELETE; WAL mode; `synchronous` is NORMAL (survives a killed
+  process) or FULL (also survives power loss).
+- After a failed commit the log refuses every further append: later rows would chain onto rows
+  that never reached the disk. Reopen it to continue from what is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import struct
+import hashlib
+import logging
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+import anyio
+
+from events.base import UTC, Event, tag_of
+from events.codec import Codec, default_codec
+from events.errors import (
+    CorruptLogError,
+    DecodeError,
+    LogClosedError,
+    LogError,
+    LogWriteError,
+    SchemaTooNewError,
+)
+
+log = logging.getLogger(__name__)
+
+# Version of the file layout (tables, columns, hash recipe); events carry their own versions.
+FORMAT_VERSION = 1
+GENESIS_HASH = bytes(32)
+Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    intent_id TEXT,
+    client_order_id TEXT,
+    symbol TEXT,
+    payload BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_events_intent ON events(intent_id) WHERE intent_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ix_events_coid ON events(client_order_id)
+    WHERE client_order_id IS NOT NULL;
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only: DELETE refused'); END;
+"""
+
+_INSERT = (
+    "INSERT INTO events (seq, ts, type, schema_version, intent_id, client_order_id, symbol, "
+    "payload, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_ROW_COLUMNS = "seq, ts, type, schema_version, intent_id, client_order_id, symbol, payload, hash"
+
+# A stored row: (seq, ts_us, type, schema_version, intent_id, client_order_id, symbol, payload, hash)
+Row = tuple[int, int, str, int, str | None, str | None, str | None, bytes, bytes]
+Subscriber = Callable[[int, Event], None]
+
+
+def ts_to_us(ts: datetime) -> int:
+    """Microseconds since the epoch for an aware datetime (exact, no float)."""
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+_HEAD = struct.Struct(">qqH")
+
+
+def row_hash(prev: bytes, seq: int, ts_us: int, version: int, payload: bytes) -> bytes:
+    """The chain link: sha256(previous hash + seq + ts + schema version + payload).
+
+    The payload holds everything about the event (its tag and correlation ids included); the
+    type/intent/order/symbol columns are an index derived from it, which `verify()` checks
+    against the decoded payload.
+    """
+    return hashlib.sha256(prev + _HEAD.pack(seq, ts_us, version) + payload).digest()
+
+
+_MAX_IN_FLIGHT = 2
+_CHECKPOINT_ROWS = 20_000
+_SPLIT_AT = 16
+# Group sizes vary; keep each size's prepared multi-row INSERT around.
+_STATEMENT_CACHE = 4096
+
+
+class _ThreadGuard:
+    """Set by the connection thread when a group fails, so groups already queued behind it are
+    refused instead of chaining onto rows that were rolled back."""
+
+    failed = False
+
+
+_ROW_PARAMS = 9
+_MAX_ROWS_PER_STATEMENT = 32766 // _ROW_PARAMS  # SQLITE_MAX_VARIABLE_NUMBER since 3.32
+
+
+@functools.lru_cache(maxsize=None)
+def _multi_insert(n: int) -> str:
+    return "INSERT INTO events VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * n)
+
+
+def _commit_batch(conn: sqlite3.Connection, rows: list[Row], guard: _ThreadGuard) -> None:
+    """Runs in the aiosqlite thread: the whole group in one transaction.
+
+    A group of up to ~3,600 rows is ONE multi-row INSERT in autocommit mode, i.e. a single
+    statement that is its own transaction. That matters more than SQLite's own speed: every
+    statement step releases the GIL and must win it back from the busy event loop, which can
+    cost a whole switch interval, so the fewer steps per group the better.
+    """
+    if guard.failed:
+        raise LogWriteError("an earlier group failed; refusing to chain onto it")
+    try:
+        if len(rows) <= _MAX_ROWS_PER_STATEMENT:
+            conn.execute(_multi_insert(len(rows)), [v for r in rows for v in r])
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for i in range(0, len(rows), _MAX_ROWS_PER_STATEMENT):
+                chunk = rows[i:i + _MAX_ROWS_PER_STATEMENT]
+                conn.execute(_multi_insert(len(chunk)), [v for r in chunk for v in r])
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+    except BaseException:
+        guard.failed = True
+        raise
+
+
+Correlation = Callable[[Any], tuple[str | None, str | None, str | None]]
+
+
+@functools.cache
+def correlation_of(cls: type[Event]) -> Correlation:
+    """How to read (intent_id, client_order_id, symbol) off an event of type `cls`."""
+    names = set(cls.__struct_fields__)
+    has_i, has_c, has_s = "intent_id" in names, "client_order_id" in names, "symbol" in names
+    if "bar" in names:
+        return lambda e: (None, None, e.bar.symbol)
+    return lambda e: (
+        e.intent_id if has_i else None,
+        e.client_order_id if has_c else None,
+        e.symbol if has_s else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    rows_checked: int
+    last_seq: int
+    first_bad_seq: int | None = None
+    reason: str = ""
+
+
+class _Group:
+    """Rows handed to the connection thread together, with their events and futures."""
+
+    __slots__ = ("rows", "events", "futs")
+
+    def __init__(self, rows: list[Row], events: list[Event], futs: list[asyncio.Future[int]]):
+        self.rows = rows
+        self.events = events
+        self.futs = futs
+
+    def extend(self, other: _Group) -> None:
+        self.rows += other.rows
+        self.events += other.events
+        self.futs += other.futs
+
+
+def _mark_retrieved(fut: asyncio.Future[int]) -> None:
+    # Fire-and-forget appends still learn of failures through the log's failed state; this
+    # only silences asyncio's "exception was never retrieved" noise for them.
+    if not fut.cancelled():
+        fut.exception()
+
+
+class EventLog:
+    """The writable log. Use `async with EventLog.open(path) as log:`."""
+
+    def __init__(self, path: Path, codec: Codec, synchronous: Synchronous) -> None:
+        self.path = path
+        self.codec = codec
+        self.synchronous = synchronous
+        self._db: aiosqlite.Connection | None = None
+        self._rows: list[Row] = []
+        self._events: list[Event] = []
+        self._futs: list[asyncio.Future[int]] = []
+        self._wake = asyncio.Event()
+        self._next_seq = 1
+        self._prev_hash = GENESIS_HASH
+        self._committed_seq = 0
+        self._failed: LogWriteError | None = None
+        self._closing = False
+        self._closed = False
+        self._subscribers: list[Subscriber] = []
+        self._failure_listeners: list[Callable[[LogWriteError], None]] = []
+        self._correlation: dict[type, Callable[[Any], tuple[str | None, str | None, str | None]]] = {}
+        self._tags: dict[type, tuple[str, int]] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._checkpoint_wake = asyncio.Event()
+        self._rows_since_checkpoint = 0
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "NORMAL",
+        codec: Codec | None = None,
+    ) -> AsyncIterator[EventLog]:
+        if synchronous not in ("NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, got {synchronous!r}")
+        self = cls(Path(path), codec or default_codec(), synchronous)
+        self._loop = asyncio.get_running_loop()
+        await self._connect()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._writer)
+                tg.start_soon(self._checkpointer)
+                try:
+                    yield self
+                finally:
+                    self._closing = True
+                    self._wake.set()
+                    self._checkpoint_wake.set()
+        finally:
+            self._closed = True
+            if self._db is not None:
+                await self._db.close()
+                self._db = None
+
+    async def _connect(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_file_header(self.path)
+        try:
+            db = await aiosqlite.connect(
+                str(self.path), isolation_level=None, cached_statements=_STATEMENT_CACHE
+            )
+        except sqlite3.DatabaseError as e:
+            raise CorruptLogError(f"{self.path}: cannot open log: {e}") from None
+        self._db = db
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute(f"PRAGMA synchronous={self.synchronous}")
+            await db.execute("PRAGMA cache_size=-65536")
+            # The writer never checkpoints (each checkpoint fsyncs the main file, which would
+            # stall commits); `_checkpointer` does it on its own connection and thread.
+            await db.execute("PRAGMA wal_autocheckpoint=0")
+            await db.executescript(_SCHEMA)
+            await _check_format(db, self.path, writable=True)
+            async with db.execute(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+            ) as cur:
+                last = await cur.fetchone()
+        except sqlite3.DatabaseError as e:
+            await db.close()
+            self._db = None
+            raise CorruptLogError(f"{self.path}: damaged log ({e})") from None
+        if last is not None:
+            self._next_seq = last[0] + 1
+            self._prev_hash = last[1]
+            self._committed_seq = last[0]
+
+    # --- appending ---------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq that is durable."""
+        return self._committed_seq
+
+    @property
+    def assigned_seq(self) -> int:
+        """The highest seq handed out (durable or still in the commit queue)."""
+        return self._next_seq - 1
+
+    @property
+    def failed(self) -> LogWriteError | None:
+        return self._failed
+
+    def subscribe(self, fn: Subscriber) -> None:
+        """`fn(seq, event)` is called for each event, in seq order, right after its commit and
+        before its `append` returns. It must not block or raise."""
+        self._subscribers.append(fn)
+
+    def on_failure(self, fn: Callable[[LogWriteError], None]) -> None:
+        self._failure_listeners.append(fn)
+
+    def append_nowait(self, event: Event) -> asyncio.Future[int]:
+        """Queue `event`; its place in the log is fixed now. The future gives its seq once
+        durable (or the write error). Raises at once if the log is closed or failed, or if the
+        event cannot be encoded."""
+        if self._failed is not None:
+            raise self._failed
+        if self._closing or self._closed:
+            raise LogClosedError(f"{self.path}: log is closed")
+        cls = type(event)
+        meta = self._tags.get(cls)
+        if meta is None:
+            tag = tag_of(cls)
+            if tag not in self.codec.types:
+                raise LogError(f"{cls.__name__} is not in the event catalogue")
+            meta = self._tags[cls] = (tag, self.codec.versions[tag])
+            self._correlation[cls] = correlation_of(cls)
+        tag, version = meta
+        payload = self.codec.encode(event)
+        intent_id, coid, symbol = self._correlation[cls](event)
+        seq = self._next_seq
+        ts_us = ts_to_us(event.ts)
+        h = row_hash(self._prev_hash, seq, ts_us, version, payload)
+        self._next_seq = seq + 1
+        self._prev_hash = h
+        fut: asyncio.Future[int] = self._loop.create_future()
+        self._rows.append((seq, ts_us, tag, version, intent_id, coid, symbol, payload, h))
+        self._events.append(event)
+        self._futs.append(fut)
+        if self._idle.is_set():
+            self._idle.clear()
+        if not self._wake.is_set():
+            self._wake.set()
+        return fut
+
+    async def append(self, event: Event) -> int:
+        """Append one event; returns its seq once committed."""
+        return await self.append_nowait(event)
+
+    async def append_many(self, events: Sequence[Event]) -> list[int]:
+        """Append several events in one transaction (all or none are durable)."""
+        futs = [self.append_nowait(e) for e in events]
+        return [await f for f in futs]
+
+    async def flush(self) -> None:
+        """Wait until everything appended so far is durable (or raise the write error)."""
+        await self._idle.wait()
+        if self._failed is not None:
+            raise self._failed
+
+    async def _writer(self) -> None:
+        """Group commit, pipelined: up to `_MAX_IN_FLIGHT` groups queue at the connection's
+        thread (which runs them strictly in order), so the event loop prepares the next group
+        while SQLite commits the previous one."""
+        assert self._db is not None
+        db = self._db
+        conn = db._conn
+        in_flight: collections.deque[tuple[_Group, asyncio.Future[None]]] = collections.deque()
+        guard = _ThreadGuard()
+        signal = self._wake
+        wake = signal.set
+
+        def on_done(_: object) -> None:
+            wake()
+
+        try:
+            while True:
+                if self._rows and len(in_flight) < _MAX_IN_FLIGHT and self._failed is None:
+                    in_flight.append(self._dispatch(db, conn, guard, not in_flight, on_done))
+                    continue
+                if in_flight and in_flight[0][1].done():
+                    group, done = in_flight.popleft()
+                    exc = done.exception()
+                    if exc is None:
+                        self._committed(group)
+                        continue
+                    rest = _Group([], [], [])
+                    for g, f in in_flight:
+                        await asyncio.wait((f,))  # the guard refuses them; let them finish
+                        rest.extend(g)
+                    in_flight.clear()
+                    self._fail(exc, group, rest)
+                    continue
+                if not in_flight and not self._rows:
+                    self._idle.set()
+                    if self._closing:
+                        return
+                signal.clear()
+                await signal.wait()
+        finally:
+            # Cancelled (the log's task group is shutting down): groups already handed to the
+            # thread will run anyway; wait for them so no task outlives the log.
+            with anyio.CancelScope(shield=True):
+                for _, f in in_flight:
+                    await asyncio.wait((f,))
+
+    def _dispatch(self, db: aiosqlite.Connection, conn: sqlite3.Connection, guard: _ThreadGuard,
+                  idle: bool, on_done: Callable[[object], None]) -> tuple[_Group, asyncio.Future[None]]:
+        rows, events, futs = self._rows, self._events, self._futs
+        if idle and len(rows) >= _SPLIT_AT:
+            # Nothing is committing: send half now so the thread starts at once, and the other
+            # half right after, which keeps it busy while the first half's appenders run
+            # again. Otherwise closed-loop appenders all land in one group and the loop and the
+            # thread take turns instead of overlapping.
+            h = len(rows) // 2
+            group = _Group(rows[:h], events[:h], futs[:h])
+            self._rows, self._events, self._futs = rows[h:], events[h:], futs[h:]
+        else:
+            group = _Group(rows, events, futs)
+            self._rows, self._events, self._futs = [], [], []
+        task = asyncio.ensure_future(db._execute(_commit_batch, conn, group.rows, guard))
+        task.add_done_callback(on_done)
+        return group, task
+
+    def _committed(self, group: _Group) -> None:
+        rows, events, futs = group.rows, group.events, group.futs
+        self._committed_seq = rows[-1][0]
+        self._rows_since_checkpoint += len(rows)
+        if self._rows_since_checkpoint >= _CHECKPOINT_ROWS:
+            self._checkpoint_wake.set()
+        for fn in self._subscribers:
+            for row, event in zip(rows, events):
+                try:
+                    fn(row[0], event)
+                except Exception:  # a subscriber bug must not lose durable events
+                    log.exception("event-log subscriber failed at seq %s", row[0])
+        for row, fut in zip(rows, futs):
+            if not fut.done():
+                fut.set_result(row[0])
+
+    async def _checkpointer(self) -> None:
+        """Copies the WAL back into the main file on a second connection (PASSIVE: never
+        blocks the writer). Runs after every `_CHECKPOINT_ROWS` committed rows and at close."""
+        ckpt = await aiosqlite.connect(str(self.path), isolation_level=None)
+        try:
+            while True:
+                await self._checkpoint_wake.wait()
+                self._checkpoint_wake.clear()
+                if self._closing:
+                    await self._idle.wait()
+                    with anyio.CancelScope(shield=True):
+                        await ckpt.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    return
+                self._rows_since_checkpoint = 0
+                try:
+                    await ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as e:  # a failed checkpoint loses nothing: the WAL holds it
+                    log.warning("%s: checkpoint failed: %s", self.path, e)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await ckpt.close()
+
+    def _fail(self, exc: BaseException, group: _Group, queued: _Group) -> None:
+        err = LogWriteError(
+            f"{self.path}: commit of seq {group.rows[0][0]}..{group.rows[-1][0]} failed: {exc}"
+        )
+        self._failed = err
+        log.error("%s", err)
+        for fut in group.futs + queued.futs + self._futs:
+            if not fut.done():
+                fut.set_exception(err)
+                fut.add_done_callback(_mark_retrieved)
+        self._rows, self._events, self._futs = [], [], []
+        for fn in self._failure_listeners:
+            try:
+                fn(err)
+            except Exception:
+                log.exception("event-log failure listener failed")
+
+    # --- reading (through the reader API on a second connection) -----------------------
+
+    def reader(self) -> LogReader:
+        """A reader on its own connection; see `LogReader`."""
+        return LogReader(self.path, self.codec)
+
+
+def check_file_header(path: Path) -> None:
+    """Refuse a file that is not SQLite, or that is shorter than its header says (truncated)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        raise CorruptLogError(f"{path}: not an event log (no SQLite header; {size} bytes)")
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    change_counter = int.from_bytes(head[24:28], "big")
+    valid_for = int.from_bytes(head[92:96], "big")
+    if pages and change_counter == valid_for and size < pages * page_size:
+        raise CorruptLogError(
+            f"{path}: log file is truncated ({size} bytes, header says {pages} pages of "
+            f"{page_size} bytes); restore it from a backup or inspect it with "
+            "`python -m engine.replay verify`"
+        )
+
+
+async def _check_format(db: aiosqlite.Connection, path: Path, *, writable: bool) -> None:
+    async with db.execute("SELECT value FROM meta WHERE key = 'format_version'") as cur:
+        row = await cur.fetchone()
+    if row is None:
+        if writable:
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES ('format_version', ?)", (str(FORMAT_VERSION),)
+            )
+        return
+    found = int(row[0])
+    if found > FORMAT_VERSION:
+        raise SchemaTooNewError(
+            None,
+            f"{path}: log format v{found} was written by a newer MiniQuantDesk "
+            f"(this build reads up to v{FORMAT_VERSION})",
+        )
+
+
+class LogReader:
+    """Reads a log on its own connection (never blocks the writer). Safe on a live log: it
+    sees only committed rows. Use `async with LogReader(path) as r:` or `await r.open()`."""
+
+    def __init__(self, path: str | os.PathLike[str], codec: Codec | None = None,
+                 *, read_only: bool = True) -> None:
+        self.path = Path(path)
+        self.codec = codec or default_codec()
+        self._read_only = read_only
+        self._db: aiosqlite.Connection | None = None
+
+    async def __aenter__(self) -> LogReader:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if not self.path.exists():
+            raise LogError(f"{self.path}: no such event log")
+        check_file_header(self.path)
+        uri = f"file:{self.path}?mode={'ro' if self._read_only else 'rw'}"
+        try:
+            self._db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            await _check_format(self._db, self.path, writable=False)
+        except sqlite3.DatabaseError as e:
+            await self.close()
+            raise CorruptLogError(f"{self.path}: cannot read log: {e}") from None
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise LogClosedError(f"{self.path}: reader is not open")
+        return self._db
+
+    async def last_seq(self) -> int:
+        async with self.db.execute("SELECT MAX(seq) FROM events") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def rows(
+        self,
+        from_seq: int = 1,
+        to_seq: int | None = None,
+        *,
+        where: str = "",
+        params: Iterable[Any] = (),
+        batch_size: int = 5000,
+    ) -> AsyncIterator[list[Row]]:
+        """Raw rows in seq order, in batches. `where` is an extra SQL condition (trusted)."""
+        sql = f"SELECT {_ROW_COLUMNS} FROM events WHERE seq >= ?"
+        args: list[Any] = [from_seq]
+        if to_seq is not None:
+            sql += " AND seq <= ?"
+            args.append(to_seq)
+        if where:
+            sql += f" AND ({where})"
+            args.extend(params)
+        sql += " ORDER BY seq"
+        last = from_seq - 1
+        try:
+            async with self.db.execute(sql, args) as cur:
+                while True:
+                    batch = await cur.fetchmany(batch_size)
+                    if not batch:
+                        return
+                    last = batch[-1][0]
+                    yield batch  # type: ignore[misc]
+        except sqlite3.DatabaseError as e:
+            raise CorruptLogError(
+                f"{self.path}: log is damaged after seq {last}: {e}", seq=last + 1
+            ) from None
+
+    async def read(
+        self,
+        from_seq: int = 1,
+        to_seq: int | None = None,
+        *,
+        batch_size: int = 5000,
+        where: str = "",
+        params: Iterable[Any] = (),
+    ) -> AsyncIterator[tuple[int, Event]]:
+        """Decoded events in seq order. A row that fails to decode raises `DecodeError` naming
+        its seq; nothing is ever skipped silently."""
+        decode = self.codec.decode
+        async for batch in self.rows(from_seq, to_seq, where=where, params=params,
+                                     batch_size=batch_size):
+            for row in batch:
+                yield row[0], decode(row[2], row[3], row[7], row[0])
+
+    async def by_intent(self, intent_id: str) -> list[tuple[int, Event]]:
+        return [x async for x in self.read(where="intent_id = ?", params=(intent_id,))]
+
+    async def by_client_order_id(self, client_order_id: str) -> list[tuple[int, Event]]:
+        return [x async for x in self.read(where="client_order_id = ?", params=(client_order_id,))]
+
+    async def verify(self, *, decode: bool = True) -> VerifyResult:
+        """Walk the hash chain from the first row; report the first bad seq.
+
+        Checks: seqs are gap-free from 1, each row's hash matches sha256(previous + row), and
+        (with `decode`) every payload decodes.
+        """
+        prev = GENESIS_HASH
+        expected = 1
+        n = 0
+
+        def correlation(event: Event) -> tuple[str | None, str | None, str | None]:
+            return correlation_of(type(event))(event)
+
+        try:
+            async for batch in self.rows(batch_size=10_000):
+                for seq, ts_us, tag, v, iid, coid, sym, payload, h in batch:
+                    if seq != expected:
+                        return VerifyResult(False, n, expected - 1, expected,
+                                            f"seq {expected} is missing (next row is {seq})")
+                    if row_hash(prev, seq, ts_us, v, payload) != h:
+                        return VerifyResult(False, n, seq - 1, seq,
+                                            f"seq {seq}: hash mismatch (row altered or corrupt)")
+                    if decode:
+                        try:
+                            event = self.codec.decode(tag, v, payload, seq)
+                        except DecodeError as e:
+                            return VerifyResult(False, n, seq - 1, seq, str(e))
+                        if correlation(event) != (iid, coid, sym) or ts_to_us(event.ts) != ts_us:
+                            return VerifyResult(False, n, seq - 1, seq,
+                                                f"seq {seq}: index columns disagree with payload")
+                    prev = h
+                    expected += 1
+                    n += 1
+        except CorruptLogError as e:
+            return VerifyResult(False, n, expected - 1, expected, str(e))
+        return VerifyResult(True, n, expected - 1)
