@@ -9,16 +9,16 @@ from .server import CONTROL_METHODS, DEFAULT_KEY, DEFAULT_SECRET, ROUTE_NAMES, F
 from .streams import Collector, StreamThread, start_stream_task, stop_stream_task
 
 __all__ = [
-    "ApiError",
     "CONTROL_METHODS",
-    "Collector",
     "DEFAULT_KEY",
     "DEFAULT_SECRET",
+    "ROUTE_NAMES",
+    "ApiError",
+    "Collector",
     "FakeAlpaca",
     "FakeAlpacaClient",
     "FakeAlpacaControlError",
     "FakeAlpacaProcess",
-    "ROUTE_NAMES",
     "StreamThread",
     "start_stream_task",
     "stop_stream_task",

@@ -22,8 +22,11 @@ from .server import DEFAULT_KEY, DEFAULT_SECRET, DEFAULT_SYMBOLS, FakeAlpaca
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.fake_alpaca", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m tests.fake_alpaca",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--port-file", help="write the URLs here as JSON")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--rest-port", type=int, default=0)
@@ -34,16 +37,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cash", default="100000")
     ap.add_argument("--multiplier", default="1")
     ap.add_argument("--shorting", action="store_true", help="enable short selling")
-    ap.add_argument("--pdt-fields", action="store_true",
-                    help="include pattern_day_trader/daytrade_count/daytrading_buying_power")
+    ap.add_argument(
+        "--pdt-fields",
+        action="store_true",
+        help="include pattern_day_trader/daytrade_count/daytrading_buying_power",
+    )
     ap.add_argument("--auto-fill", action="store_true")
     ap.add_argument("--no-auto-accept", action="store_true")
     ap.add_argument("--symbols", default=",".join(DEFAULT_SYMBOLS))
     ap.add_argument("--price", action="append", default=[], metavar="SYM=PRICE")
-    ap.add_argument("--trade-stream-text", action="store_true",
-                    help="send trade updates as text frames (Alpaca sends binary)")
-    ap.add_argument("--trade-stream-limit", default="http429",
-                    choices=["http429", "auth_error", "kick_old", "allow"])
+    ap.add_argument(
+        "--trade-stream-text",
+        action="store_true",
+        help="send trade updates as text frames (Alpaca sends binary)",
+    )
+    ap.add_argument(
+        "--trade-stream-limit",
+        default="http429",
+        choices=["http429", "auth_error", "kick_old", "allow"],
+    )
     ap.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
 
@@ -53,13 +65,22 @@ def main(argv: list[str] | None = None) -> int:
         sym, _, px = item.partition("=")
         prices[sym.upper()] = px
     fake = FakeAlpaca(
-        api_key=args.key, api_secret=args.secret, host=args.host, rest_port=args.rest_port,
-        trade_stream_port=args.trade_stream_port, data_stream_port=args.data_stream_port,
-        cash=args.cash, multiplier=args.multiplier, shorting_enabled=args.shorting,
+        api_key=args.key,
+        api_secret=args.secret,
+        host=args.host,
+        rest_port=args.rest_port,
+        trade_stream_port=args.trade_stream_port,
+        data_stream_port=args.data_stream_port,
+        cash=args.cash,
+        multiplier=args.multiplier,
+        shorting_enabled=args.shorting,
         pdt_fields=args.pdt_fields,
         symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
-        prices=prices, auto_fill=args.auto_fill, auto_accept=not args.no_auto_accept,
-        trade_stream_binary=not args.trade_stream_text, trade_stream_limit=args.trade_stream_limit,
+        prices=prices,
+        auto_fill=args.auto_fill,
+        auto_accept=not args.no_auto_accept,
+        trade_stream_binary=not args.trade_stream_text,
+        trade_stream_limit=args.trade_stream_limit,
     )
     stop = threading.Event()
     fake._on_shutdown_request = stop.set  # type: ignore[attr-defined]

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
-from typing import Any, Callable, Iterable
+from typing import Any
 
-UTC = timezone.utc
 NINE_DP = Decimal("1e-9")
 ZERO = Decimal(0)
 
@@ -60,7 +60,7 @@ def dec(value: Any) -> Decimal:
     if isinstance(value, Decimal):
         return value
     if isinstance(value, bool):
-        raise ValueError("boolean is not a number")
+        raise ValueError("boolean is not a number")  # noqa: TRY004 (answered as 422)
     if isinstance(value, float):
         return Decimal(repr(value))
     try:
@@ -105,7 +105,7 @@ def parse_dt(value: Any) -> datetime:
     if len(text) > 19 and text[19:20] == " ":
         text = text[:19] + "+" + text[20:]
     text = text.replace(" +", "+")
-    if text.endswith("Z") or text.endswith("z"):
+    if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     if len(text) == 10:
         d = date.fromisoformat(text)
@@ -371,7 +371,7 @@ class Broker:
         self.slow_cancel_delay: float | None = None
         self.cancel_rejects: list[str] = []  # queue of modes for the next cancels
         self.pending_cancel_ids: list[str] = []
-        self.schedule: Callable[[float, Callable[[], None]], None] = lambda d, fn: None
+        self.schedule: Callable[[float, Callable[[], object]], object] = lambda d, fn: None
 
     # ------------------------------------------------------------------ time
 
@@ -480,7 +480,9 @@ class Broker:
             "currency": "USD",
             "buying_power": fmt(bp),
             "regt_buying_power": fmt(bp),
-            "non_marginable_buying_power": fmt(max(ZERO, self.cash - self.reserved_for_open_buys())),
+            "non_marginable_buying_power": fmt(
+                max(ZERO, self.cash - self.reserved_for_open_buys())
+            ),
             "options_buying_power": fmt(max(ZERO, self.cash - self.reserved_for_open_buys())),
             "effective_buying_power": fmt(bp),
             "cash": fmt(self.cash),
@@ -586,7 +588,9 @@ class Broker:
             "asset_class": "us_equity",
             "asset_marginable": asset.marginable if asset else True,
             "qty": fmt(pos.qty),
-            "qty_available": fmt(pos.qty - self._held_for_sells(pos.symbol) if pos.qty > 0 else pos.qty),
+            "qty_available": fmt(
+                pos.qty - self._held_for_sells(pos.symbol) if pos.qty > 0 else pos.qty
+            ),
             "avg_entry_price": fmt(pos.avg_entry_price),
             "side": "long" if pos.qty > 0 else "short",
             "market_value": fmt(market_value),
@@ -603,7 +607,12 @@ class Broker:
     def _held_for_sells(self, symbol: str) -> Decimal:
         held = ZERO
         for order in self.orders.values():
-            if order.is_open and order.side == "sell" and order.symbol == symbol and order.qty is not None:
+            if (
+                order.is_open
+                and order.side == "sell"
+                and order.symbol == symbol
+                and order.qty is not None
+            ):
                 held += order.qty - order.filled_qty
         return held
 
@@ -734,11 +743,16 @@ class Broker:
         pos = self.positions.get(symbol)
         pos_qty = pos.qty if pos else ZERO
         if side == "buy":
-            cost = notional if notional is not None else (qty * ref_price if ref_price is not None else None)  # type: ignore[operator]
+            cost = notional
+            if cost is None and qty is not None and ref_price is not None:
+                cost = qty * ref_price
             if cost is not None and cost > bp:
                 raise ApiError(
-                    403, 40310000, "insufficient buying power",
-                    buying_power=fmt(bp), cost_basis=fmt(cost),
+                    403,
+                    40310000,
+                    "insufficient buying power",
+                    buying_power=fmt(bp),
+                    cost_basis=fmt(cost),
                 )
         else:
             available = pos_qty - self._held_for_sells(symbol) if pos_qty > 0 else ZERO
@@ -747,23 +761,35 @@ class Broker:
                     raise ApiError(403, 40310000, "insufficient qty available for order")
             elif pos_qty > 0 and qty > available:  # type: ignore[operator]
                 raise ApiError(
-                    403, 40310000,
+                    403,
+                    40310000,
                     f"insufficient qty available for order (requested: {fmt(qty)}, available: {fmt(available)})",
-                    symbol=symbol, available=fmt(available), existing_qty=fmt(pos_qty),
+                    symbol=symbol,
+                    available=fmt(available),
+                    existing_qty=fmt(pos_qty),
                     held_for_orders=fmt(pos_qty - available),
                 )
             elif pos_qty <= 0:
                 if not (self.shorting_enabled and asset.shortable):
                     raise ApiError(
-                        403, 40310000,
+                        403,
+                        40310000,
                         f"insufficient qty available for order (requested: {fmt(qty)}, available: 0)",
-                        symbol=symbol, available="0", existing_qty=fmt(pos_qty), held_for_orders="0",
+                        symbol=symbol,
+                        available="0",
+                        existing_qty=fmt(pos_qty),
+                        held_for_orders="0",
                     )
                 if fractional:
                     raise ApiError(403, 40310000, "fractional orders cannot be sold short")
                 if ref_price is not None and qty * ref_price > bp:  # type: ignore[operator]
-                    raise ApiError(403, 40310000, "insufficient buying power",
-                                   buying_power=fmt(bp), cost_basis=fmt(qty * ref_price))  # type: ignore[operator]
+                    raise ApiError(
+                        403,
+                        40310000,
+                        "insufficient buying power",
+                        buying_power=fmt(bp),
+                        cost_basis=fmt(qty * ref_price),
+                    )
 
         now = self.now()
         self._order_seq += 1
@@ -787,8 +813,9 @@ class Broker:
             submitted_at=now,
             position_intent=body.get("position_intent") or self._position_intent(symbol, side),
             external=external,
-            expires_at=(now.replace(hour=20, minute=0, second=0, microsecond=0)
-                        if tif == "day" else None),
+            expires_at=(
+                now.replace(hour=20, minute=0, second=0, microsecond=0) if tif == "day" else None
+            ),
         )
         self.orders[order.id] = order
         self.orders_by_cid[order.client_order_id] = order
@@ -806,8 +833,10 @@ class Broker:
             marketable = order.type == "market" or (
                 order.type == "limit"
                 and order.limit_price is not None
-                and ((order.side == "buy" and order.limit_price >= px)
-                     or (order.side == "sell" and order.limit_price <= px))
+                and (
+                    (order.side == "buy" and order.limit_price >= px)
+                    or (order.side == "sell" and order.limit_price <= px)
+                )
             )
             if marketable:
                 self.fill(order, None, px)
@@ -852,7 +881,9 @@ class Broker:
         execution_id = str(uuid.uuid4())
         leaves = ZERO if done else order.remaining_qty(px)
         activity = Activity(
-            id=now.strftime("%Y%m%d%H%M%S") + f"{now.microsecond // 1000:03d}::" + str(uuid.uuid4()),
+            id=now.strftime("%Y%m%d%H%M%S")
+            + f"{now.microsecond // 1000:03d}::"
+            + str(uuid.uuid4()),
             transaction_time=now,
             type="fill" if done else "partial_fill",
             price=px,
@@ -1020,7 +1051,11 @@ class Broker:
         after = parse_dt(params["after"]) if params.get("after") else None
         until = parse_dt(params["until"]) if params.get("until") else None
         side = params.get("side")
-        symbols = {s.strip().upper() for s in params["symbols"].split(",")} if params.get("symbols") else None
+        symbols = (
+            {s.strip().upper() for s in params["symbols"].split(",")}
+            if params.get("symbols")
+            else None
+        )
         out = []
         for order in self.orders.values():
             if status == "open" and not order.is_open:
@@ -1037,10 +1072,14 @@ class Broker:
             if symbols is not None and order.symbol not in symbols:
                 continue
             out.append(order)
-        out.sort(key=lambda o: (o.submitted_at or o.created_at, o.seq), reverse=(direction != "asc"))
+        out.sort(
+            key=lambda o: (o.submitted_at or o.created_at, o.seq), reverse=(direction != "asc")
+        )
         return out[:limit]
 
-    def list_activities(self, params: dict[str, str], activity_types: set[str] | None) -> list[dict[str, Any]]:
+    def list_activities(
+        self, params: dict[str, str], activity_types: set[str] | None
+    ) -> list[dict[str, Any]]:
         if activity_types is not None and not activity_types <= {"FILL"}:
             # the fake only produces FILL activities; other known types are simply empty
             activity_types = activity_types & {"FILL"}
@@ -1065,7 +1104,7 @@ class Broker:
         if token:
             ids = [a.id for a in acts]
             if token in ids:
-                acts = acts[ids.index(token) + 1:]
+                acts = acts[ids.index(token) + 1 :]
             else:
                 acts = []
         size_param = params.get("page_size")

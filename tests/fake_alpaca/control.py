@@ -1,14 +1,15 @@
 """Out-of-process use: an HTTP client for the control API and a subprocess launcher.
 
-    with FakeAlpacaProcess(port_file=tmp_path / "fake.json") as fake:
-        client = fake.trading_client()            # alpaca-py, pointed at the fake
-        fake.fill(order_id, qty=1, price=100)      # control call over HTTP
-        ...kill the engine subprocess; ``fake`` keeps its state...
+with FakeAlpacaProcess(port_file=tmp_path / "fake.json") as fake:
+    client = fake.trading_client()            # alpaca-py, pointed at the fake
+    fake.fill(order_id, qty=1, price=100)      # control call over HTTP
+    ...kill the engine subprocess; ``fake`` keeps its state...
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import select
@@ -17,10 +18,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Self
 
-from .server import CONTROL_METHODS, _ClientFactories
+from .server import CONTROL_METHODS, FakeAlpaca, _ClientFactories
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_PREFIX = "FAKE_ALPACA_READY "
@@ -48,11 +50,19 @@ class FakeAlpacaClient(_ClientFactories):
         self.api_secret = info["api_secret"]
 
     @classmethod
-    def from_port_file(cls, path: str | os.PathLike[str]) -> "FakeAlpacaClient":
+    def from_port_file(cls, path: str | os.PathLike[str]) -> FakeAlpacaClient:
         return cls(json.loads(Path(path).read_text()))
 
-    def call(self, method: str, **kwargs: Any) -> Any:
-        timeout = float(kwargs.get("timeout", 5.0)) + 30.0
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if args:  # map positional arguments onto FakeAlpaca's signature
+            target = getattr(FakeAlpaca, method, None)
+            if target is None:
+                raise TypeError(f"{method}() takes keyword arguments only")
+            bound = inspect.signature(target).bind(None, *args, **kwargs)
+            kwargs = {k: v for k, v in bound.arguments.items() if k != "self"}
+            if "fields" in kwargs or "attrs" in kwargs:  # **kwargs parameters
+                kwargs.update(kwargs.pop("fields", {}) or kwargs.pop("attrs", {}))
+        timeout = float(kwargs.get("timeout") or 5.0) + 30.0
         req = urllib.request.Request(
             f"{self.control_url}/{method}",
             data=json.dumps(kwargs, default=str).encode(),
@@ -76,8 +86,9 @@ class FakeAlpacaClient(_ClientFactories):
     def shutdown(self) -> None:
         self.call("shutdown")
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0,
-                 message: str = "condition") -> Any:
+    def wait_for(
+        self, predicate: Callable[[], Any], timeout: float = 5.0, message: str = "condition"
+    ) -> Any:
         """Like ``FakeAlpaca.wait_for``: re-evaluates ``predicate`` on each state change,
         using the server-side long poll ``wait_change`` (no sleeping)."""
         deadline = time.monotonic() + timeout
@@ -96,8 +107,13 @@ class FakeAlpacaProcess:
     """Runs ``python -m tests.fake_alpaca`` as a subprocess; control calls are forwarded
     to a ``FakeAlpacaClient`` (``fake.fill(...)``, ``fake.orders()``, factories...)."""
 
-    def __init__(self, port_file: str | os.PathLike[str], args: Sequence[str] = (),
-                 startup_timeout: float = 20.0, stderr: Any = None) -> None:
+    def __init__(
+        self,
+        port_file: str | os.PathLike[str],
+        args: Sequence[str] = (),
+        startup_timeout: float = 20.0,
+        stderr: Any = None,
+    ) -> None:
         self.port_file = Path(port_file)
         self.args = list(args)
         self.startup_timeout = startup_timeout
@@ -105,13 +121,23 @@ class FakeAlpacaProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.client: FakeAlpacaClient | None = None
 
-    def start(self) -> "FakeAlpacaProcess":
+    def start(self) -> FakeAlpacaProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fake_alpaca", "--port-file", str(self.port_file),
-             *self.args],
-            cwd=str(REPO_ROOT), env=env, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.fake_alpaca",
+                "--port-file",
+                str(self.port_file),
+                *self.args,
+            ],
+            cwd=str(REPO_ROOT),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
         )
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], self.startup_timeout)
@@ -120,7 +146,7 @@ class FakeAlpacaProcess:
             self.proc.kill()
             self.proc.wait()
             raise RuntimeError(f"fake alpaca subprocess did not start (got {line!r})")
-        self.client = FakeAlpacaClient(json.loads(line[len(READY_PREFIX):]))
+        self.client = FakeAlpacaClient(json.loads(line[len(READY_PREFIX) :]))
         return self
 
     @property
@@ -136,7 +162,7 @@ class FakeAlpacaProcess:
                 assert self.client is not None
                 self.client.shutdown()
                 self.proc.wait(timeout)
-            except Exception:
+            except Exception:  # noqa: BLE001 (fall back to SIGTERM)
                 self.proc.terminate()
                 try:
                     self.proc.wait(timeout)
@@ -147,10 +173,11 @@ class FakeAlpacaProcess:
             self.proc.stdout.close()
         return self.proc.returncode
 
-    def __enter__(self) -> "FakeAlpacaProcess":
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def __getattr__(self, name: str) -> Any:

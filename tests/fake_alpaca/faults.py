@@ -98,8 +98,10 @@ class Fault:
         code, message = DEFAULT_ERRORS.get(self.status, (self.status * 100000, "error"))
         return (
             self.status,
-            {"code": self.code if self.code is not None else code,
-             "message": self.message if self.message is not None else message},
+            {
+                "code": self.code if self.code is not None else code,
+                "message": self.message if self.message is not None else message,
+            },
             "application/json; charset=UTF-8",
         )
 

@@ -1,11 +1,12 @@
 """pytest fixtures for the fake Alpaca. Import them from tests/conftest.py:
 
-    from tests.fake_alpaca.fixtures import *  # noqa: F401,F403
+from tests.fake_alpaca.fixtures import *  # noqa: F401,F403
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -13,11 +14,11 @@ from .control import FakeAlpacaProcess
 from .server import FakeAlpaca
 
 __all__ = [
+    "alpaca_historical_client",
+    "alpaca_trading_client",
     "fake_alpaca",
     "fake_alpaca_factory",
     "fake_alpaca_process",
-    "alpaca_trading_client",
-    "alpaca_historical_client",
 ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import functools
 import itertools
 import json
@@ -20,18 +21,20 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, Callable, Iterable
+from typing import Any, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import msgpack
-from websockets.asyncio.server import ServerConnection, serve as ws_serve
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
 
-from .broker import UTC, ApiError, Broker, Order, dec, fmt, iso, parse_dt
+from .broker import ApiError, Broker, Order, dec, iso, parse_dt
 from .faults import Fault
 
 log = logging.getLogger("fake_alpaca")
@@ -73,7 +76,9 @@ ROUTE_NAMES = sorted({name for _, _, name in ROUTES})
 CONTROL_METHODS: dict[str, str] = {}
 
 _DROP = object()  # a handler outcome: close the connection without answering
-UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 
 
 def control(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,7 +86,7 @@ def control(fn: Callable[..., Any]) -> Callable[..., Any]:
     CONTROL_METHODS[fn.__name__] = "call"
 
     @functools.wraps(fn)
-    def wrapper(self: "FakeAlpaca", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: FakeAlpaca, *args: Any, **kwargs: Any) -> Any:
         return self._call(fn, self, *args, **kwargs)
 
     return wrapper
@@ -127,8 +132,19 @@ class _WsConn:
     subs: dict[str, set[str]] = field(default_factory=dict)
 
 
-DATA_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds",
-                 "corrections", "cancelErrors", "orderbooks", "news")
+DATA_CHANNELS = (
+    "trades",
+    "quotes",
+    "bars",
+    "updatedBars",
+    "dailyBars",
+    "statuses",
+    "lulds",
+    "corrections",
+    "cancelErrors",
+    "orderbooks",
+    "news",
+)
 
 
 class _ClientFactories:
@@ -141,14 +157,16 @@ class _ClientFactories:
     trading_stream_url: str
     data_stream_url: str
 
-    def trading_client(self, *, retry_wait: float = 0.05, retry_attempts: int = 3,
-                       raw_data: bool = False) -> Any:
+    def trading_client(
+        self, *, retry_wait: float = 0.05, retry_attempts: int = 3, raw_data: bool = False
+    ) -> Any:
         """A real ``TradingClient``. Its constructor takes no retry settings, so the
         private ``_retry_wait``/``_retry`` are set here (defaults: 3 s, 3 retries)."""
         from alpaca.trading.client import TradingClient
 
-        client = TradingClient(self.api_key, self.api_secret, paper=True,
-                               url_override=self.rest_url, raw_data=raw_data)
+        client = TradingClient(
+            self.api_key, self.api_secret, paper=True, url_override=self.rest_url, raw_data=raw_data
+        )
         client._retry_wait = retry_wait
         client._retry = retry_attempts
         return client
@@ -156,28 +174,49 @@ class _ClientFactories:
     def historical_client(self, *, retry_wait: float = 0.05) -> Any:
         from alpaca.data.historical.stock import StockHistoricalDataClient
 
-        client = StockHistoricalDataClient(self.api_key, self.api_secret,
-                                           url_override=self.data_rest_url)
+        client = StockHistoricalDataClient(
+            self.api_key, self.api_secret, url_override=self.data_rest_url
+        )
         client._retry_wait = retry_wait
         return client
 
-    def trading_stream(self, *, reconnect_backoff: float = 0.05, raw_data: bool = False,
-                       websocket_params: dict | None = None) -> Any:
+    def trading_stream(
+        self,
+        *,
+        reconnect_backoff: float = 0.05,
+        raw_data: bool = False,
+        websocket_params: dict | None = None,
+    ) -> Any:
         from alpaca.trading.stream import TradingStream
 
-        stream = TradingStream(self.api_key, self.api_secret, paper=True, raw_data=raw_data,
-                               url_override=self.trading_stream_url,
-                               websocket_params=websocket_params)
+        stream = TradingStream(
+            self.api_key,
+            self.api_secret,
+            paper=True,
+            raw_data=raw_data,
+            url_override=self.trading_stream_url,
+            websocket_params=websocket_params,
+        )
         stream._reconnect_min_backoff = reconnect_backoff
         stream._reconnect_max_backoff = max(reconnect_backoff * 4, reconnect_backoff)
         return stream
 
-    def data_stream(self, *, data_timeout: float | None = None, reconnect_backoff: float = 0.05,
-                    raw_data: bool = False) -> Any:
+    def data_stream(
+        self,
+        *,
+        data_timeout: float | None = None,
+        reconnect_backoff: float = 0.05,
+        raw_data: bool = False,
+    ) -> Any:
         from alpaca.data.live.stock import StockDataStream
 
-        stream = StockDataStream(self.api_key, self.api_secret, raw_data=raw_data,
-                                 url_override=self.data_stream_url, data_timeout=data_timeout)
+        stream = StockDataStream(
+            self.api_key,
+            self.api_secret,
+            raw_data=raw_data,
+            url_override=self.data_stream_url,
+            data_timeout=data_timeout,
+        )
         stream._reconnect_min_backoff = reconnect_backoff
         stream._reconnect_max_backoff = max(reconnect_backoff * 4, reconnect_backoff)
         return stream
@@ -218,9 +257,15 @@ class FakeAlpaca(_ClientFactories):
         self.host = host
         self._ports = (rest_port, trade_stream_port, data_stream_port)
         self.broker = Broker(
-            cash=cash, multiplier=multiplier, shorting_enabled=shorting_enabled,
-            pdt_fields=pdt_fields, symbols=symbols, prices=prices, auto_accept=auto_accept,
-            auto_fill=auto_fill, on_update=self._publish_update,
+            cash=cash,
+            multiplier=multiplier,
+            shorting_enabled=shorting_enabled,
+            pdt_fields=pdt_fields,
+            symbols=symbols,
+            prices=prices,
+            auto_accept=auto_accept,
+            auto_fill=auto_fill,
+            on_update=self._publish_update,
         )
         self.trade_stream_binary = trade_stream_binary
         self._check_limit_mode(trade_stream_limit)
@@ -240,6 +285,7 @@ class FakeAlpaca(_ClientFactories):
         self._requests: list[dict[str, Any]] = []
         self._req_seq = itertools.count(1)
         self._http_writers: set[asyncio.StreamWriter] = set()
+        self._http_opened = 0
         self._hung: asyncio.Event | None = None
 
         # streams
@@ -267,14 +313,14 @@ class FakeAlpaca(_ClientFactories):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def __enter__(self) -> "FakeAlpaca":
+    def __enter__(self) -> Self:
         self.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, timeout: float = 10.0) -> "FakeAlpaca":
+    def start(self, timeout: float = 10.0) -> FakeAlpaca:
         if self._thread is not None:
             raise RuntimeError("already started")
         self._thread = threading.Thread(target=self._thread_main, name="fake-alpaca", daemon=True)
@@ -303,7 +349,7 @@ class FakeAlpaca(_ClientFactories):
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._startup())
-        except BaseException as exc:  # pragma: no cover
+        except BaseException as exc:  # noqa: BLE001  # pragma: no cover
             self._startup_error = exc
             self._ready.set()
             loop.close()
@@ -326,12 +372,20 @@ class FakeAlpaca(_ClientFactories):
         rest_port, trade_port, data_port = self._ports
         self._http_server = await asyncio.start_server(self._http_connection, self.host, rest_port)
         self._trade_server = await ws_serve(
-            self._trade_handler, self.host, trade_port,
-            process_request=self._trade_process_request, close_timeout=1, ping_interval=None,
+            self._trade_handler,
+            self.host,
+            trade_port,
+            process_request=self._trade_process_request,
+            close_timeout=1,
+            ping_interval=None,
         )
         self._data_server = await ws_serve(
-            self._data_handler, self.host, data_port,
-            process_request=self._data_process_request, close_timeout=1, ping_interval=None,
+            self._data_handler,
+            self.host,
+            data_port,
+            process_request=self._data_process_request,
+            close_timeout=1,
+            ping_interval=None,
         )
         rp = self._http_server.sockets[0].getsockname()[1]
         tp = next(iter(self._trade_server.sockets)).getsockname()[1]
@@ -352,7 +406,7 @@ class FakeAlpaca(_ClientFactories):
         for server in (self._trade_server, self._data_server):
             try:
                 await asyncio.wait_for(server.wait_closed(), 3)
-            except asyncio.TimeoutError:  # pragma: no cover
+            except TimeoutError:  # pragma: no cover
                 pass
 
     def urls(self) -> dict[str, str]:
@@ -383,7 +437,7 @@ class FakeAlpaca(_ClientFactories):
         def run() -> None:
             try:
                 fut.set_result(fn(*args, **kwargs))
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 (re-raised in the caller)
                 fut.set_exception(exc)
             finally:
                 self._changed()
@@ -404,8 +458,9 @@ class FakeAlpaca(_ClientFactories):
 
     # ------------------------------------------------------------------ waiting
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0,
-                 message: str = "condition") -> Any:
+    def wait_for(
+        self, predicate: Callable[[], Any], timeout: float = 5.0, message: str = "condition"
+    ) -> Any:
         """Block the calling thread until ``predicate()`` is truthy (re-checked on every
         state change of the fake). Returns the truthy value; raises TimeoutError."""
         if self._in_loop_thread():
@@ -442,52 +497,76 @@ class FakeAlpaca(_ClientFactories):
                 self._cond.wait(remaining)
             return self._version
 
-    async def async_wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0,
-                             message: str = "condition") -> Any:
+    async def async_wait_for(
+        self, predicate: Callable[[], Any], timeout: float = 5.0, message: str = "condition"
+    ) -> Any:
         return await asyncio.to_thread(self.wait_for, predicate, timeout, message)
 
     @waiter
     def wait_for_trade_listeners(self, n: int = 1, timeout: float = 5.0) -> int:
         """Wait until at least ``n`` trade-updates connections are authenticated and listening."""
-        return self.wait_for(lambda: self.trade_listener_count() >= n and self.trade_listener_count(),
-                             timeout, f"{n} trade_updates listener(s)")
+        return self.wait_for(
+            lambda: self.trade_listener_count() >= n and self.trade_listener_count(),
+            timeout,
+            f"{n} trade_updates listener(s)",
+        )
 
     async def async_wait_for_trade_listeners(self, n: int = 1, timeout: float = 5.0) -> int:
         return await asyncio.to_thread(self.wait_for_trade_listeners, n, timeout)
 
     @waiter
-    def wait_for_data_subscription(self, symbol: str, channel: str = "bars",
-                                   timeout: float = 5.0) -> bool:
-        return self.wait_for(lambda: self.data_subscribed(symbol, channel), timeout,
-                             f"data subscription {channel}:{symbol}")
+    def wait_for_data_subscription(
+        self, symbol: str, channel: str = "bars", timeout: float = 5.0
+    ) -> bool:
+        return self.wait_for(
+            lambda: self.data_subscribed(symbol, channel),
+            timeout,
+            f"data subscription {channel}:{symbol}",
+        )
 
-    async def async_wait_for_data_subscription(self, symbol: str, channel: str = "bars",
-                                               timeout: float = 5.0) -> bool:
+    async def async_wait_for_data_subscription(
+        self, symbol: str, channel: str = "bars", timeout: float = 5.0
+    ) -> bool:
         return await asyncio.to_thread(self.wait_for_data_subscription, symbol, channel, timeout)
 
     @waiter
-    def wait_for_requests(self, route: str, n: int = 1, timeout: float = 5.0,
-                          answered: bool = False) -> int:
+    def wait_for_requests(
+        self, route: str, n: int = 1, timeout: float = 5.0, answered: bool = False
+    ) -> int:
         """Wait until ``n`` requests to ``route`` arrived (``answered``: and got a status)."""
+
         def count() -> int:
-            return len([r for r in self.requests_log(route=route)
-                        if not answered or r["status"] is not None])
+            return len(
+                [
+                    r
+                    for r in self.requests_log(route=route)
+                    if not answered or r["status"] is not None
+                ]
+            )
+
         return self.wait_for(lambda: count() >= n and count(), timeout, f"{n} {route} request(s)")
 
     @waiter
     def wait_for_order_status(self, order: str, status: str, timeout: float = 5.0) -> dict:
-        return self.wait_for(lambda: (o := self.order(order))["status"] == status and o,
-                             timeout, f"order {order} to be {status}")
+        return self.wait_for(
+            lambda: (o := self.order(order))["status"] == status and o,
+            timeout,
+            f"order {order} to be {status}",
+        )
 
     @waiter
-    def wait_for_stream_connections(self, kind: str, n: int, state: str | None = None,
-                                    timeout: float = 5.0) -> int:
+    def wait_for_stream_connections(
+        self, kind: str, n: int, state: str | None = None, timeout: float = 5.0
+    ) -> int:
         """Wait until ``n`` connection records of ``kind`` ("trade"/"data") exist
         (optionally in ``state``: open/closed/refused)."""
+
         def count() -> int:
             return len(self.stream_connections(kind=kind, state=state))
-        return self.wait_for(lambda: count() >= n and count(), timeout,
-                             f"{n} {kind} connection(s) in state {state}")
+
+        return self.wait_for(
+            lambda: count() >= n and count(), timeout, f"{n} {kind} connection(s) in state {state}"
+        )
 
     # ------------------------------------------------------------------ control: config
 
@@ -506,9 +585,17 @@ class FakeAlpaca(_ClientFactories):
                 b.multiplier = dec(value)
             elif key == "last_equity":
                 b.last_equity = None if value is None else dec(value)
-            elif key in ("status", "trading_blocked", "account_blocked", "transfers_blocked",
-                         "trade_suspended_by_user", "shorting_enabled", "pdt_fields",
-                         "pattern_day_trader", "daytrade_count"):
+            elif key in (
+                "status",
+                "trading_blocked",
+                "account_blocked",
+                "transfers_blocked",
+                "trade_suspended_by_user",
+                "shorting_enabled",
+                "pdt_fields",
+                "pattern_day_trader",
+                "daytrade_count",
+            ):
                 setattr(b, key, value)
             else:
                 raise ValueError(f"unknown account field {key!r}")
@@ -544,8 +631,9 @@ class FakeAlpaca(_ClientFactories):
         self.broker.auto_accept = enabled
 
     @control
-    def set_clock(self, is_open: bool | None = None, next_open: Any = None,
-                  next_close: Any = None) -> dict:
+    def set_clock(
+        self, is_open: bool | None = None, next_open: Any = None, next_close: Any = None
+    ) -> dict:
         b = self.broker
         if is_open is not None:
             b.clock_is_open = is_open
@@ -623,23 +711,40 @@ class FakeAlpaca(_ClientFactories):
         self.broker.set_position(symbol, qty, avg_price)
 
     @control
-    def place_external_order(self, symbol: str, side: str, qty: Any = None, notional: Any = None,
-                             type: str = "limit", limit_price: Any = None,
-                             time_in_force: str = "day", client_order_id: str | None = None,
-                             notify: bool = True, validate: bool = True) -> dict:
+    def place_external_order(
+        self,
+        symbol: str,
+        side: str,
+        qty: Any = None,
+        notional: Any = None,
+        type: str = "limit",
+        limit_price: Any = None,
+        time_in_force: str = "day",
+        client_order_id: str | None = None,
+        notify: bool = True,
+        validate: bool = True,
+    ) -> dict:
         """An order at the broker that the engine did not send (dashboard, other bot).
         Pushes its ``new`` update unless ``notify=False``. ``validate=False`` skips the
         buying-power/qty checks."""
-        body = {"symbol": symbol, "side": side, "type": type, "time_in_force": time_in_force,
-                "qty": qty, "notional": notional, "limit_price": limit_price,
-                "client_order_id": client_order_id}
+        body = {
+            "symbol": symbol,
+            "side": side,
+            "type": type,
+            "time_in_force": time_in_force,
+            "qty": qty,
+            "notional": notional,
+            "limit_price": limit_price,
+            "client_order_id": client_order_id,
+        }
         b = self.broker
         saved = (b.buying_power_override, b.shorting_enabled)
         if not validate:
             b.buying_power_override, b.shorting_enabled = dec("1e12"), True
         try:
-            order = b.validate_and_create({k: v for k, v in body.items() if v is not None},
-                                          external=True)
+            order = b.validate_and_create(
+                {k: v for k, v in body.items() if v is not None}, external=True
+            )
         except ApiError as exc:
             raise ValueError(f"external order refused: {exc.status} {exc.message}") from None
         finally:
@@ -699,8 +804,9 @@ class FakeAlpaca(_ClientFactories):
         return counts
 
     @control
-    def requests_log(self, route: str | None = None, method: str | None = None,
-                     path: str | None = None) -> list[dict]:
+    def requests_log(
+        self, route: str | None = None, method: str | None = None, path: str | None = None
+    ) -> list[dict]:
         """Every REST request: seq, time, method, path, route, query, body, status (None if
         never answered), outcome (answered|closed|hung|pending), faults (ids applied)."""
         out = []
@@ -717,6 +823,12 @@ class FakeAlpaca(_ClientFactories):
     @control
     def request_count(self, route: str | None = None, method: str | None = None) -> int:
         return len(self.requests_log(route=route, method=method))
+
+    @control
+    def http_connections(self) -> dict[str, int]:
+        """TCP connections to the REST port: ever ``opened`` and currently ``open``
+        (requests.Session keeps connections alive, so opened << requests)."""
+        return {"opened": self._http_opened, "open": len(self._http_writers)}
 
     @control
     def clear_requests_log(self) -> None:
@@ -744,9 +856,13 @@ class FakeAlpaca(_ClientFactories):
 
     @control
     def data_subscribed(self, symbol: str, channel: str = "bars") -> bool:
-        return any(c.open and c.authenticated and (symbol in c.subs.get(channel, ())
-                                                    or "*" in c.subs.get(channel, ()))
-                   for c in self._conns.values() if c.kind == "data")
+        return any(
+            c.open
+            and c.authenticated
+            and (symbol in c.subs.get(channel, ()) or "*" in c.subs.get(channel, ()))
+            for c in self._conns.values()
+            if c.kind == "data"
+        )
 
     @control
     def trade_updates_log(self) -> list[dict]:
@@ -761,33 +877,64 @@ class FakeAlpaca(_ClientFactories):
     # ------------------------------------------------------------------ control: REST faults
 
     @control
-    def add_fault(self, route: str, kind: str, phase: str = "before", n: int | None = 1,
-                  status: int | None = None, code: int | None = None, message: str | None = None,
-                  body: Any = None, delay: float = 0.0) -> int:
+    def add_fault(
+        self,
+        route: str,
+        kind: str,
+        phase: str = "before",
+        n: int | None = 1,
+        status: int | None = None,
+        code: int | None = None,
+        message: str | None = None,
+        body: Any = None,
+        delay: float = 0.0,
+    ) -> int:
         """Generic fault rule (see faults.py). ``route`` is a route name or "*";
         ``n=None`` keeps it active until removed. Returns the fault id."""
         if route != "*" and route not in ROUTE_NAMES:
             raise ValueError(f"unknown route {route!r}; one of {ROUTE_NAMES}")
-        fault = Fault(route=route, kind=kind, phase=phase, remaining=n, status=status, code=code,
-                      message=message, body=body, delay=delay)
+        fault = Fault(
+            route=route,
+            kind=kind,
+            phase=phase,
+            remaining=n,
+            status=status,
+            code=code,
+            message=message,
+            body=body,
+            delay=delay,
+        )
         self._faults.append(fault)
         return fault.id
 
-    def fail_next(self, route: str = "submit_order", status: int = 500, n: int | None = 1,
-                  after_handling: bool = False, code: int | None = None,
-                  message: str | None = None, body: Any = None) -> int:
+    def fail_next(
+        self,
+        route: str = "submit_order",
+        status: int = 500,
+        n: int | None = 1,
+        after_handling: bool = False,
+        code: int | None = None,
+        message: str | None = None,
+        body: Any = None,
+    ) -> int:
         """Answer the next ``n`` requests to ``route`` with ``status``. ``after_handling``
         False: nothing happens at the broker (order NOT created); True: the request is
         processed (order IS created) and then the error is answered (ambiguous outcome)."""
-        return self.add_fault(route, "error", "after" if after_handling else "before", n,
-                              status, code, message, body)
+        return self.add_fault(
+            route, "error", "after" if after_handling else "before", n, status, code, message, body
+        )
 
     def rate_limit_next(self, route: str = "*", n: int | None = 1) -> int:
         """HTTP 429 on the next ``n`` requests (alpaca-py retries 429 itself)."""
         return self.add_fault(route, "error", "before", n, 429)
 
-    def reject_next_submit(self, status: int = 403, message: str = "insufficient buying power",
-                           code: int | None = None, n: int | None = 1) -> int:
+    def reject_next_submit(
+        self,
+        status: int = 403,
+        message: str = "insufficient buying power",
+        code: int | None = None,
+        n: int | None = 1,
+    ) -> int:
         """The next ``n`` POST /v2/orders are refused (no order; the client id stays free)."""
         if code is None:
             code = 40310000 if status == 403 else 42210000 if status == 422 else status * 100000
@@ -798,26 +945,41 @@ class FakeAlpaca(_ClientFactories):
         then hits ``client_order_id must be unique`` (422, code 40010001)."""
         return self.add_fault("submit_order", "error", "after", n, 504)
 
-    def delay_next(self, route: str = "submit_order", seconds: float = 1.0, n: int | None = 1,
-                   before_handling: bool = False) -> int:
+    def delay_next(
+        self,
+        route: str = "submit_order",
+        seconds: float = 1.0,
+        n: int | None = 1,
+        before_handling: bool = False,
+    ) -> int:
         """Delay the answer (the order IS created at once; ``before_handling=True``: the
         request is only processed after the delay)."""
-        return self.add_fault(route, "delay", "before" if before_handling else "after", n,
-                              delay=seconds)
+        return self.add_fault(
+            route, "delay", "before" if before_handling else "after", n, delay=seconds
+        )
 
-    def hang_next(self, route: str = "submit_order", n: int | None = 1,
-                  before_handling: bool = False) -> int:
+    def hang_next(
+        self, route: str = "submit_order", n: int | None = 1, before_handling: bool = False
+    ) -> int:
         """Process the request (order created) and never answer, until
         ``release_hung_requests()`` or stop (then the connection is closed)."""
         return self.add_fault(route, "hang", "before" if before_handling else "after", n)
 
-    def close_next(self, route: str = "submit_order", n: int | None = 1,
-                   after_handling: bool = True) -> int:
+    def close_next(
+        self, route: str = "submit_order", n: int | None = 1, after_handling: bool = True
+    ) -> int:
         """Close the connection without an answer (default: after creating the order)."""
         return self.add_fault(route, "close", "after" if after_handling else "before", n)
 
-    for _name in ("fail_next", "rate_limit_next", "reject_next_submit",
-                  "gateway_timeout_after_create", "delay_next", "hang_next", "close_next"):
+    for _name in (
+        "fail_next",
+        "rate_limit_next",
+        "reject_next_submit",
+        "gateway_timeout_after_create",
+        "delay_next",
+        "hang_next",
+        "close_next",
+    ):
         CONTROL_METHODS[_name] = "wait"  # composite: calls add_fault (thread-safe) itself
     del _name
 
@@ -844,8 +1006,9 @@ class FakeAlpaca(_ClientFactories):
         self._flush_held()
 
     @control
-    def faults(self) -> list[dict]:
-        return [f.to_json() for f in self._faults]
+    def faults(self, active_only: bool = False) -> list[dict]:
+        """Fault rules in creation order with their ``hits`` (used-up ones included)."""
+        return [f.to_json() for f in self._faults if f.active or not active_only]
 
     @control
     def release_hung_requests(self) -> int:
@@ -937,13 +1100,33 @@ class FakeAlpaca(_ClientFactories):
         self._data_block = status if enabled else None
 
     @control
-    def push_bar(self, symbol: str, ts: Any, o: Any, h: Any, l: Any, c: Any, v: Any,
-                 n: int = 1, vw: Any = None, kind: str = "b") -> int:
+    def push_bar(
+        self,
+        symbol: str,
+        ts: Any,
+        o: Any,
+        h: Any,
+        l: Any,
+        c: Any,
+        v: Any,
+        n: int = 1,
+        vw: Any = None,
+        kind: str = "b",
+    ) -> int:
         """Send a bar (``kind``: b bar, u updated bar, d daily bar) to every data connection
         subscribed to it. Returns how many connections got it."""
-        msg = {"T": kind, "S": symbol.upper(), "o": float(o), "h": float(h), "l": float(l),
-               "c": float(c), "v": int(v) if float(v).is_integer() else float(v),
-               "t": parse_dt(ts), "n": int(n), "vw": float(vw if vw is not None else c)}
+        msg = {
+            "T": kind,
+            "S": symbol.upper(),
+            "o": float(o),
+            "h": float(h),
+            "l": float(l),
+            "c": float(c),
+            "v": int(v) if float(v).is_integer() else float(v),
+            "t": parse_dt(ts),
+            "n": int(n),
+            "vw": float(vw if vw is not None else c),
+        }
         channel = {"b": "bars", "u": "updatedBars", "d": "dailyBars"}[kind]
         return self._push_data(msg, channel)
 
@@ -954,8 +1137,15 @@ class FakeAlpaca(_ClientFactories):
         msg = dict(message)
         if "t" in msg:
             msg["t"] = parse_dt(msg["t"])
-        channel = {"t": "trades", "q": "quotes", "b": "bars", "u": "updatedBars",
-                   "d": "dailyBars", "s": "statuses", "l": "lulds"}.get(msg.get("T"), "bars")
+        channel = {
+            "t": "trades",
+            "q": "quotes",
+            "b": "bars",
+            "u": "updatedBars",
+            "d": "dailyBars",
+            "s": "statuses",
+            "l": "lulds",
+        }.get(msg.get("T"), "bars")
         return self._push_data(msg, channel)
 
     @control
@@ -970,11 +1160,16 @@ class FakeAlpaca(_ClientFactories):
                 keys = ("t", "o", "h", "l", "c", "v", "n", "vw")
                 bar = dict(zip(keys, bar))
             t = parse_dt(bar["t"])
-            rec = {"t": t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                   "o": float(bar["o"]), "h": float(bar["h"]), "l": float(bar["l"]),
-                   "c": float(bar["c"]), "v": float(bar["v"]) if not float(bar["v"]).is_integer()
-                   else int(bar["v"]), "n": int(bar.get("n", 1)),
-                   "vw": float(bar.get("vw", bar["c"]))}
+            rec = {
+                "t": t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "o": float(bar["o"]),
+                "h": float(bar["h"]),
+                "l": float(bar["l"]),
+                "c": float(bar["c"]),
+                "v": float(bar["v"]) if not float(bar["v"]).is_integer() else int(bar["v"]),
+                "n": int(bar.get("n", 1)),
+                "vw": float(bar.get("vw", bar["c"])),
+            }
             rows.append((t, timeframe, rec))
         rows.sort(key=lambda r: r[0])
         return len(rows)
@@ -990,9 +1185,11 @@ class FakeAlpaca(_ClientFactories):
 
     # ================================================================== REST server
 
-    async def _http_connection(self, reader: asyncio.StreamReader,
-                               writer: asyncio.StreamWriter) -> None:
+    async def _http_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self._http_writers.add(writer)
+        self._http_opened += 1
         try:
             while True:
                 req = await self._read_request(reader)
@@ -1015,10 +1212,8 @@ class FakeAlpaca(_ClientFactories):
             pass
         finally:
             self._http_writers.discard(writer)
-            try:
+            with contextlib.suppress(Exception):
                 writer.close()
-            except Exception:  # pragma: no cover
-                pass
 
     @staticmethod
     async def _read_request(reader: asyncio.StreamReader) -> _HttpRequest | None:
@@ -1093,8 +1288,10 @@ class FakeAlpaca(_ClientFactories):
         return None, {}, path_known
 
     def _authorized(self, headers: dict[str, str]) -> bool:
-        return (headers.get("apca-api-key-id") == self.api_key
-                and headers.get("apca-api-secret-key") == self.api_secret)
+        return (
+            headers.get("apca-api-key-id") == self.api_key
+            and headers.get("apca-api-secret-key") == self.api_secret
+        )
 
     async def _handle_api(self, req: _HttpRequest) -> Any:
         route, params, path_known = self._match(req.method, req.path)
@@ -1103,9 +1300,16 @@ class FakeAlpaca(_ClientFactories):
         except ValueError:
             body_json = req.body.decode("utf-8", "replace")
         entry: dict[str, Any] = {
-            "seq": next(self._req_seq), "time": iso(self.broker.now()), "method": req.method,
-            "path": req.path, "route": route, "query": dict(req.query), "body": body_json,
-            "status": None, "outcome": "pending", "faults": [],
+            "seq": next(self._req_seq),
+            "time": iso(self.broker.now()),
+            "method": req.method,
+            "path": req.path,
+            "route": route,
+            "query": dict(req.query),
+            "body": body_json,
+            "status": None,
+            "outcome": "pending",
+            "faults": [],
         }
         self._requests.append(entry)
         self._changed()
@@ -1130,6 +1334,13 @@ class FakeAlpaca(_ClientFactories):
             status, body = getattr(self, "_h_" + route)(req, params)
         except ApiError as exc:
             status, body = exc.status, exc.body()
+        except Exception as exc:
+            log.exception("fake alpaca handler %s failed", route)
+            status = 500
+            body = {
+                "code": 50010000,
+                "message": f"internal server error occurred (fake: {type(exc).__name__}: {exc})",
+            }
         self._changed()
         if 200 <= status < 300:
             late = await self._apply_faults(route, "after", entry)
@@ -1157,7 +1368,6 @@ class FakeAlpaca(_ClientFactories):
                 assert self._hung is not None
                 await self._hung.wait()
                 return _DROP
-        self._faults = [f for f in self._faults if f.active]
         return None
 
     # ------------------------------------------------------------------ REST handlers
@@ -1187,12 +1397,45 @@ class FakeAlpaca(_ClientFactories):
     def _h_activities(self, req: _HttpRequest, p: dict) -> tuple[int, Any]:
         types_text = p.get("activity_type") or req.query.get("activity_types")
         types = {t.strip().upper() for t in types_text.split(",")} if types_text else None
-        known = {"FILL", "TRANS", "MISC", "ACATC", "ACATS", "CSD", "CSW", "DIV", "DIVCGL",
-                 "DIVCGS", "DIVFEE", "DIVFT", "DIVNRA", "DIVROC", "DIVTW", "DIVTXEX", "INT",
-                 "INTNRA", "INTTW", "JNL", "JNLC", "JNLS", "MA", "NC", "OPASN", "OPEXP",
-                 "OPXRC", "PTC", "PTR", "REORG", "SC", "SSO", "SSP", "CFEE", "FEE"}
+        known = {
+            "FILL",
+            "TRANS",
+            "MISC",
+            "ACATC",
+            "ACATS",
+            "CSD",
+            "CSW",
+            "DIV",
+            "DIVCGL",
+            "DIVCGS",
+            "DIVFEE",
+            "DIVFT",
+            "DIVNRA",
+            "DIVROC",
+            "DIVTW",
+            "DIVTXEX",
+            "INT",
+            "INTNRA",
+            "INTTW",
+            "JNL",
+            "JNLC",
+            "JNLS",
+            "MA",
+            "NC",
+            "OPASN",
+            "OPEXP",
+            "OPXRC",
+            "PTC",
+            "PTR",
+            "REORG",
+            "SC",
+            "SSO",
+            "SSP",
+            "CFEE",
+            "FEE",
+        }
         if types is not None and not types <= known:
-            bad = sorted(types - known)[0]
+            bad = min(types - known)
             raise ApiError(422, 40010001, f"invalid activity type: {bad}")
         try:
             return 200, self.broker.list_activities(req.query, types)
@@ -1267,8 +1510,13 @@ class FakeAlpaca(_ClientFactories):
             amount = dec(qty)
         elif percentage is not None:
             amount = (abs(pos.qty) * dec(percentage) / 100).quantize(dec("1e-9"))
-        body = {"symbol": pos.symbol, "side": "sell" if pos.qty > 0 else "buy", "type": "market",
-                "time_in_force": "day", "qty": str(amount)}
+        body = {
+            "symbol": pos.symbol,
+            "side": "sell" if pos.qty > 0 else "buy",
+            "type": "market",
+            "time_in_force": "day",
+            "qty": str(amount),
+        }
         b = self.broker
         saved = b.buying_power_override
         if pos.qty < 0:  # buying to cover is always allowed
@@ -1338,9 +1586,13 @@ class FakeAlpaca(_ClientFactories):
         desc = (q.get("sort") or "asc").lower() == "desc"
         items: list[tuple[str, dict]] = []
         for sym in sorted(set(symbols)):
-            rows = [r for r in self._bars.get(sym, [])
-                    if (r[1] is None or r[1] == timeframe)
-                    and (start is None or r[0] >= start) and (end is None or r[0] <= end)]
+            rows = [
+                r
+                for r in self._bars.get(sym, [])
+                if (r[1] is None or r[1] == timeframe)
+                and (start is None or r[0] >= start)
+                and (end is None or r[0] <= end)
+            ]
             if desc:
                 rows.reverse()
             items.extend((sym, r[2]) for r in rows)
@@ -1358,9 +1610,9 @@ class FakeAlpaca(_ClientFactories):
         if q.get("page_token"):
             try:
                 offset = int(base64.urlsafe_b64decode(q["page_token"].encode()).decode())
-            except Exception:
+            except ValueError:
                 raise ApiError(422, 42210000, "invalid page token") from None
-        page = items[offset:offset + limit]
+        page = items[offset : offset + limit]
         nxt = offset + limit
         token = base64.urlsafe_b64encode(str(nxt).encode()).decode() if nxt < len(items) else None
         return page, token
@@ -1389,12 +1641,15 @@ class FakeAlpaca(_ClientFactories):
 
     async def _control_http(self, req: _HttpRequest) -> tuple[int, Any, str]:
         ctype = "application/json; charset=UTF-8"
-        name = req.path[len("/_control"):].strip("/")
+        name = req.path[len("/_control") :].strip("/")
         if name in ("", "ping"):
             return 200, {"result": self.urls()}, ctype
         if name not in CONTROL_METHODS and name not in ("shutdown",):
-            return 404, {"error": f"unknown control method {name!r}",
-                         "methods": sorted(CONTROL_METHODS)}, ctype
+            return (
+                404,
+                {"error": f"unknown control method {name!r}", "methods": sorted(CONTROL_METHODS)},
+                ctype,
+            )
         if name == "shutdown":
             cb = getattr(self, "_on_shutdown_request", None)
             if cb is not None:
@@ -1406,15 +1661,24 @@ class FakeAlpaca(_ClientFactories):
                 raise TypeError("control body must be a JSON object of keyword arguments")
             result = await asyncio.to_thread(getattr(self, name), **kwargs)
             return 200, {"result": result}, ctype
-        except Exception as exc:  # reported to the control client
+        except Exception as exc:  # noqa: BLE001 (reported to the control client)
             return 400, {"error": str(exc), "type": type(exc).__name__}, ctype
 
     # ================================================================== trade-updates websocket
 
     def _new_record(self, kind: str, path: str) -> dict[str, Any]:
-        rec = {"id": next(self._conn_seq), "kind": kind, "path": path, "state": "open",
-               "refused_reason": None, "authenticated": False, "listening": False,
-               "opened_at": iso(self.broker.now()), "closed_at": None, "close_reason": None}
+        rec = {
+            "id": next(self._conn_seq),
+            "kind": kind,
+            "path": path,
+            "state": "open",
+            "refused_reason": None,
+            "authenticated": False,
+            "listening": False,
+            "opened_at": iso(self.broker.now()),
+            "closed_at": None,
+            "close_reason": None,
+        }
         if kind == "data":
             rec["subscriptions"] = {}
         self._conn_records.append(rec)
@@ -1471,8 +1735,9 @@ class FakeAlpaca(_ClientFactories):
         except (ConnectionClosed, ConnectionError):
             pass
 
-    def _close_conn(self, conn: _WsConn, reason: str, graceful: bool = False,
-                    code: int = 1000) -> None:
+    def _close_conn(
+        self, conn: _WsConn, reason: str, graceful: bool = False, code: int = 1000
+    ) -> None:
         if not conn.open:
             return
         conn.open = False
@@ -1520,8 +1785,13 @@ class FakeAlpaca(_ClientFactories):
                     self._trade_auth(conn, data)
                 elif action == "listen":
                     if not conn.authenticated:
-                        self._send_trade(conn, {"stream": "authorization", "data": {
-                            "action": "listen", "status": "unauthorized"}})
+                        self._send_trade(
+                            conn,
+                            {
+                                "stream": "authorization",
+                                "data": {"action": "listen", "status": "unauthorized"},
+                            },
+                        )
                         continue
                     streams = [s for s in (data.get("streams") or []) if s == "trade_updates"]
                     conn.listening = bool(streams)
@@ -1535,7 +1805,7 @@ class FakeAlpaca(_ClientFactories):
             conn.queue.put_nowait(("close", True, 1000, ""))  # let the sender flush and end
             try:
                 await asyncio.wait_for(sender, 2)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 sender.cancel()
 
     def _send_trade(self, conn: _WsConn, obj: dict[str, Any]) -> None:
@@ -1546,34 +1816,60 @@ class FakeAlpaca(_ClientFactories):
         if ok and self.trade_stream_limit == "auth_error":
             others = [c for c in self._open_conns("trade") if c is not conn and c.authenticated]
             if others:
-                self._send_trade(conn, {"stream": "authorization", "data": {
-                    "action": "authenticate", "status": "unauthorized",
-                    "message": "connection limit exceeded"}})
+                self._send_trade(
+                    conn,
+                    {
+                        "stream": "authorization",
+                        "data": {
+                            "action": "authenticate",
+                            "status": "unauthorized",
+                            "message": "connection limit exceeded",
+                        },
+                    },
+                )
                 self._close_conn(conn, "connection limit exceeded", graceful=True, code=1008)
                 conn.record["state"] = "refused"
                 conn.record["refused_reason"] = "connection limit exceeded (auth reply)"
                 return
         if not ok:
-            self._send_trade(conn, {"stream": "authorization", "data": {
-                "action": "authenticate", "status": "unauthorized",
-                "message": "access key verification failed"}})
+            self._send_trade(
+                conn,
+                {
+                    "stream": "authorization",
+                    "data": {
+                        "action": "authenticate",
+                        "status": "unauthorized",
+                        "message": "access key verification failed",
+                    },
+                },
+            )
             self._close_conn(conn, "authentication failed", graceful=True, code=1008)
             return
         conn.authenticated = True
         conn.record["authenticated"] = True
-        self._send_trade(conn, {"stream": "authorization", "data": {
-            "action": "authenticate", "status": "authorized"}})
+        self._send_trade(
+            conn,
+            {"stream": "authorization", "data": {"action": "authenticate", "status": "authorized"}},
+        )
         self._changed()
 
     # --- publishing trade updates (loop thread; called by the broker)
 
     def _publish_update(self, update: dict[str, Any]) -> None:
         order = update.get("order") or {}
-        rec = {"seq": next(self._update_seq), "event": update["event"],
-               "order_id": order.get("id"), "client_order_id": order.get("client_order_id"),
-               "execution_id": update.get("execution_id"), "timestamp": update.get("timestamp"),
-               "qty": update.get("qty"), "price": update.get("price"),
-               "delivered_to": [], "suppressed": False, "held": False}
+        rec = {
+            "seq": next(self._update_seq),
+            "event": update["event"],
+            "order_id": order.get("id"),
+            "client_order_id": order.get("client_order_id"),
+            "execution_id": update.get("execution_id"),
+            "timestamp": update.get("timestamp"),
+            "qty": update.get("qty"),
+            "price": update.get("price"),
+            "delivered_to": [],
+            "suppressed": False,
+            "held": False,
+        }
         self._update_log.append(rec)
         if self._suppress_updates:
             rec["suppressed"] = True
@@ -1624,23 +1920,38 @@ class FakeAlpaca(_ClientFactories):
         self._conn_by_ws[connection] = conn
         return None
 
-    def _send_data(self, conn: _WsConn, msgs: list[dict[str, Any]], control_msg: bool = True) -> None:
+    def _send_data(
+        self, conn: _WsConn, msgs: list[dict[str, Any]], control_msg: bool = True
+    ) -> None:
         if self._data_mute == "all" or (self._data_mute == "data" and not control_msg):
             return
         if conn.codec == "json":
+
             def conv(v: Any) -> Any:
                 return iso(v) if isinstance(v, datetime) else v
+
             payload: Any = json.dumps([{k: conv(v) for k, v in m.items()} for m in msgs])
         else:
+
             def conv_mp(v: Any) -> Any:
                 return msgpack.Timestamp.from_datetime(v) if isinstance(v, datetime) else v
+
             payload = msgpack.packb([{k: conv_mp(v) for k, v in m.items()} for m in msgs])
         conn.queue.put_nowait(("msg", payload))
 
     def _subscription_msg(self, conn: _WsConn) -> dict[str, Any]:
         msg: dict[str, Any] = {"T": "subscription"}
-        for ch in ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds",
-                   "corrections", "cancelErrors"):
+        for ch in (
+            "trades",
+            "quotes",
+            "bars",
+            "updatedBars",
+            "dailyBars",
+            "statuses",
+            "lulds",
+            "corrections",
+            "cancelErrors",
+        ):
             msg[ch] = sorted(conn.subs.get(ch, ()))
         return msg
 
@@ -1660,7 +1971,7 @@ class FakeAlpaca(_ClientFactories):
                     else:
                         conn.codec = "json"
                         msg = json.loads(raw)
-                except Exception:
+                except ValueError:  # msgpack's unpack errors are ValueErrors too
                     self._send_data(conn, [{"T": "error", "code": 400, "msg": "invalid syntax"}])
                     continue
                 if not isinstance(msg, dict) or not conn.open:
@@ -1670,7 +1981,9 @@ class FakeAlpaca(_ClientFactories):
                     self._data_auth(conn, msg)
                 elif action in ("subscribe", "unsubscribe"):
                     if not conn.authenticated:
-                        self._send_data(conn, [{"T": "error", "code": 401, "msg": "not authenticated"}])
+                        self._send_data(
+                            conn, [{"T": "error", "code": 401, "msg": "not authenticated"}]
+                        )
                         continue
                     for ch in DATA_CHANNELS:
                         symbols = msg.get(ch) or []
@@ -1689,7 +2002,7 @@ class FakeAlpaca(_ClientFactories):
             conn.queue.put_nowait(("close", True, 1000, ""))  # let the sender flush and end
             try:
                 await asyncio.wait_for(sender, 2)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 sender.cancel()
 
     def _data_auth(self, conn: _WsConn, msg: dict[str, Any]) -> None:
@@ -1714,9 +2027,14 @@ class FakeAlpaca(_ClientFactories):
 
     def _push_data(self, msg: dict[str, Any], channel: str) -> int:
         symbol = msg.get("S")
-        rec = {"seq": len(self._data_log) + 1, "T": msg.get("T"), "S": symbol,
-               "t": iso(msg["t"]) if isinstance(msg.get("t"), datetime) else msg.get("t"),
-               "delivered_to": [], "muted": self._data_mute is not None}
+        rec = {
+            "seq": len(self._data_log) + 1,
+            "T": msg.get("T"),
+            "S": symbol,
+            "t": iso(msg["t"]) if isinstance(msg.get("t"), datetime) else msg.get("t"),
+            "delivered_to": [],
+            "muted": self._data_mute is not None,
+        }
         self._data_log.append(rec)
         if self._data_mute is not None:
             return 0

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, Self
 
 
 class Collector:
@@ -36,8 +37,9 @@ class Collector:
         with self._cond:
             ok = self._cond.wait_for(lambda: predicate(self.items), timeout)
             if not ok:
-                raise TimeoutError(f"collector: condition not met after {timeout}s; "
-                                   f"have {len(self.items)} item(s)")
+                raise TimeoutError(
+                    f"collector: condition not met after {timeout}s; have {len(self.items)} item(s)"
+                )
             return ok
 
     def wait_count(self, n: int, timeout: float = 5.0) -> list[Any]:
@@ -60,7 +62,7 @@ class StreamThread:
         self.fake = fake
         self.thread = threading.Thread(target=stream.run, name="alpaca-stream", daemon=True)
 
-    def start(self) -> "StreamThread":
+    def start(self) -> StreamThread:
         self.thread.start()
         return self
 
@@ -68,7 +70,11 @@ class StreamThread:
         stream = self.stream
         deadline_loop = 0
         # the SDK sets _loop inside run(); wait until it is there so stop() can reach it
-        while getattr(stream, "_loop", None) is None and self.thread.is_alive() and deadline_loop < 200:
+        while (
+            getattr(stream, "_loop", None) is None
+            and self.thread.is_alive()
+            and deadline_loop < 200
+        ):
             self.thread.join(0.01)
             deadline_loop += 1
         loop = getattr(stream, "_loop", None)
@@ -83,10 +89,11 @@ class StreamThread:
         if self.thread.is_alive():
             raise TimeoutError("alpaca stream thread did not stop")
 
-    def __enter__(self) -> "StreamThread":
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
