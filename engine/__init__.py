@@ -1,1 +1,1 @@
-"""engine."""
+"""The engine: configuration, clock, risk gate, execution, brokers, data, strategies, service."""

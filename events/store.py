@@ -77,6 +77,7 @@ _INSERT = (
     "payload, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _ROW_COLUMNS = "seq, ts, type, schema_version, intent_id, client_order_id, symbol, payload, hash"
+REPLAY_COLUMNS = "seq, type, schema_version, payload"
 
 # A stored row: (seq, ts_us, type, schema_version, intent_id, client_order_id, symbol, payload, hash)
 Row = tuple[int, int, str, int, str | None, str | None, str | None, bytes, bytes]
@@ -592,9 +593,14 @@ class LogReader:
         where: str = "",
         params: Iterable[Any] = (),
         batch_size: int = 5000,
-    ) -> AsyncIterator[list[Row]]:
-        """Raw rows in seq order, in batches. `where` is an extra SQL condition (trusted)."""
-        sql = f"SELECT {_ROW_COLUMNS} FROM events WHERE seq >= ?"
+        columns: str = _ROW_COLUMNS,
+    ) -> AsyncIterator[list[Any]]:
+        """Raw rows in seq order, in batches (all columns unless `columns` says otherwise;
+        `seq` must come first). `where` is an extra SQL condition (trusted).
+
+        The next batch is fetched on the connection's thread while the caller works on this
+        one."""
+        sql = f"SELECT {columns} FROM events WHERE seq >= ?"
         args: list[Any] = [from_seq]
         if to_seq is not None:
             sql += " AND seq <= ?"
@@ -606,12 +612,20 @@ class LogReader:
         last = from_seq - 1
         try:
             async with self.db.execute(sql, args) as cur:
-                while True:
-                    batch = await cur.fetchmany(batch_size)
-                    if not batch:
-                        return
-                    last = batch[-1][0]
-                    yield batch  # type: ignore[misc]
+                ahead = asyncio.ensure_future(cur.fetchmany(batch_size))
+                try:
+                    while True:
+                        batch = await ahead
+                        if not batch:
+                            return
+                        ahead = asyncio.ensure_future(cur.fetchmany(batch_size))
+                        last = batch[-1][0]
+                        yield batch  # type: ignore[misc]
+                finally:
+                    if not ahead.done():
+                        ahead.cancel()
+                    with anyio.CancelScope(shield=True):
+                        await asyncio.wait((ahead,))
         except sqlite3.DatabaseError as e:
             raise CorruptLogError(
                 f"{self.path}: log is damaged after seq {last}: {e}", seq=last + 1

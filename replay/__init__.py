@@ -1,1 +1,1 @@
-"""replay."""
+"""Deterministic replay and backtest drivers, and reports."""

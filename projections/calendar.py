@@ -1,0 +1,93 @@
+"""Exchange calendar arithmetic: trading days and ISO weeks in America/New_York.
+
+Loss limits reset on the exchange's day, not UTC's: a loss at 23:30 UTC in winter is still
+that New York afternoon's loss. Business days skip weekends and the NYSE full-day holidays
+(computed from their rules, so no table goes stale); early closes count as full days.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def trading_day(ts: datetime) -> date:
+    """The New York calendar date of an aware timestamp."""
+    return ts.astimezone(NEW_YORK).date()
+
+
+def iso_week(d: date) -> str:
+    y, w, _ = d.isocalendar()
+    return f"{y}-W{w:02d}"
+
+
+def _easter(year: int) -> date:
+    # Anonymous Gregorian algorithm (Meeus/Jones/Butcher).
+    a = year % 19
+    b, c = divmod(year, 100)
+    d, e = divmod(b, 4)
+    f = (b + 8) // 25
+    g = (b - f + 1) // 3
+    h = (19 * a + b - d - g + 15) % 30
+    i, k = divmod(c, 4)
+    l_ = (32 + 2 * e + 2 * i - h - k) % 7
+    m = (a + 11 * h + 22 * l_) // 451
+    month, day = divmod(h + l_ - 7 * m + 114, 31)
+    return date(year, month, day + 1)
+
+
+def _nth_weekday(year: int, month: int, weekday: int, n: int) -> date:
+    d = date(year, month, 1)
+    d += timedelta(days=(weekday - d.weekday()) % 7)
+    return d + timedelta(weeks=n - 1)
+
+
+def _last_weekday(year: int, month: int, weekday: int) -> date:
+    d = date(year, month + 1, 1) - timedelta(days=1) if month < 12 else date(year, 12, 31)
+    return d - timedelta(days=(d.weekday() - weekday) % 7)
+
+
+def _observed(d: date) -> date:
+    if d.weekday() == 5:
+        return d - timedelta(days=1)
+    if d.weekday() == 6:
+        return d + timedelta(days=1)
+    return d
+
+
+@functools.cache
+def nyse_holidays(year: int) -> frozenset[date]:
+    days = {
+        _nth_weekday(year, 1, 0, 3),  # Martin Luther King Jr. Day
+        _nth_weekday(year, 2, 0, 3),  # Washington's Birthday
+        _easter(year) - timedelta(days=2),  # Good Friday
+        _last_weekday(year, 5, 0),  # Memorial Day
+        _nth_weekday(year, 9, 0, 1),  # Labor Day
+        _nth_weekday(year, 11, 3, 4),  # Thanksgiving
+        _observed(date(year, 7, 4)),
+        _observed(date(year, 12, 25)),
+    }
+    if year >= 2022:
+        days.add(_observed(date(year, 6, 19)))  # Juneteenth
+    ny = date(year, 1, 1)
+    if ny.weekday() != 5:  # NYSE does not observe New Year's on the prior Friday
+        days.add(_observed(ny))
+    return frozenset(days)
+
+
+def is_business_day(d: date) -> bool:
+    return d.weekday() < 5 and d not in nyse_holidays(d.year)
+
+
+def business_days_back(end: date, n: int) -> list[date]:
+    """The last `n` business days ending at `end` (inclusive if `end` is one), newest first."""
+    out: list[date] = []
+    d = end
+    while len(out) < n:
+        if is_business_day(d):
+            out.append(d)
+        d -= timedelta(days=1)
+    return out

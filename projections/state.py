@@ -1,0 +1,297 @@
+"""All projections together: one dispatch per event, rebuild by replay, and snapshots.
+
+`Projections.apply(seq, event)` is deterministic and does no I/O: the same log prefix always
+gives the same state. Internally the folds mutate their own state objects (a copy per event
+would make a million-event replay crawl); nothing outside this package may mutate them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from events.catalogue import (
+    AccountSnapshot,
+    AssetInfo,
+    BarReceived,
+    CancelRejected,
+    CancelRequested,
+    FillReceived,
+    KillSwitchEngaged,
+    KillSwitchReleased,
+    KillSwitchVerified,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderRejected,
+    OrderReplaced,
+    OrderSubmitAmbiguous,
+    OrderSubmitRequested,
+    OrderSubmitted,
+    OrphanOrderAdopted,
+    PositionAdjusted,
+    ReplaceRequested,
+    RiskApproved,
+    RiskRejected,
+    RunEnded,
+    RunSealed,
+    RunStarted,
+    TradingStateChanged,
+)
+from events.codec import Codec, default_codec
+from events.base import tag_of
+from events.store import REPLAY_COLUMNS, LogReader, ts_to_us
+from projections import market, orders, positions, risk
+from projections.market import AccountState, BarReceivedView, MarketState, RunsState
+from projections.orders import OrdersState
+from projections.positions import PositionsState
+from projections.risk import RiskState
+
+SNAPSHOT_VERSION = 1
+
+
+class Projections:
+    """Every projection, folded from the log in seq order."""
+
+    def __init__(self) -> None:
+        self.orders = OrdersState()
+        self.positions = PositionsState()
+        self.risk = RiskState()
+        self.market = MarketState()
+        self.account = AccountState()
+        self.runs = RunsState()
+        self.last_seq = 0
+        self._dispatch = self._build_dispatch()
+
+    # --- folding -----------------------------------------------------------------------
+
+    def apply(self, seq: int, event: Any) -> None:
+        handler = self._dispatch.get(type(event))
+        if handler is not None:
+            handler(seq, event)
+        self.last_seq = seq
+
+    def handled_types(self) -> list[type]:
+        return list(self._dispatch)
+
+    def _build_dispatch(self) -> dict[type, Callable[[int, Any], None]]:
+        o, p, r, m, a, runs = (self.orders, self.positions, self.risk, self.market, self.account,
+                               self.runs)
+
+        def on_bar(seq: int, e: Any) -> None:
+            market.apply_bar(m, seq, e)
+
+        def on_fill(seq: int, e: FillReceived) -> None:
+            if not orders.apply_fill(o, seq, e):
+                return  # this execution was already booked
+            realized, before, after = positions.apply_fill(p, seq, e)
+            risk.apply_fill(r, e, realized, before, after, o.orders.get(e.client_order_id))
+            market.apply_fill_cash(a, e)
+
+        def on_approved(seq: int, e: RiskApproved) -> None:
+            risk.apply_decision(r, e)
+            orders.apply_approved(o, seq, e)
+
+        def order_event(tag: str) -> Callable[[int, Any], None]:
+            return lambda seq, e: orders.apply_order_event(o, seq, e, tag)
+
+        d: dict[type, Callable[[int, Any], None]] = {
+            BarReceived: on_bar,
+            BarReceivedView: on_bar,
+            FillReceived: on_fill,
+            RiskApproved: on_approved,
+            RiskRejected: lambda seq, e: risk.apply_decision(r, e),
+            OrphanOrderAdopted: lambda seq, e: orders.apply_adopted(o, seq, e),
+            PositionAdjusted: lambda seq, e: positions.apply_adjustment(p, seq, e),
+            AccountSnapshot: lambda seq, e: market.apply_snapshot(a, e),
+            AssetInfo: lambda seq, e: m.assets.__setitem__(e.symbol, e),
+            RunStarted: lambda seq, e: (risk.apply_run_started(r, e),
+                                        market.apply_run_started(runs, seq, e)),
+            RunEnded: lambda seq, e: market.apply_run_ended(runs, seq, e),
+            RunSealed: lambda seq, e: market.apply_run_ended(runs, seq, e),
+            TradingStateChanged: lambda seq, e: risk.apply_trading_state(r, e),
+            KillSwitchEngaged: lambda seq, e: risk.apply_kill_engaged(r, e),
+            KillSwitchVerified: lambda seq, e: risk.apply_kill_verified(r, e),
+            KillSwitchReleased: lambda seq, e: risk.apply_kill_released(r, e),
+        }
+        for cls, tag in (
+            (OrderSubmitRequested, "order_submit_requested"),
+            (OrderSubmitted, "order_submitted"),
+            (OrderSubmitAmbiguous, "order_submit_ambiguous"),
+            (OrderAccepted, "order_accepted"),
+            (CancelRequested, "cancel_requested"),
+            (CancelRejected, "cancel_rejected"),
+            (OrderCanceled, "order_canceled"),
+            (OrderRejected, "order_rejected"),
+            (OrderExpired, "order_expired"),
+            (ReplaceRequested, "replace_requested"),
+            (OrderReplaced, "order_replaced"),
+        ):
+            d[cls] = order_event(tag)
+        return d
+
+    # --- snapshots ---------------------------------------------------------------------
+
+    def to_snapshot(self) -> Snapshot:
+        return Snapshot(
+            version=SNAPSHOT_VERSION, last_seq=self.last_seq,
+            orders=self.orders, positions=self.positions, risk=self.risk, market=self.market,
+            account=self.account, runs=self.runs,
+        )
+
+    @classmethod
+    def from_snapshot(cls, snap: Snapshot) -> Projections:
+        self = cls()
+        self.orders, self.positions, self.risk = snap.orders, snap.positions, snap.risk
+        self.market, self.account, self.runs = snap.market, snap.account, snap.runs
+        self.last_seq = snap.last_seq
+        self._dispatch = self._build_dispatch()
+        return self
+
+    def fingerprint(self) -> str:
+        """A digest of the whole state (order-independent for sets), for equality checks."""
+        return hashlib.sha256(_canonical_encoder.encode(self.to_snapshot())).hexdigest()
+
+
+class Snapshot(msgspec.Struct, kw_only=True):
+    version: int
+    last_seq: int
+    orders: OrdersState
+    positions: PositionsState
+    risk: RiskState
+    market: MarketState
+    account: AccountState
+    runs: RunsState
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise NotImplementedError(type(obj))
+
+
+_canonical_encoder = msgspec.msgpack.Encoder(enc_hook=_canonical, order="sorted")
+
+
+# --- rebuilding ----------------------------------------------------------------------------
+
+
+def _replay_decoders(codec: Codec, proj: Projections) -> dict[str, Callable[[bytes], Any] | None]:
+    """How replay decodes each current-version row: bars into a light view, types no
+    projection reads not at all (None), everything else fully."""
+    handled = {tag_of(cls) for cls in proj.handled_types() if cls in codec.types.values()}
+    out: dict[str, Callable[[bytes], Any] | None] = {
+        tag: None for tag in codec.types if tag not in handled
+    }
+    out["bar"] = codec.view_decoder("bar", BarReceivedView)
+    return out
+
+
+async def rebuild(
+    reader: LogReader,
+    *,
+    to_seq: int | None = None,
+    at: datetime | None = None,
+    start: Projections | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Projections:
+    """Fold the log (optionally onto a snapshot's state, from its seq on) up to `to_seq` or
+    up to the last event recorded at or before `at`.
+
+    Replay decodes only what the projections read (a bar's symbol, times and close; nothing of
+    an event type no projection folds); a row that fails that decode raises with its seq.
+    `LogReader.verify()` is the full check: it decodes and validates every field of every row.
+    """
+    proj = start if start is not None else Projections()
+    codec = reader.codec
+    fast = _replay_decoders(codec, proj)
+    versions = codec.versions
+    decode = codec.decode
+    apply = proj.apply
+    if at is not None:
+        # "As of a time" is the prefix up to the last row recorded at or before it.
+        async with reader.db.execute("SELECT MAX(seq) FROM events WHERE ts <= ?",
+                                     (ts_to_us(at),)) as cur:
+            row = await cur.fetchone()
+        at_seq = int(row[0]) if row and row[0] is not None else 0
+        to_seq = at_seq if to_seq is None else min(to_seq, at_seq)
+        if to_seq <= proj.last_seq:
+            return proj
+    missing = object()
+    async for batch in reader.rows(proj.last_seq + 1, to_seq, batch_size=20_000,
+                                   columns=REPLAY_COLUMNS):
+        for seq, tag, v, payload in batch:
+            f = fast.get(tag, missing)
+            if f is None or versions.get(tag) != v:
+                if f is None and versions.get(tag) == v:
+                    continue  # no projection reads this type
+                apply(seq, decode(tag, v, payload, seq))  # raises naming the seq
+            elif f is missing:
+                apply(seq, decode(tag, v, payload, seq))
+            else:
+                try:
+                    event = f(payload)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    event = decode(tag, v, payload, seq)  # raises with the seq named
+                apply(seq, event)
+        proj.last_seq = batch[-1][0]
+        if on_progress is not None:
+            on_progress(proj.last_seq)
+    return proj
+
+
+# --- snapshot files ------------------------------------------------------------------------
+
+_snap_encoder = msgspec.msgpack.Encoder()
+_snap_decoder = msgspec.msgpack.Decoder(Snapshot)
+
+
+def snapshot_path(log_path: Path) -> Path:
+    return log_path.with_name(log_path.name + ".snapshot")
+
+
+def save_snapshot(proj: Projections, log_path: Path, row_hash: bytes) -> Path:
+    """Write the state as of `proj.last_seq` next to the log (atomically). `row_hash` is the
+    log's hash at that seq, so a snapshot can never be applied to a different log."""
+    path = snapshot_path(log_path)
+    tmp = path.with_name(path.name + ".tmp")
+    data = row_hash + _snap_encoder.encode(proj.to_snapshot())
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+async def load_snapshot(reader: LogReader) -> Projections | None:
+    """The saved state, if there is one that matches this log; otherwise None (replay all)."""
+    path = snapshot_path(reader.path)
+    if not path.exists():
+        return None
+    data = path.read_bytes()
+    try:
+        snap = _snap_decoder.decode(data[32:])
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if snap.version != SNAPSHOT_VERSION:
+        return None
+    async with reader.db.execute("SELECT hash FROM events WHERE seq = ?", (snap.last_seq,)) as cur:
+        row = await cur.fetchone()
+    if row is None or row[0] != data[:32]:
+        return None
+    return Projections.from_snapshot(snap)
+
+
+async def rebuild_from_path(path: str | os.PathLike[str], *, use_snapshot: bool = True,
+                            codec: Codec | None = None) -> Projections:
+    async with LogReader(path, codec or default_codec()) as reader:
+        start = await load_snapshot(reader) if use_snapshot else None
+        return await rebuild(reader, start=start)
+
