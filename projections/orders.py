@@ -166,6 +166,11 @@ class Order(msgspec.Struct, kw_only=True):
     reason: str = ""
     created_seq: int = 0
     updated_seq: int = 0
+    # What this order currently contributes to `OrdersState.reserved` (see `_recount`).
+    counted_qty: Decimal = ZERO
+    counted_notional: Decimal = ZERO
+    counted_risk: Decimal = ZERO
+    counted_day_trade: bool = False
 
     @property
     def is_open(self) -> bool:
@@ -199,8 +204,23 @@ class Anomaly(msgspec.Struct, frozen=True, kw_only=True):
     detail: str = ""
 
 
+class Reservation(msgspec.Struct, kw_only=True):
+    """What a symbol's open orders still commit: unfilled shares and dollars per side, the
+    loss budget their unfilled part holds, and how many would complete a day trade."""
+
+    buy_qty: Decimal = ZERO
+    sell_qty: Decimal = ZERO
+    buy_notional: Decimal = ZERO
+    sell_notional: Decimal = ZERO
+    at_risk: Decimal = ZERO
+    day_trades: int = 0
+    orders: int = 0
+
+
 class OrdersState(msgspec.Struct, kw_only=True):
     orders: dict[str, Order] = {}
+    reserved: dict[str, Reservation] = {}
+    reserved_total: Reservation = msgspec.field(default_factory=lambda: Reservation())
     open_ids: set[str] = set()
     execution_ids: set[str] = set()
     anomalies: list[Anomaly] = []
@@ -228,6 +248,46 @@ def _set_status(state: OrdersState, order: Order, status: OrderStatus, seq: int)
         state.open_ids.discard(order.client_order_id)
     else:
         state.open_ids.add(order.client_order_id)
+    _recount(state, order)
+
+
+def _recount(state: OrdersState, order: Order) -> None:
+    """Keep `state.reserved` equal to the sum over open orders of their unfilled part, by
+    moving each order's contribution from what it counted before to what it counts now."""
+    if order.status in TERMINAL:
+        qty = notional = risk = ZERO
+        dt = False
+    else:
+        ref = order.reference_price
+        if order.qty is not None:
+            qty = max(order.qty - order.filled_qty, ZERO)
+            notional = qty * ref
+            risk = order.at_risk * qty / order.qty if order.qty else ZERO
+        else:
+            notional = max((order.notional or ZERO) - order.filled_notional, ZERO)
+            qty = notional / ref if ref else ZERO
+            risk = order.at_risk * notional / order.notional if order.notional else ZERO
+        dt = order.day_trade and order.filled_qty == 0
+    if (qty, notional, risk, dt) == (order.counted_qty, order.counted_notional,
+                                     order.counted_risk, order.counted_day_trade):
+        return
+    r = state.reserved.get(order.symbol)
+    if r is None:
+        r = state.reserved[order.symbol] = Reservation()
+    was_counted = bool(order.counted_qty or order.counted_notional or order.counted_risk)
+    now_counted = bool(qty or notional or risk)
+    for agg in (r, state.reserved_total):
+        if order.side == "buy":
+            agg.buy_qty += qty - order.counted_qty
+            agg.buy_notional += notional - order.counted_notional
+        else:
+            agg.sell_qty += qty - order.counted_qty
+            agg.sell_notional += notional - order.counted_notional
+        agg.at_risk += risk - order.counted_risk
+        agg.day_trades += int(dt) - int(order.counted_day_trade)
+        agg.orders += int(now_counted) - int(was_counted)
+    order.counted_qty, order.counted_notional, order.counted_risk = qty, notional, risk
+    order.counted_day_trade = dt
 
 
 def _unknown(state: OrdersState, seq: int, coid: str, tag: str) -> None:
@@ -250,6 +310,7 @@ def apply_approved(state: OrdersState, seq: int, e: RiskApproved) -> None:
     state.orders[e.client_order_id] = order
     state.open_ids.add(e.client_order_id)
     state.by_intent.setdefault(e.intent_id, e.client_order_id)
+    _recount(state, order)
 
 
 def apply_adopted(state: OrdersState, seq: int, e: OrphanOrderAdopted) -> None:
@@ -298,6 +359,7 @@ def apply_fill(state: OrdersState, seq: int, e: FillReceived) -> bool:
             _set_status(state, order, S.FILLED, seq)
         elif order.status != S.PENDING_CANCEL:
             _set_status(state, order, S.PARTIALLY_FILLED, seq)
+    _recount(state, order)
     return True
 
 
@@ -337,10 +399,12 @@ def apply_order_event(state: OrdersState, seq: int, e: object, tag: str) -> None
             limit_price=e.limit_price if e.limit_price is not None else order.limit_price,
             filled_qty=ZERO, filled_notional=ZERO, fees=ZERO, replaced_by=None,
             replaces=order.client_order_id, created_seq=seq, updated_seq=seq, reason="",
-            status=S.ACCEPTED,
+            status=S.ACCEPTED, counted_qty=ZERO, counted_notional=ZERO, counted_risk=ZERO,
+            counted_day_trade=False,
         )
         state.orders[new.client_order_id] = new
         state.open_ids.add(new.client_order_id)
+        _recount(state, new)
     elif isinstance(e, (OrderExpired, ReplaceRequested)):
         pass
 

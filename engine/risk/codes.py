@@ -1,0 +1,74 @@
+"""The stable set of reasons the risk gate gives. Logs, tests and people match on these codes;
+never rename one (add new ones instead). Each rejection carries the numbers behind it in
+`RejectReason.values`.
+
+| code | refused because |
+|---|---|
+| INVALID_INTENT | malformed: bad side/type/time in force, qty or notional non-positive or NaN, both or neither set, naive timestamp, limit order without a sane limit price |
+| RECOVERING | startup reconciliation has not finished |
+| TRADING_HALTED | trading state is halted |
+| KILL_SWITCH_ENGAGED | the kill switch is engaged (until a person releases it) |
+| REDUCE_ONLY_MODE | trading state is "reducing" and the order would not shrink a position |
+| REDUCE_ONLY_WOULD_GROW | the intent is reduce-only and would open or grow a position |
+| NO_MARKET_DATA | no valid bar for the symbol yet |
+| STALE_DATA | the last valid bar is older than the allowed number of bar intervals |
+| SYMBOL_UNKNOWN | no asset information for the symbol |
+| SYMBOL_NOT_TRADABLE | the broker says the symbol is not tradable / not active |
+| SYMBOL_DENIED | the symbol is on the configured deny list |
+| NOT_FRACTIONABLE | fractional quantity or dollar amount on a symbol that is not fractionable |
+| FRACTIONAL_REQUIRES_DAY | fractional orders must be time-in-force day |
+| SHORTING_DISABLED | the order would open a short and shorting is off (or not shortable) |
+| BELOW_MIN_NOTIONAL | below Alpaca's $1 minimum for fractional/notional orders |
+| BELOW_ONE_SHARE | a dollar amount too small for one whole share of a non-fractionable symbol |
+| ORDER_NOTIONAL_LIMIT | the order's notional exceeds the per-order limit |
+| SYMBOL_EXPOSURE_LIMIT | position plus open orders in the symbol would exceed the limit |
+| GROSS_EXPOSURE_LIMIT | total exposure would exceed the gross limit |
+| NOTIONAL_EXCEEDS_BUYING_POWER | the order costs more than the buying power left after open orders |
+| NOTIONAL_EXCEEDS_CASH | the order costs more than the cash left after open orders |
+| INTRADAY_MARGIN | exposure after the order would exceed equity x intraday leverage |
+| MAX_OPEN_POSITIONS | the order would open one position more than allowed |
+| DAILY_LOSS_LIMIT | today's realized loss plus the risk of open positions and orders (and this one) would exceed the daily limit |
+| WEEKLY_LOSS_LIMIT | the same for the ISO week |
+| DAY_TRADE_LIMIT | the order would complete a day trade beyond the allowed count in 5 business days |
+| POTENTIAL_WASH_TRADE | an opposite-side order in the same symbol is still open (Alpaca refuses these) |
+| LIMIT_PRICE_AWAY | the limit price is too far from the last price (Alpaca refuses these) |
+| ORDER_RATE_LIMIT | too many approvals in the last minute |
+| NO_ACCOUNT_STATE | the account's equity/cash is not known yet |
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    INVALID_INTENT = "INVALID_INTENT"
+    RECOVERING = "RECOVERING"
+    TRADING_HALTED = "TRADING_HALTED"
+    KILL_SWITCH_ENGAGED = "KILL_SWITCH_ENGAGED"
+    REDUCE_ONLY_MODE = "REDUCE_ONLY_MODE"
+    REDUCE_ONLY_WOULD_GROW = "REDUCE_ONLY_WOULD_GROW"
+    NO_MARKET_DATA = "NO_MARKET_DATA"
+    STALE_DATA = "STALE_DATA"
+    SYMBOL_UNKNOWN = "SYMBOL_UNKNOWN"
+    SYMBOL_NOT_TRADABLE = "SYMBOL_NOT_TRADABLE"
+    SYMBOL_DENIED = "SYMBOL_DENIED"
+    NOT_FRACTIONABLE = "NOT_FRACTIONABLE"
+    FRACTIONAL_REQUIRES_DAY = "FRACTIONAL_REQUIRES_DAY"
+    SHORTING_DISABLED = "SHORTING_DISABLED"
+    BELOW_MIN_NOTIONAL = "BELOW_MIN_NOTIONAL"
+    BELOW_ONE_SHARE = "BELOW_ONE_SHARE"
+    ORDER_NOTIONAL_LIMIT = "ORDER_NOTIONAL_LIMIT"
+    SYMBOL_EXPOSURE_LIMIT = "SYMBOL_EXPOSURE_LIMIT"
+    GROSS_EXPOSURE_LIMIT = "GROSS_EXPOSURE_LIMIT"
+    NOTIONAL_EXCEEDS_BUYING_POWER = "NOTIONAL_EXCEEDS_BUYING_POWER"
+    NOTIONAL_EXCEEDS_CASH = "NOTIONAL_EXCEEDS_CASH"
+    INTRADAY_MARGIN = "INTRADAY_MARGIN"
+    MAX_OPEN_POSITIONS = "MAX_OPEN_POSITIONS"
+    DAILY_LOSS_LIMIT = "DAILY_LOSS_LIMIT"
+    WEEKLY_LOSS_LIMIT = "WEEKLY_LOSS_LIMIT"
+    DAY_TRADE_LIMIT = "DAY_TRADE_LIMIT"
+    POTENTIAL_WASH_TRADE = "POTENTIAL_WASH_TRADE"
+    LIMIT_PRICE_AWAY = "LIMIT_PRICE_AWAY"
+    ORDER_RATE_LIMIT = "ORDER_RATE_LIMIT"
+    NO_ACCOUNT_STATE = "NO_ACCOUNT_STATE"

@@ -1,0 +1,183 @@
+"""The risk gate: exactly one task decides, so concurrent signals can never race past a limit.
+
+Callers `await gate.submit(intent)`. The gate task takes intents one at a time from a memory
+stream, decides against the projections plus its own not-yet-committed approvals (the
+overlay), appends the intent and the decision to the log, and moves on to the next intent
+without waiting for the disk; each caller hears its decision only once that decision is
+durable. Decisions therefore share group commits (throughput) while staying strictly ordered
+(safety).
+
+If the log can not be written, the gate halts: every waiting and later caller gets
+`GateUnavailable`, never a decision that is not on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from engine.clock import Clock
+from engine.risk.decide import (
+    decide,
+    intent_from_mapping,
+    invalid_intent_rejection,
+)
+from engine.risk.limits import RiskLimits
+from engine.risk.view import Decision, GateView, Overlay
+from events.catalogue import OrderIntent
+from events.errors import LogError
+from events.store import EventLog
+from projections.state import Projections
+
+log = logging.getLogger(__name__)
+
+Request = tuple[OrderIntent | Mapping[str, Any], "asyncio.Future[Decision]"]
+
+
+class GateUnavailable(RuntimeError):
+    """The gate can not make durable decisions (the log failed, or the gate stopped)."""
+
+
+class RiskGate:
+    def __init__(self, log_: EventLog, projections: Projections, limits: RiskLimits,
+                 clock: Clock, *, queue_size: int = 4096) -> None:
+        self._log = log_
+        self._proj = projections
+        self._limits = limits
+        self._clock = clock
+        self._overlay = Overlay()
+        self._halted: str | None = None
+        send: MemoryObjectSendStream[Request]
+        recv: MemoryObjectReceiveStream[Request]
+        send, recv = anyio.create_memory_object_stream(queue_size)
+        self._send, self._recv = send, recv
+        log_.on_failure(lambda err: self._halt(f"event log failed: {err}"))
+
+    @property
+    def limits(self) -> RiskLimits:
+        return self._limits
+
+    @property
+    def halted(self) -> str | None:
+        return self._halted
+
+    async def submit(self, intent: OrderIntent | Mapping[str, Any]) -> Decision:
+        """The decision for `intent`, once it is durable in the log.
+
+        A mapping is accepted for loose input (CLI, JSON): if it is not a valid intent, the
+        rejection is recorded and returned like any other decision.
+        """
+        if self._halted is not None:
+            raise GateUnavailable(self._halted)
+        fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        try:
+            await self._send.send((intent, fut))
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise GateUnavailable("the risk gate is not running") from None
+        return await fut
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The one task that decides. Runs until `close()` (or cancellation)."""
+        task_status.started()
+        try:
+            async for intent, fut in self._recv:
+                if fut.done():  # the caller gave up waiting
+                    continue
+                try:
+                    self._handle(intent, fut)
+                except Exception as e:  # a bug must not leave a caller hanging
+                    log.exception("risk gate failed on an intent")
+                    if not fut.done():
+                        fut.set_exception(GateUnavailable(f"risk gate error: {e}"))
+        finally:
+            self._send.close()
+            self._drain(GateUnavailable("the risk gate stopped"))
+            self._recv.close()
+
+    def close(self) -> None:
+        """Stop taking intents; decisions already taken still land."""
+        self._send.close()
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _handle(self, raw: OrderIntent | Mapping[str, Any], fut: asyncio.Future[Decision]) -> None:
+        if self._halted is not None:
+            fut.set_exception(GateUnavailable(self._halted))
+            return
+        now = self._clock.now()
+        self._overlay.prune(self._proj.last_seq)
+        if isinstance(raw, OrderIntent):
+            intent: OrderIntent | None = raw
+            events: list[Any] = [raw]
+        else:
+            try:
+                intent = intent_from_mapping(raw)
+                events = [intent]
+            except ValueError as e:
+                intent = None
+                iid = str(raw.get("intent_id") or f"invalid-{now.isoformat()}")
+                events = [invalid_intent_rejection(iid, str(raw.get("symbol", "")), [str(e)], now,
+                                                   str(raw.get("strategy", "")))]
+        view = GateView(self._proj, self._overlay, now)
+        if intent is not None:
+            known = view.decision_for(intent.intent_id)
+            if known is not None:
+                self._answer_duplicate(known, fut)
+                return
+            events.append(decide(intent, view, self._limits))
+        decision: Decision = events[-1]
+        try:
+            futures = [self._log.append_nowait(e) for e in events]
+        except LogError as e:
+            self._halt(f"event log refused the decision: {e}")
+            fut.set_exception(GateUnavailable(self._halted or str(e)))
+            return
+        durable = futures[-1]
+        self._overlay.add(self._log.assigned_seq, decision, durable)
+
+        def answer(f: asyncio.Future[int]) -> None:
+            if fut.done():
+                return
+            if f.cancelled() or f.exception() is not None:
+                fut.set_exception(GateUnavailable(f"decision not durable: {f.exception()}"))
+            else:
+                fut.set_result(decision)
+
+        durable.add_done_callback(answer)
+
+    def _answer_duplicate(self, known: tuple[Decision, Any],
+                          fut: asyncio.Future[Decision]) -> None:
+        decision, pending = known
+        if pending is None or pending.done() and pending.exception() is None:
+            fut.set_result(decision)
+            return
+
+        def answer(f: asyncio.Future[int]) -> None:
+            if fut.done():
+                return
+            if f.cancelled() or f.exception() is not None:
+                fut.set_exception(GateUnavailable("first decision for this intent is not durable"))
+            else:
+                fut.set_result(decision)
+
+        pending.add_done_callback(answer)
+
+    def _halt(self, why: str) -> None:
+        if self._halted is None:
+            self._halted = why
+            log.error("risk gate halted: %s", why)
+
+    def _drain(self, err: Exception) -> None:
+        try:
+            while True:
+                _, fut = self._recv.receive_nowait()
+                if not fut.done():
+                    fut.set_exception(err)
+        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+            pass
