@@ -1,0 +1,1 @@
+"""Brokers: the interface, the deterministic simulated broker, and Alpaca over alpaca-py."""

@@ -1,0 +1,1 @@
+"""Execution: approved decisions to broker orders, broker messages to events."""

@@ -1,0 +1,21 @@
+"""Intent -> risk gate -> execution: the one path every order takes (live, paper, backtest)."""
+
+from __future__ import annotations
+
+from engine.execution.service import ExecutionService
+from engine.risk.gate import RiskGate
+from engine.risk.view import Decision
+from events.catalogue import OrderIntent, RiskApproved
+
+
+class OrderRouter:
+    def __init__(self, gate: RiskGate, execution: ExecutionService) -> None:
+        self.gate = gate
+        self.execution = execution
+
+    async def route(self, intent: OrderIntent) -> Decision:
+        """Ask the gate; send what it approves. Returns the (durable) decision."""
+        decision = await self.gate.submit(intent)
+        if isinstance(decision, RiskApproved):
+            await self.execution.execute(decision)
+        return decision

@@ -1,0 +1,469 @@
+"""Execution: from an approved decision to a broker order, and from broker messages to events.
+
+The rules it keeps:
+- Nothing reaches the broker before `OrderSubmitRequested` is durable (and the approval before
+  it). The client order id is the one the gate derived from the intent, so a retry or a
+  restart can never create a second order for the same intent.
+- An ambiguous submit (timeout, disconnect, 5xx, unparsable, Alpaca's "client_order_id must be
+  unique") is never a rejection: the order stays in flight and is resolved by looking it up by
+  client id. Only a genuine "not found" may be resubmitted, with the same client id.
+- A fill is booked once: by execution id, and never beyond the cumulative quantity the broker
+  reported for the order, so a stream message, a gap fill over REST and an inference during
+  reconciliation can not double count the same shares.
+- Every broker message becomes an event. One the state machine refuses (a duplicate or late
+  update) is still recorded, followed by an `IllegalTransition`, and moves nothing backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import anyio
+
+from engine.brokers.base import (
+    AmbiguousSubmitError,
+    Broker,
+    BrokerError,
+    BrokerEvent,
+    BrokerOrder,
+    BrokerUnavailableError,
+    CancelRejectedError,
+    OrderNotFoundError,
+    OrderRejectedError,
+    OrderRequest,
+    StreamConnected,
+    TradeUpdate,
+    UnparsedMessage,
+)
+from engine.clock import Clock
+from engine.execution.tracker import ExecutionTracker, Tracked
+from events.base import Event
+from events.catalogue import (
+    CancelRejected,
+    CancelRequested,
+    FillReceived,
+    IllegalTransition,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderRejected,
+    OrderReplaced,
+    OrderSubmitAmbiguous,
+    OrderSubmitRequested,
+    OrderSubmitted,
+    ReplaceRequested,
+    RiskApproved,
+    UnknownBrokerMessage,
+)
+from events.store import EventLog
+from projections.orders import OrderStatus
+from projections.state import Projections
+
+log = logging.getLogger(__name__)
+ZERO = Decimal(0)
+S = OrderStatus
+
+# How far back a gap fill looks before the last update seen (clock skew, ordering slack).
+GAP_FILL_SLACK = timedelta(minutes=2)
+
+
+def inferred_execution_id(*facts: object) -> str:
+    """A deterministic id for a fill we infer from the broker's order state rather than from
+    an execution message: the same facts give the same id, so it is booked once."""
+    digest = hashlib.sha256("|".join(str(f) for f in facts).encode()).hexdigest()
+    return f"inferred-{digest[:40]}"
+
+
+class ExecutionService:
+    def __init__(self, log_: EventLog, projections: Projections, broker: Broker, clock: Clock, *,
+                 account_id: str = "", submit_timeout_s: float = 10.0,
+                 lookup_attempts: int = 5, lookup_backoff_s: float = 0.5,
+                 max_submit_attempts: int = 3) -> None:
+        self._log = log_
+        self._proj = projections
+        self._broker = broker
+        self._clock = clock
+        self._account_id = account_id
+        self._submit_timeout = submit_timeout_s
+        self._lookup_attempts = lookup_attempts
+        self._lookup_backoff = lookup_backoff_s
+        self._max_submit_attempts = max_submit_attempts
+        self.tracker = ExecutionTracker(projections)
+        self._last_update_at: datetime | None = None
+        self._gap_fills = 0
+        self.on_broker_error: Callable[[str], None] | None = None
+
+    @property
+    def broker(self) -> Broker:
+        return self._broker
+
+    @property
+    def gap_fills(self) -> int:
+        return self._gap_fills
+
+    # --- appending -----------------------------------------------------------------------
+
+    def _append(self, event: Event) -> asyncio.Future[int]:
+        seq_future = self._log.append_nowait(event)
+        return seq_future
+
+    async def _record(self, *events: Event) -> None:
+        futures = [self._append(e) for e in events]
+        for f in futures:
+            await f
+
+    def _order_event(self, t: Tracked, tag: str, event: Event) -> asyncio.Future[int]:
+        """Append an order event; if the state machine will refuse it, say so in the log."""
+        legal = self._tracker_allows(t, tag)
+        fut = self._append(event)
+        broker_id = getattr(event, "broker_order_id", None)
+        if broker_id and not t.broker_order_id:
+            t.broker_order_id = broker_id
+        if legal:
+            self.tracker.note(t, tag)
+        else:
+            self._append(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
+                                           from_state=t.status.value, event_type=tag,
+                                           event_seq=self._log.assigned_seq))
+        return fut
+
+    def _tracker_allows(self, t: Tracked, tag: str) -> bool:
+        return self.tracker.would_move(t, tag)
+
+    # --- submitting ----------------------------------------------------------------------
+
+    async def execute(self, approved: RiskApproved) -> None:
+        """Send an approved order. Returns once its outcome is recorded (or it is left in
+        flight, to be settled by lookup, the stream or reconciliation)."""
+        t = self.tracker.get(approved.client_order_id)
+        if t is None:
+            raise ValueError(f"{approved.client_order_id} is not an approved order in the log")
+        if t.status == S.PENDING_SUBMIT:
+            # Sent before (a retry, or a restart re-offering it): ask, never send blindly.
+            await self.resolve_in_flight(t.client_order_id, approved)
+            return
+        if t.status != S.NEW:
+            return  # already at the broker
+        await self._submit(t, approved)
+
+    async def _submit(self, t: Tracked, approved: RiskApproved) -> None:
+        attempt = t.submit_attempts + 1
+        t.submit_attempts = attempt
+        await self._order_event(t, "order_submit_requested", OrderSubmitRequested(
+            ts=self._clock.now(), client_order_id=t.client_order_id,
+            intent_id=approved.intent_id, symbol=approved.symbol, attempt=attempt))
+        request = OrderRequest(
+            client_order_id=approved.client_order_id, symbol=approved.symbol, side=approved.side,
+            order_type=approved.order_type, time_in_force=approved.time_in_force,
+            qty=approved.qty, notional=approved.notional, limit_price=approved.limit_price)
+        try:
+            with anyio.fail_after(self._submit_timeout):
+                order = await self._broker.submit(request)
+        except OrderRejectedError as e:
+            await self._order_event(t, "order_rejected", OrderRejected(
+                ts=self._clock.now(), client_order_id=t.client_order_id, reason=str(e),
+                by_broker=True))
+            return
+        except (AmbiguousSubmitError, TimeoutError, BrokerError) as e:
+            kind = e.kind if isinstance(e, AmbiguousSubmitError) else (
+                "timeout" if isinstance(e, TimeoutError) else "broker_error")
+            await self._order_event(t, "order_submit_ambiguous", OrderSubmitAmbiguous(
+                ts=self._clock.now(), client_order_id=t.client_order_id, kind=kind,
+                error=str(e) or type(e).__name__, symbol=approved.symbol))
+            self._broker_trouble(f"submit {kind}")
+            await self.resolve_in_flight(t.client_order_id, approved)
+            return
+        await self.sync_order(order, source="submit")
+
+    async def resolve_in_flight(self, coid: str, approved: RiskApproved | None = None) -> bool:
+        """Settle an order whose submit outcome is unknown by asking the broker for it by
+        client id. Returns True when settled (found, or not found and resubmitted/closed)."""
+        for attempt in range(self._lookup_attempts):
+            try:
+                order = await self._broker.get_order_by_client_id(coid)
+            except BrokerError as e:
+                log.warning("lookup of %s failed (%s); retrying", coid, e)
+                await self._clock.sleep(self._lookup_backoff * (2 ** attempt))
+                continue
+            if order is not None:
+                await self.sync_order(order, source="lookup")
+                return True
+            t = self.tracker.get(coid)
+            if t is None or t.status != S.PENDING_SUBMIT:
+                return True
+            if approved is None or t.submit_attempts >= self._max_submit_attempts:
+                # Never reached the broker and we will not send it again: close it so its
+                # reservation is released and nobody waits for it.
+                await self._order_event(t, "order_rejected", OrderRejected(
+                    ts=self._clock.now(), client_order_id=coid, by_broker=False,
+                    reason=f"not found at the broker after {t.submit_attempts} submit attempts"))
+                return True
+            await self._submit(t, approved)  # genuinely not found: same client id again
+            return True
+        return False
+
+    # --- cancel / replace ----------------------------------------------------------------
+
+    async def cancel(self, coid: str, *, reason: str, actor: str = "engine") -> None:
+        t = self.tracker.get(coid)
+        if t is None or not t.is_open:
+            return
+        now = self._clock.now()
+        if t.status == S.NEW:  # approved, never sent: nothing to ask the broker
+            await self._order_event(t, "order_canceled", OrderCanceled(
+                ts=now, client_order_id=coid, reason=f"canceled before submit: {reason}"))
+            return
+        if t.broker_order_id is None:
+            # In flight: find out whether the broker has it before anything else.
+            await self.resolve_in_flight(coid)
+            t = self.tracker.get(coid)
+            if t is None or not t.is_open or t.broker_order_id is None:
+                return
+        await self._order_event(t, "cancel_requested", CancelRequested(
+            ts=now, client_order_id=coid, reason=reason, actor=actor))
+        try:
+            await self._broker.cancel(t.broker_order_id)
+        except CancelRejectedError as e:
+            await self._order_event(t, "cancel_rejected", CancelRejected(
+                ts=self._clock.now(), client_order_id=coid, reason=str(e)))
+        except OrderNotFoundError:
+            order = await self._lookup(coid)
+            if order is not None:
+                await self.sync_order(order, source="lookup")
+        except BrokerError as e:
+            # Unknown whether the cancel landed; the stream or reconciliation will tell.
+            log.warning("cancel of %s failed ambiguously: %s", coid, e)
+            self._broker_trouble("cancel")
+
+    async def replace(self, coid: str, *, qty: Decimal | None = None,
+                      limit_price: Decimal | None = None) -> str | None:
+        t = self.tracker.get(coid)
+        if t is None or not t.is_open or t.broker_order_id is None:
+            return None
+        n = sum(1 for c in self._proj.orders.orders if c.startswith(coid[:44] + "-r")) + 1
+        new_coid = f"{coid[:44]}-r{n}"
+        await self._order_event(t, "replace_requested", ReplaceRequested(
+            ts=self._clock.now(), client_order_id=coid, new_client_order_id=new_coid,
+            qty=qty, limit_price=limit_price))
+        try:
+            new = await self._broker.replace(t.broker_order_id, qty=qty, limit_price=limit_price,
+                                             client_order_id=new_coid)
+        except BrokerError as e:
+            log.warning("replace of %s failed: %s", coid, e)
+            return None
+        await self._order_event(t, "order_replaced", OrderReplaced(
+            ts=self._clock.now(), client_order_id=coid, new_client_order_id=new.client_order_id,
+            new_broker_order_id=new.broker_order_id, qty=qty, limit_price=limit_price))
+        return new.client_order_id
+
+    # --- broker messages -----------------------------------------------------------------
+
+    async def run_updates(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Consume the broker's trade-update stream until cancelled."""
+        task_status.started()
+        async for event in self._broker.trade_updates():
+            await self.handle(event)
+
+    async def handle(self, event: BrokerEvent) -> None:
+        """One broker message -> events. Never raises for bad input."""
+        try:
+            if isinstance(event, TradeUpdate):
+                await self._on_update(event)
+            elif isinstance(event, StreamConnected):
+                if event.reconnect or event.since is not None:
+                    await self.fill_gap(event.since)
+            elif isinstance(event, UnparsedMessage):
+                await self._record(UnknownBrokerMessage(
+                    ts=self._clock.now(), source=self._broker.name, raw=event.raw[:4000],
+                    error=event.error))
+        except BrokerError as e:
+            log.warning("broker error while handling %s: %s", type(event).__name__, e)
+            self._broker_trouble("update handling")
+
+    async def _on_update(self, u: TradeUpdate) -> None:
+        self._last_update_at = max(self._last_update_at or u.timestamp, u.timestamp)
+        o = u.order
+        t = self.tracker.get(o.client_order_id)
+        if t is None:
+            await self._record(UnknownBrokerMessage(
+                ts=self._clock.now(), source=self._broker.name,
+                raw=f"{u.event} for unknown order {o.client_order_id} ({o.broker_order_id}) "
+                    f"{o.side} {o.qty or o.notional} {o.symbol}",
+                error="not an order of ours (reconciliation decides)"))
+            return
+        now = self._clock.now()
+        ev = u.event
+        if ev in ("fill", "partial_fill"):
+            await self._book_fill(t, o, u.execution_id, u.qty, u.price, u.timestamp,
+                                  source="stream", fee=u.fee)
+        elif ev in ("new", "accepted"):
+            await self._order_event(t, "order_accepted", OrderAccepted(
+                ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
+                broker_time=u.timestamp, symbol=o.symbol))
+        elif ev in ("pending_new", "accepted_for_bidding", "pending_replace", "pending_cancel",
+                    "calculated"):
+            if t.status == S.PENDING_SUBMIT:
+                await self._order_event(t, "order_submitted", OrderSubmitted(
+                    ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
+                    broker_status=o.status, symbol=o.symbol))
+        elif ev == "canceled":
+            await self._order_event(t, "order_canceled", OrderCanceled(
+                ts=now, client_order_id=t.client_order_id, reason="canceled at the broker",
+                broker_order_id=o.broker_order_id, broker_time=u.timestamp))
+        elif ev in ("expired", "done_for_day"):
+            await self._order_event(t, "order_expired", OrderExpired(
+                ts=now, client_order_id=t.client_order_id, broker_time=u.timestamp))
+        elif ev == "rejected":
+            await self._order_event(t, "order_rejected", OrderRejected(
+                ts=now, client_order_id=t.client_order_id, reason="rejected by the broker"))
+        elif ev == "order_cancel_rejected":
+            await self._order_event(t, "cancel_rejected", CancelRejected(
+                ts=now, client_order_id=t.client_order_id, reason="cancel rejected by the broker"))
+        elif ev == "replaced":
+            if t.status != S.REPLACED:
+                new_coid = await self._replacement_coid(o)
+                await self._order_event(t, "order_replaced", OrderReplaced(
+                    ts=now, client_order_id=t.client_order_id, new_client_order_id=new_coid,
+                    new_broker_order_id=o.replaced_by or ""))
+        else:
+            await self._record(UnknownBrokerMessage(
+                ts=now, source=self._broker.name, raw=f"event {ev!r} for {o.client_order_id}",
+                error="unknown trade-update event"))
+
+    async def _replacement_coid(self, old: BrokerOrder) -> str:
+        for c, o in self._proj.orders.orders.items():
+            if o.replaces == old.client_order_id:
+                return c
+        return f"{old.client_order_id[:44]}-rx"
+
+    async def _book_fill(self, t: Tracked, o: BrokerOrder, execution_id: str | None,
+                         qty: Decimal | None, price: Decimal | None, when: datetime, *,
+                         source: str, fee: Decimal = ZERO) -> None:
+        if execution_id is None or qty is None or price is None or qty <= 0:
+            await self._record(UnknownBrokerMessage(
+                ts=self._clock.now(), source=self._broker.name,
+                raw=f"fill without execution id/qty/price for {o.client_order_id}",
+                error="incomplete fill message"))
+            return
+        if self.tracker.seen_execution(execution_id):
+            return  # a repeated message: booked once already
+        t.broker_cum_qty = max(t.broker_cum_qty, o.filled_qty)
+        room = t.broker_cum_qty - t.filled_qty
+        book = min(qty, room)
+        if book <= 0:
+            # The shares were already booked (inferred from the broker's order state before
+            # this message arrived); remember the id so a repeat is ignored too.
+            self.tracker.execution_ids.add(execution_id)
+            return
+        done = o.status == "filled" and t.filled_qty + book >= o.filled_qty
+        fill = FillReceived(
+            ts=self._clock.now(), client_order_id=t.client_order_id,
+            broker_order_id=o.broker_order_id, execution_id=execution_id, symbol=o.symbol,
+            side=o.side, qty=book, price=price, broker_time=when, order_done=done, source=source,
+            fee=fee if book == qty else (fee * book / qty).quantize(Decimal("0.01")))
+        legal = self.tracker.would_move(t, "fill")
+        state_before = t.status.value
+        fut = self._append(fill)
+        fill_seq = self._log.assigned_seq
+        if not t.broker_order_id:
+            t.broker_order_id = o.broker_order_id
+        self.tracker.note_fill(t, execution_id, book, price, done)
+        if not legal:
+            self._append(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
+                                           from_state=state_before, event_type="fill",
+                                           event_seq=fill_seq))
+        await fut
+
+    async def sync_order(self, o: BrokerOrder, *, source: str) -> bool:
+        """Bring our record of an order up to the broker's snapshot of it: acknowledgements,
+        fills we have not booked (inferred, deterministic ids), and a terminal status.
+        Returns False if the order is not ours."""
+        t = self.tracker.get(o.client_order_id)
+        if t is None:
+            return False
+        now = self._clock.now()
+        if t.status == S.PENDING_SUBMIT:
+            if o.status == "rejected":
+                await self._order_event(t, "order_rejected", OrderRejected(
+                    ts=now, client_order_id=t.client_order_id, reason="rejected by the broker"))
+                return True
+            await self._order_event(t, "order_submitted", OrderSubmitted(
+                ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
+                broker_status=o.status, symbol=o.symbol))
+        # Acknowledgement comes from the stream's "new"; a REST answer to our own submit does
+        # not pre-empt it (that would record the stream's ack as a duplicate). A lookup or a
+        # gap fill may be all we will ever hear, so those infer it.
+        if (t.status == S.SUBMITTED and source != "submit"
+                and o.status not in ("pending_new", "rejected")):
+            await self._order_event(t, "order_accepted", OrderAccepted(
+                ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
+                broker_time=o.updated_at, symbol=o.symbol))
+        t.broker_cum_qty = max(t.broker_cum_qty, o.filled_qty)
+        missing = t.broker_cum_qty - t.filled_qty
+        if missing > 0 and o.filled_avg_price is not None:
+            # Only the difference between the broker's filled quantity and ours is booked, at
+            # the price that makes our average equal the broker's.
+            price = (o.filled_avg_price * t.broker_cum_qty - t.filled_notional) / missing
+            if price <= 0:
+                price = o.filled_avg_price
+            exec_id = inferred_execution_id(self._account_id, o.symbol, o.client_order_id,
+                                            o.broker_order_id, o.side, t.broker_cum_qty,
+                                            o.filled_avg_price, o.updated_at)
+            await self._book_fill(t, o, exec_id, missing, price,
+                                  o.updated_at or now, source=source)
+            self._gap_fills += 1
+        if t.is_open and not o.is_open:
+            if o.status == "canceled":
+                await self._order_event(t, "order_canceled", OrderCanceled(
+                    ts=now, client_order_id=t.client_order_id, reason=f"canceled ({source})",
+                    broker_order_id=o.broker_order_id, broker_time=o.updated_at))
+            elif o.status in ("expired", "done_for_day"):
+                await self._order_event(t, "order_expired", OrderExpired(
+                    ts=now, client_order_id=t.client_order_id, broker_time=o.updated_at))
+            elif o.status == "rejected":
+                await self._order_event(t, "order_rejected", OrderRejected(
+                    ts=now, client_order_id=t.client_order_id, reason=f"rejected ({source})"))
+            elif o.status == "replaced" and t.status != S.REPLACED:
+                new_coid = await self._replacement_coid(o)
+                await self._order_event(t, "order_replaced", OrderReplaced(
+                    ts=now, client_order_id=t.client_order_id, new_client_order_id=new_coid,
+                    new_broker_order_id=o.replaced_by or ""))
+        return True
+
+    async def fill_gap(self, since: datetime | None) -> None:
+        """After a (re)connect: fetch what changed while we were not listening and book it
+        exactly once (every open order of ours plus every order the broker changed since)."""
+        after = (since or self._last_update_at)
+        orders: dict[str, BrokerOrder] = {}
+        if after is not None:
+            for o in await self._broker.orders_since(after - GAP_FILL_SLACK):
+                orders[o.client_order_id] = o
+        for coid in sorted(self._proj.orders.open_ids):
+            if coid in orders:
+                continue
+            t = self.tracker.get(coid)
+            if t is None or t.broker_order_id is None and t.status != S.PENDING_SUBMIT:
+                continue
+            o = await self._lookup(coid)
+            if o is not None:
+                orders[coid] = o
+        for coid in sorted(orders):
+            await self.sync_order(orders[coid], source="gap_fill")
+
+    async def _lookup(self, coid: str) -> BrokerOrder | None:
+        try:
+            return await self._broker.get_order_by_client_id(coid)
+        except BrokerUnavailableError as e:
+            log.warning("lookup of %s failed: %s", coid, e)
+            return None
+
+    def _broker_trouble(self, what: str) -> None:
+        if self.on_broker_error is not None:
+            self.on_broker_error(what)
+
