@@ -13,9 +13,10 @@ class OrderRouter:
         self.gate = gate
         self.execution = execution
 
-    async def route(self, intent: OrderIntent) -> Decision:
-        """Ask the gate; send what it approves. Returns the (durable) decision."""
-        decision = await self.gate.submit(intent)
+    async def route(self, intent: OrderIntent, *, flatten: bool = False) -> Decision:
+        """Ask the gate; send what it approves. Returns the (durable) decision.
+        `flatten` is for the kill switch only (see `RiskGate.submit`)."""
+        decision = await self.gate.submit(intent, flatten=flatten)
         if isinstance(decision, RiskApproved):
             await self.execution.execute(decision)
         return decision

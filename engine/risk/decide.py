@@ -94,12 +94,17 @@ class _Sizing(msgspec.Struct):
 
 
 def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
-           converted: bool = False, original: OrderIntent | None = None) -> Decision:
+           converted: bool = False, original: OrderIntent | None = None,
+           flatten: bool = False) -> Decision:
+    """`flatten` marks the kill switch closing a position (see `_decide_flatten`); only the
+    kill switch can ask for it, through `RiskGate.submit(..., flatten=True)`."""
     now = v.now
     problems = invalid_intent_problems(intent)
     if problems:
         return invalid_intent_rejection(intent.intent_id, intent.symbol, problems, now,
                                         intent.strategy)
+    if flatten:
+        return _decide_flatten(intent, v)
     reasons: list[RejectReason] = []
     sym, side = intent.symbol, intent.side
     buy = side == "buy"
@@ -319,6 +324,27 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
         at_risk=at_risk,
         reduce_only=intent.reduce_only, day_trade=day_trade, converted_to_notional=converted,
     )
+
+
+def _decide_flatten(intent: OrderIntent, v: GateView) -> Decision:
+    """The kill switch closing a position. Allowed in any trading state (that is its point)
+    and past every limit that only exists to stop risk from growing; refused only if it would
+    not strictly shrink the position."""
+    assert intent.qty is not None
+    pos = v.position(intent.symbol)
+    signed = intent.qty if intent.side == "buy" else -intent.qty
+    if pos == 0 or (pos > 0) == (signed > 0) or abs(signed) > abs(pos):
+        return _reject(intent, v.now, [_r(Reason.REDUCE_ONLY_WOULD_GROW,
+                                          "a kill-switch flatten must only shrink a position",
+                                          position=pos, qty=intent.qty)])
+    price = v.mark(intent.symbol) or ONE
+    return RiskApproved(
+        ts=v.now, intent_id=intent.intent_id,
+        client_order_id=client_order_id_for(intent.intent_id), strategy=intent.strategy,
+        symbol=intent.symbol, side=intent.side, order_type="market",  # type: ignore[arg-type]
+        qty=intent.qty, notional=None, limit_price=None, time_in_force="day",
+        reference_price=price.quantize(PRICE_STEP), estimated_notional=_q(intent.qty * price),
+        at_risk=ZERO, reduce_only=True)
 
 
 def _size(intent: OrderIntent, price: Decimal, fractionable: bool, limits: RiskLimits,

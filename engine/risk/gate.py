@@ -37,7 +37,7 @@ from projections.state import Projections
 
 log = logging.getLogger(__name__)
 
-Request = tuple[OrderIntent | Mapping[str, Any], "asyncio.Future[Decision]"]
+Request = tuple[OrderIntent | Mapping[str, Any], "asyncio.Future[Decision]", bool]
 
 
 class GateUnavailable(RuntimeError):
@@ -67,17 +67,19 @@ class RiskGate:
     def halted(self) -> str | None:
         return self._halted
 
-    async def submit(self, intent: OrderIntent | Mapping[str, Any]) -> Decision:
+    async def submit(self, intent: OrderIntent | Mapping[str, Any], *,
+                     flatten: bool = False) -> Decision:
         """The decision for `intent`, once it is durable in the log.
 
         A mapping is accepted for loose input (CLI, JSON): if it is not a valid intent, the
-        rejection is recorded and returned like any other decision.
+        rejection is recorded and returned like any other decision. `flatten=True` is the
+        kill switch closing a position: allowed while halted, refused unless it shrinks one.
         """
         if self._halted is not None:
             raise GateUnavailable(self._halted)
         fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         try:
-            await self._send.send((intent, fut))
+            await self._send.send((intent, fut, flatten))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise GateUnavailable("the risk gate is not running") from None
         return await fut
@@ -86,11 +88,11 @@ class RiskGate:
         """The one task that decides. Runs until `close()` (or cancellation)."""
         task_status.started()
         try:
-            async for intent, fut in self._recv:
+            async for intent, fut, flatten in self._recv:
                 if fut.done():  # the caller gave up waiting
                     continue
                 try:
-                    self._handle(intent, fut)
+                    self._handle(intent, fut, flatten)
                 except Exception as e:  # a bug must not leave a caller hanging
                     log.exception("risk gate failed on an intent")
                     if not fut.done():
@@ -106,7 +108,8 @@ class RiskGate:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _handle(self, raw: OrderIntent | Mapping[str, Any], fut: asyncio.Future[Decision]) -> None:
+    def _handle(self, raw: OrderIntent | Mapping[str, Any], fut: asyncio.Future[Decision],
+                flatten: bool) -> None:
         if self._halted is not None:
             fut.set_exception(GateUnavailable(self._halted))
             return
@@ -130,7 +133,7 @@ class RiskGate:
             if known is not None:
                 self._answer_duplicate(known, fut)
                 return
-            events.append(decide(intent, view, self._limits))
+            events.append(decide(intent, view, self._limits, flatten=flatten))
         decision: Decision = events[-1]
         try:
             futures = [self._log.append_nowait(e) for e in events]
@@ -176,7 +179,7 @@ class RiskGate:
     def _drain(self, err: Exception) -> None:
         try:
             while True:
-                _, fut = self._recv.receive_nowait()
+                _, fut, _ = self._recv.receive_nowait()
                 if not fut.done():
                     fut.set_exception(err)
         except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):

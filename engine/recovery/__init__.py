@@ -1,0 +1,1 @@
+"""Startup recovery, continuous reconciliation and the kill switch."""

@@ -1,0 +1,132 @@
+"""The kill switch: halt, cancel everything at the broker, optionally flatten, and *verify at
+the broker* — "verified" is only recorded once the broker itself shows no open orders (and
+flat positions when flattening was asked). It survives restarts: the engaged state is in the
+log, and a halted engine comes back halted until a person releases it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+from engine.brokers.base import Broker, BrokerError
+from engine.clock import Clock
+from engine.execution.router import OrderRouter
+from engine.execution.service import ExecutionService
+from events.catalogue import (
+    KillSwitchEngaged,
+    KillSwitchReleased,
+    KillSwitchVerified,
+    OrderIntent,
+    TradingStateChanged,
+)
+from events.store import EventLog
+from projections.state import Projections
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class KillResult:
+    verified: bool
+    attempts: int
+    open_orders: int
+    flat: bool
+
+
+class KillSwitch:
+    def __init__(self, log_: EventLog, projections: Projections, broker: Broker,
+                 execution: ExecutionService, router: OrderRouter, clock: Clock, *,
+                 verify_attempts: int = 20, verify_backoff_s: float = 0.25) -> None:
+        self._log = log_
+        self._proj = projections
+        self._broker = broker
+        self._exec = execution
+        self._router = router
+        self._clock = clock
+        self._attempts = verify_attempts
+        self._backoff = verify_backoff_s
+
+    @property
+    def engaged(self) -> bool:
+        return self._proj.risk.kill_switch != "off"
+
+    async def engage(self, *, actor: str, reason: str, flatten: bool = False) -> KillResult:
+        """Halt first (durably), then cancel and flatten at the broker, then verify there."""
+        if self._proj.risk.kill_switch == "off":
+            await self._log.append(KillSwitchEngaged(ts=self._clock.now(), actor=actor,
+                                                     reason=reason, flatten=flatten))
+        result = KillResult(verified=False, attempts=0, open_orders=-1, flat=False)
+        flatten_sent: set[str] = set()
+        for attempt in range(1, self._attempts + 1):
+            result.attempts = attempt
+            await self._cancel_everything()
+            if flatten:
+                await self._flatten(attempt, flatten_sent)
+            try:
+                open_orders = await self._broker.open_orders()
+                positions = await self._broker.positions()
+            except BrokerError as e:
+                log.warning("kill switch: broker check failed (%s); retrying", e)
+                await self._clock.sleep(self._backoff)
+                continue
+            result.open_orders = len(open_orders)
+            result.flat = all(p.qty == 0 for p in positions)
+            if not open_orders and (result.flat or not flatten):
+                await self._log.append(KillSwitchVerified(
+                    ts=self._clock.now(), open_orders=0, flat=result.flat, attempts=attempt))
+                result.verified = True
+                return result
+            await self._clock.sleep(self._backoff * min(attempt, 8))
+        log.error("kill switch NOT verified after %d attempts: %d open orders, flat=%s",
+                  result.attempts, result.open_orders, result.flat)
+        return result
+
+    async def _cancel_everything(self) -> None:
+        for coid in sorted(self._proj.orders.open_ids):
+            await self._exec.cancel(coid, reason="kill switch", actor="kill_switch")
+        try:
+            remote = await self._broker.open_orders()
+        except BrokerError:
+            return
+        for o in remote:  # including orders we did not place
+            if o.client_order_id in self._proj.orders.orders:
+                t = self._exec.tracker.get(o.client_order_id)
+                if t is not None and t.is_open and t.status.value != "pending_cancel":
+                    continue  # our cancel above covers it
+            try:
+                await self._broker.cancel(o.broker_order_id)
+            except BrokerError as e:
+                log.warning("kill switch: cancel of %s refused: %s", o.broker_order_id, e)
+
+    async def _flatten(self, attempt: int, sent: set[str]) -> None:
+        try:
+            positions = await self._broker.positions()
+        except BrokerError:
+            return
+        for p in positions:
+            if p.qty == 0:
+                continue
+            # One closing intent per symbol per attempt; reduce-only, so the gate lets it
+            # through even while halted, and only if it shrinks the position.
+            intent_id = f"kill:{p.symbol}:{self._clock.now():%Y%m%dT%H%M%S}:{attempt}"
+            if intent_id in sent:
+                continue
+            sent.add(intent_id)
+            await self._router.route(OrderIntent(
+                ts=self._clock.now(), intent_id=intent_id, strategy="kill_switch",
+                symbol=p.symbol, side="sell" if p.qty > 0 else "buy", qty=abs(p.qty),
+                reduce_only=True, reason="kill switch flatten"), flatten=True)
+
+    async def release(self, *, actor: str, reason: str, resume: bool = True) -> None:
+        await self._log.append(KillSwitchReleased(ts=self._clock.now(), actor=actor,
+                                                  reason=reason))
+        if resume and self._proj.risk.trading_state != "recovering":
+            await self._log.append(TradingStateChanged(ts=self._clock.now(), state="active",
+                                                       reason=f"released by {actor}: {reason}",
+                                                       actor=actor))
+
+
+def loss_limit_breached(proj: Projections, daily_limit: Decimal, realized_today: Decimal) -> bool:
+    return realized_today <= -daily_limit
