@@ -1,0 +1,256 @@
+"""The composition root: the one place that wires the engine's parts together.
+
+`open_engine(settings, clock=..., broker=...)` opens the log, rebuilds the projections from
+it, and builds the gate, execution, reconciliation, kill switch, validator and strategies
+around them. The service (`python -m engine run`), backtests and the tests all go through it,
+so there is no second way to trade.
+
+The market pipeline (`Engine.on_item`) is the same everywhere: validate -> (a simulated broker
+sees the bar first, filling what earlier orders allow) -> the bar is recorded -> strategies
+-> risk gate -> execution. In step mode (simulated broker and simulated clock: backtests and
+the demo) broker updates are handled inline after each step, which makes runs byte-for-byte
+reproducible; live, a task consumes the broker's update stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from engine.brokers.base import Broker, BrokerAsset
+from engine.brokers.simulated import SimConfig, SimulatedBroker
+from engine.clock import Clock, SimClock
+from engine.config import Settings
+from engine.execution.router import OrderRouter
+from engine.execution.service import ExecutionService
+from engine.marketdata.assets import read_assets_csv, sample_assets_path
+from engine.marketdata.types import MarketItem
+from engine.marketdata.validator import BarValidator
+from engine.recovery.killswitch import KillSwitch
+from engine.recovery.reconcile import ReconcilePolicy, Reconciler
+from engine.recovery.startup import RecoveryReport, end_run, recover
+from engine.risk.gate import RiskGate
+from engine.strategies.base import Strategy
+from engine.strategies.registry import default_registry
+from engine.strategies.runner import StrategyRunner
+from events.base import Event
+from events.catalogue import AssetInfo, BarReceived, FillReceived, StrategyError
+from events.market import Bar
+from events.store import EventLog
+from projections.state import Projections, rebuild_from_path
+
+log = logging.getLogger(__name__)
+
+
+def code_version() -> str:
+    try:
+        return metadata.version("miniquantdesk")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_strategies(settings: Settings) -> list[Strategy]:
+    registry = default_registry()
+    out = []
+    for s in settings.strategies:
+        params = dict(s.params)
+        if "symbols" not in params and settings.data.symbols:
+            params["symbols"] = list(settings.data.symbols)
+        out.append(registry.create(s.name, params, instance_name=s.instance))
+    return out
+
+
+def assets_for_simulation(settings: Settings, ts: Any) -> dict[str, BrokerAsset]:
+    path = settings.data.assets_path or sample_assets_path()
+    return {a.symbol: BrokerAsset(symbol=a.symbol, tradable=a.tradable,
+                                  fractionable=a.fractionable, shortable=a.shortable)
+            for a in read_assets_csv(path, ts)}
+
+
+def make_broker(settings: Settings, clock: Clock) -> Broker:
+    if settings.broker == "simulated":
+        s = settings.sim
+        return SimulatedBroker(
+            clock=clock, assets=assets_for_simulation(settings, clock.now()), cash=s.cash,
+            config=SimConfig(slippage_bps=s.slippage_bps, fee_per_share=s.fee_per_share,
+                             fee_bps=s.fee_bps, min_fee=s.min_fee,
+                             volume_participation=s.volume_participation,
+                             fill_at_signal_close=s.fill_at_signal_close))
+    from engine.brokers.alpaca import AlpacaBroker, AlpacaConfig
+
+    a = settings.alpaca
+    assert a.key_id is not None and a.secret_key is not None
+    return AlpacaBroker(AlpacaConfig(key_id=a.key_id, secret_key=a.secret_key, paper=a.paper,
+                                     rest_url=a.rest_url, stream_url=a.stream_url,
+                                     request_timeout_s=a.request_timeout_s), clock=clock)
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    clock: Clock
+    log: EventLog
+    proj: Projections
+    broker: Broker
+    gate: RiskGate
+    execution: ExecutionService
+    router: OrderRouter
+    reconciler: Reconciler
+    kill: KillSwitch
+    runner: StrategyRunner
+    validator: BarValidator
+    run_id: str
+    step_mode: bool
+    report: RecoveryReport | None = None
+    _fills: list[FillReceived] = field(default_factory=list)
+    bars_seen: int = 0
+    intents_sent: int = 0
+
+    @property
+    def sim(self) -> SimulatedBroker | None:
+        return self.broker if isinstance(self.broker, SimulatedBroker) else None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def recover(self, symbols: Sequence[str] = ()) -> RecoveryReport:
+        await self.refresh_assets(symbols)
+        self.report = await recover(
+            self.log, self.proj, self.clock, self.reconciler, self.settings.risk,
+            run_id=self.run_id, code_version=code_version(),
+            settings_hash=self.settings.fingerprint(), mode=self.settings.mode)
+        for out in self.runner.start():
+            await self._act(out)
+        return self.report
+
+    async def refresh_assets(self, symbols: Sequence[str]) -> None:
+        """Record eligibility for the symbols we may trade, where it changed."""
+        for sym in sorted(set(symbols)):
+            a = await self.broker.asset(sym)
+            if a is None:
+                continue
+            known = self.proj.market.assets.get(sym)
+            if known is None or (known.tradable, known.fractionable, known.shortable,
+                                 known.status) != (a.tradable, a.fractionable, a.shortable,
+                                                   a.status):
+                await self.log.append(AssetInfo(ts=self.clock.now(), symbol=sym,
+                                                tradable=a.tradable, fractionable=a.fractionable,
+                                                shortable=a.shortable, status=a.status))
+
+    async def stop(self, reason: str = "clean") -> None:
+        for out in self.runner.stop():
+            await self._act(out)
+        if self.settings.kill_switch.cancel_on_shutdown:
+            for coid in sorted(self.proj.orders.open_ids):
+                await self.execution.cancel(coid, reason="shutdown", actor="engine")
+        await self.log.flush()
+        await end_run(self.log, self.clock, self.run_id, reason)
+
+    # --- the market pipeline -------------------------------------------------------------
+
+    async def on_item(self, item: MarketItem) -> None:
+        """One provider item through validator, broker (simulated), log and strategies."""
+        if isinstance(item, Bar) and isinstance(self.clock, SimClock):
+            self.clock.set(item.end)
+        events = self.validator.validate(item)
+        bar = events[-1].bar if isinstance(events[-1], BarReceived) else None
+        sim = self.sim
+        if bar is not None and sim is not None:
+            sim.on_bar(bar)  # orders placed on earlier bars fill at this bar's prices
+            if self.step_mode:
+                await self.pump()
+        for e in events:
+            self.log.append_nowait(e)
+        if bar is None:
+            return
+        self.bars_seen += 1
+        for out in self.runner.on_bar(bar):
+            await self._act(out)
+        await self._feed_fills()
+
+    async def _act(self, out: Event) -> None:
+        if isinstance(out, StrategyError):
+            self.log.append_nowait(out)
+            return
+        # The gate decides on committed state: make this bar (and anything before it)
+        # durable and folded first.
+        await self.log.flush()
+        self.intents_sent += 1
+        await self.router.route(out)  # type: ignore[arg-type]
+        if self.step_mode:
+            await self.pump()
+
+    async def pump(self) -> None:
+        """Step mode: handle every update the simulated broker emitted so far."""
+        sim = self.sim
+        if sim is None:
+            return
+        while True:
+            updates = sim.drain_updates()
+            if not updates:
+                return
+            for u in updates:
+                await self.execution.handle(u)
+
+    def _on_event(self, seq: int, event: Any) -> None:
+        if type(event) is FillReceived:
+            self._fills.append(event)
+
+    async def _feed_fills(self) -> None:
+        while self._fills:
+            fills, self._fills = self._fills, []
+            for f in fills:
+                for out in self.runner.on_fill(f):
+                    await self._act(out)
+
+
+def run_id_for(settings: Settings, clock: Clock, salt: str = "") -> str:
+    stamp = clock.now().strftime("%Y%m%dT%H%M%S")
+    digest = hashlib.sha256(f"{settings.fingerprint()}|{salt}".encode()).hexdigest()[:8]
+    return f"run-{stamp}-{digest}"
+
+
+@asynccontextmanager
+async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None = None,
+                      strategies: Sequence[Strategy] | None = None, run_id: str | None = None,
+                      log_path: Path | None = None,
+                      step_mode: bool | None = None) -> AsyncIterator[Engine]:
+    path = log_path or settings.log_path
+    proj = await rebuild_from_path(path) if path.exists() else Projections()
+    async with EventLog.open(path, synchronous=settings.synchronous) as event_log:
+        event_log.subscribe(proj.apply)
+        the_broker = broker or make_broker(settings, clock)
+        gate = RiskGate(event_log, proj, settings.risk, clock)
+        account_id = ""
+        execution = ExecutionService(event_log, proj, the_broker, clock, account_id=account_id,
+                                     submit_timeout_s=settings.alpaca.request_timeout_s * 2)
+        router = OrderRouter(gate, execution)
+        rc = settings.reconcile
+        reconciler = Reconciler(event_log, proj, the_broker, execution, clock, ReconcilePolicy(
+            unexplained_position=rc.unexplained_position, foreign_orders=rc.foreign_orders,
+            max_mismatch_value=rc.max_mismatch_value), account_id=account_id)
+        kill = KillSwitch(event_log, proj, the_broker, execution, router, clock)
+        runner = StrategyRunner(strategies if strategies is not None else build_strategies(settings),
+                                projections=proj, clock=clock)
+        validator = BarValidator(clock)
+        validator.prime_many((s, b.start) for s, b in proj.market.last_bar.items())
+        sim_step = isinstance(the_broker, SimulatedBroker) and isinstance(clock, SimClock)
+        engine = Engine(settings=settings, clock=clock, log=event_log, proj=proj,
+                        broker=the_broker, gate=gate, execution=execution, router=router,
+                        reconciler=reconciler, kill=kill, runner=runner, validator=validator,
+                        run_id=run_id or run_id_for(settings, clock),
+                        step_mode=sim_step if step_mode is None else step_mode)
+        event_log.subscribe(engine._on_event)
+        async with anyio.create_task_group() as tg:
+            await tg.start(gate.run)
+            try:
+                yield engine
+            finally:
+                gate.close()

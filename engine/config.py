@@ -1,0 +1,198 @@
+"""Settings: environment (prefix `MQD_`, nested keys with `__`), a `.env` file and a TOML file
+(`mqd.toml`, or the path in `MQD_CONFIG`), validated at startup with messages a trader
+understands. Secrets are `SecretStr`: never printed, logged or stored; the "run started" event
+stores a hash of the non-secret settings only.
+
+With no settings at all the engine runs the embedded demo: the simulated broker, a $200
+account, the shipped sample bars, VWAP mean reversion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from engine.risk.limits import RiskLimits
+
+D = Decimal
+
+
+class AlpacaSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_id: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    paper: bool = True
+    rest_url: str | None = Field(None, description="override the REST base URL (tests, proxies)")
+    stream_url: str | None = Field(None, description="override the trade-updates websocket URL")
+    data_rest_url: str | None = None
+    data_stream_url: str | None = None
+    data_feed: Literal["iex", "sip"] = "iex"
+    request_timeout_s: float = Field(10.0, gt=0, le=120)
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.key_id and self.key_id.get_secret_value()
+                    and self.secret_key and self.secret_key.get_secret_value())
+
+
+class SimSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cash: Decimal = Field(D(200), gt=0, description="starting cash of the simulated account")
+    slippage_bps: Decimal = Field(D(2), ge=0, le=500)
+    fee_per_share: Decimal = Field(D(0), ge=0)
+    fee_bps: Decimal = Field(D(0), ge=0, le=100)
+    min_fee: Decimal = Field(D(0), ge=0)
+    volume_participation: Decimal = Field(D("0.1"), gt=0, le=1)
+    fill_at_signal_close: bool = Field(
+        False, description="LOOKS AHEAD: fill market orders at the signal bar's close")
+
+
+class DataSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["sample", "csv", "parquet", "log", "alpaca"] = "sample"
+    path: Path | None = Field(None, description="bar file or event log for csv/parquet/log")
+    assets_path: Path | None = Field(None, description="symbol eligibility CSV for the simulated broker (default: the sample's)")
+    timezone: str | None = Field(None, description="zone for naive timestamps in bar files")
+    symbols: tuple[str, ...] = ()
+    speed: float = Field(0.0, ge=0, description="replay speed for paper runs on files; 0 = as fast as possible")
+
+
+class StrategySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    instance: str | None = None
+    params: dict[str, Any] = {}
+
+
+class ReconcileSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interval_s: float = Field(30.0, gt=0, description="continuous reconciliation period")
+    unexplained_position: Literal["adopt", "refuse"] = "adopt"
+    foreign_orders: Literal["cancel", "leave"] = "leave"
+    max_mismatch_value: Decimal = Field(D(500), gt=0)
+
+
+class KillSwitchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    on_loss_limit: bool = True
+    max_broker_errors: int = Field(5, ge=1, description="errors within the window that trip it")
+    broker_error_window_s: float = Field(60.0, gt=0)
+    flatten: bool = False
+    cancel_on_shutdown: bool = False
+
+
+def _default_strategies() -> tuple[StrategySettings, ...]:
+    return (StrategySettings(name="vwap_mean_reversion"),)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MQD_", env_nested_delimiter="__", env_file=".env", extra="forbid",
+        frozen=True, toml_file="mqd.toml")
+
+    broker: Literal["simulated", "alpaca"] = "simulated"
+    live_trading: bool = Field(False, description="real money: required with alpaca paper=false")
+    data_dir: Path = Path("mqd-data")
+    log_file: Path | None = Field(None, description="event log (default: <data_dir>/events.sqlite)")
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    json_logs: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    alpaca: AlpacaSettings = AlpacaSettings()
+    sim: SimSettings = SimSettings()
+    data: DataSettings = DataSettings()
+    risk: RiskLimits = RiskLimits(
+        max_order_notional=D(200), max_symbol_exposure=D(200), max_gross_exposure=D(400),
+        max_open_positions=3)
+    strategies: tuple[StrategySettings, ...] = Field(default_factory=_default_strategies)
+    reconcile: ReconcileSettings = ReconcileSettings()
+    kill_switch: KillSwitchSettings = KillSwitchSettings()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = os.environ.get("MQD_CONFIG") or "mqd.toml"
+        return (init_settings, env_settings, dotenv_settings,
+                TomlConfigSettingsSource(settings_cls, toml_file=toml), file_secret_settings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.broker == "alpaca":
+            if not self.alpaca.has_credentials:
+                raise ValueError("broker=alpaca needs alpaca.key_id and alpaca.secret_key "
+                                 "(MQD_ALPACA__KEY_ID / MQD_ALPACA__SECRET_KEY)")
+            if not self.alpaca.paper and not self.live_trading:
+                raise ValueError("alpaca.paper=false trades real money: set live_trading=true "
+                                 "(MQD_LIVE_TRADING=true) to confirm")
+        if self.live_trading and (self.broker != "alpaca" or self.alpaca.paper):
+            raise ValueError("live_trading=true only makes sense with broker=alpaca and "
+                             "alpaca.paper=false")
+        if self.data.source in ("csv", "parquet", "log") and self.data.path is None:
+            raise ValueError(f"data.source={self.data.source} needs data.path")
+        if not self.strategies:
+            raise ValueError("configure at least one strategy")
+        return self
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_file or self.data_dir / "events.sqlite"
+
+    @property
+    def mode(self) -> str:
+        if self.broker == "simulated":
+            return "paper-simulated"
+        return "live" if not self.alpaca.paper else "paper-alpaca"
+
+    def public_dict(self) -> dict[str, Any]:
+        """Every setting, secrets masked ('**********' when set, None when not)."""
+        return json.loads(self.model_dump_json())  # SecretStr dumps masked
+
+    def fingerprint(self) -> str:
+        """A hash of the non-secret settings (stored in RunStarted)."""
+        data = self.public_dict()
+        data.get("alpaca", {}).pop("key_id", None)
+        data.get("alpaca", {}).pop("secret_key", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class SettingsError(ValueError):
+    """Invalid settings, described for people: which key, what was wrong, what is allowed."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise SettingsError(describe_validation_error(e)) from None
+
+
+def describe_validation_error(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        env = "MQD_" + "__".join(str(p) for p in err["loc"]).upper() if err["loc"] else ""
+        where = f"{loc}" + (f" (env {env})" if env else "")
+        lines.append(f"{where}: {msg}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
