@@ -150,6 +150,10 @@ class Engine:
         if self.settings.kill_switch.cancel_on_shutdown:
             for coid in sorted(self.proj.orders.open_ids):
                 await self.execution.cancel(coid, reason="shutdown", actor="engine")
+        try:
+            await self.reconciler.account_snapshot()  # where the account stands at the end
+        except Exception as e:  # noqa: BLE001 - a broker hiccup must not block a clean stop
+            log.warning("final account snapshot failed: %s", e)
         await self.log.flush()
         await end_run(self.log, self.clock, self.run_id, reason)
 

@@ -64,12 +64,13 @@ class SimSettings(BaseModel):
 class DataSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    source: Literal["sample", "csv", "parquet", "log", "alpaca"] = "sample"
+    source: Literal["sample", "csv", "parquet", "log", "alpaca", "synthetic"] = "sample"
     path: Path | None = Field(None, description="bar file or event log for csv/parquet/log")
     assets_path: Path | None = Field(None, description="symbol eligibility CSV for the simulated broker (default: the sample's)")
     timezone: str | None = Field(None, description="zone for naive timestamps in bar files")
     symbols: tuple[str, ...] = ()
-    speed: float = Field(0.0, ge=0, description="replay speed for paper runs on files; 0 = as fast as possible")
+    interval_s: int = Field(60, ge=1, le=86400, description="bar length of the synthetic feed")
+    seed: int = Field(7, description="seed of the synthetic feed")
 
 
 class StrategySettings(BaseModel):
@@ -189,9 +190,13 @@ def load_settings(**overrides: Any) -> Settings:
 
 def describe_validation_error(e: ValidationError) -> str:
     lines = []
-    for err in e.errors(include_url=False, include_input=False):
+    for err in e.errors(include_url=False, include_input=True):
         loc = ".".join(str(p) for p in err["loc"]) or "settings"
         msg = err["msg"].removeprefix("Value error, ")
+        secret = any(str(p) in ("key_id", "secret_key") for p in err["loc"])
+        given = err.get("input")
+        if err["loc"] and not secret and isinstance(given, (str, int, float)) and len(str(given)) < 80:
+            msg += f" (got {given!r})"
         env = "MQD_" + "__".join(str(p) for p in err["loc"]).upper() if err["loc"] else ""
         where = f"{loc}" + (f" (env {env})" if env else "")
         lines.append(f"{where}: {msg}")

@@ -357,6 +357,29 @@ class SimulatedBroker:
     async def asset(self, symbol: str) -> BrokerAsset | None:
         return self.assets.get(symbol)
 
+    # --- persistence ---------------------------------------------------------------------
+
+    def restore(self, cash: Decimal, positions: Mapping[str, tuple[Decimal, Decimal]],
+                open_orders: list[tuple[OrderRequest, str, Decimal, Decimal, datetime]], *,
+                orders_seen: int, executions_seen: int) -> None:
+        """Rebuild the paper account from the engine's log (the simulated broker has no
+        memory of its own between processes): cash, positions (qty, avg) and resting orders
+        (request, broker id, filled qty, filled notional, submitted at). Id counters start
+        past everything the log has seen, so no id is ever reused."""
+        self.cash = cash
+        self._n_orders = max(self._n_orders, orders_seen)
+        self._n_execs = max(self._n_execs, executions_seen)
+        self._positions = {s: _Position(qty=q, avg=a) for s, (q, a) in positions.items() if q}
+        for req, broker_id, filled, notional, submitted in open_orders:
+            self._n_orders += 1
+            o = _Order(broker_order_id=broker_id, request=req, submitted_at=submitted,
+                       seq=self._n_orders, status="partially_filled" if filled else "new",
+                       filled_qty=filled, filled_notional=notional, updated_at=submitted)
+            self._orders[broker_id] = o
+            self._by_coid[req.client_order_id] = o
+        n = [int(b.removeprefix("sim-")) for b in self._orders if b.removeprefix("sim-").isdigit()]
+        self._n_orders = max([self._n_orders, *n])
+
     # --- test and operator hooks ---------------------------------------------------------
 
     def set_position(self, symbol: str, qty: Decimal, avg: Decimal) -> None:

@@ -1,0 +1,151 @@
+"""Bars from and to CSV files (columns documented in `engine.marketdata.parse`).
+
+Reading happens in a worker thread, a batch of rows per hop, so a large file never blocks
+the event loop. Every cell is parsed from its text: prices and volume with `Decimal(text)`,
+never through float. A row that cannot become a bar is yielded as `BadInput` with its line
+number and the line itself; a missing required column is a `DataFileError` at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import os
+from collections.abc import AsyncIterator, Generator, Iterable
+from datetime import tzinfo
+from pathlib import Path
+
+import anyio
+
+from events.market import Bar
+
+from .parse import REQUIRED_COLUMNS, RowParser, check_epoch_unit, resolve_tz
+from .types import BadInput, BarProvider, DataFileError, MarketItem
+
+BATCH_ROWS = 2000
+
+
+def _render_line(cells: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(cells)
+    return buf.getvalue()
+
+
+def _batches(path: Path, parser: RowParser, symbols: frozenset[str] | None,
+             batch_rows: int) -> Generator[list[MarketItem], None, None]:
+    """Runs in worker threads, one `next()` per hop (the file stays open between hops)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return
+        names = [h.strip().lower() for h in header]
+        missing = [c for c in REQUIRED_COLUMNS if c not in names]
+        if missing:
+            raise DataFileError(f"{path}: missing column(s) {', '.join(missing)}; a bar file "
+                                f"needs {', '.join(REQUIRED_COLUMNS)} (got {', '.join(names)})")
+        width = len(names)
+        out: list[MarketItem] = []
+        for cells in reader:
+            if not cells:
+                continue  # blank line
+            line = reader.line_num
+            if len(cells) != width:
+                out.append(BadInput(reason="BAD_ROW",
+                                    detail=f"{path.name} line {line}: {len(cells)} cells, "
+                                           f"header has {width}",
+                                    raw=_render_line(cells), provider=parser.provider))
+            else:
+                row = dict(zip(names, cells))
+                if symbols is not None and row["symbol"].strip() not in symbols:
+                    continue
+                item = parser.parse(row, functools.partial(_render_line, cells))
+                if type(item) is BadInput:
+                    item = BadInput(reason=item.reason,
+                                    detail=f"{path.name} line {line}: {item.detail}",
+                                    raw=item.raw, symbol=item.symbol, provider=item.provider)
+                out.append(item)
+            if len(out) >= batch_rows:
+                yield out
+                out = []
+        if out:
+            yield out
+
+
+class CsvBarProvider(BarProvider):
+    """Bars from a CSV file, in file order.
+
+    `tz`: the zone naive timestamps are in (IANA name or tzinfo). Without it a naive timestamp
+    is refused (`NAIVE_TIMESTAMP`). Timestamps with an offset ignore `tz`.
+    `epoch_unit`: unit of bare-number timestamps (s, ms, us, ns).
+    `symbols`: keep only these symbols (others are skipped, not rejected).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, tz: str | tzinfo | None = None,
+                 interval_s: int = 60, epoch_unit: str = "s", provider: str = "csv",
+                 symbols: Iterable[str] | None = None, batch_rows: int = BATCH_ROWS) -> None:
+        check_epoch_unit(epoch_unit)
+        self.path = Path(path)
+        self.name = provider
+        self._parser = RowParser(provider=provider, tz=resolve_tz(tz), interval_s=interval_s,
+                                 epoch_unit=epoch_unit)
+        self._symbols = frozenset(symbols) if symbols is not None else None
+        self._batch_rows = batch_rows
+
+    async def stream(self) -> AsyncIterator[MarketItem]:
+        gen = await anyio.to_thread.run_sync(
+            _batches, self.path, self._parser, self._symbols, self._batch_rows)
+        try:
+            while True:
+                batch = await anyio.to_thread.run_sync(next, gen, None)
+                if batch is None:
+                    return
+                for item in batch:
+                    yield item
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(gen.close)
+
+
+# --- writing -------------------------------------------------------------------------------
+
+CSV_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume", "vwap",
+               "trade_count")
+
+
+def format_timestamp(bar: Bar) -> str:
+    """ISO-8601 in UTC with a `Z` (seconds; microseconds only when there are some)."""
+    s = bar.start
+    if s.microsecond:
+        return s.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return s.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_bars_csv(path: str | os.PathLike[str], bars: Iterable[Bar], *,
+                   interval_s: int | None = 60) -> int:
+    """Write bars as CSV (blocking: call it through `anyio.to_thread` from async code).
+
+    Decimals are written in plain notation from their exact value, so reading the file back
+    gives equal bars. With `interval_s` set (default 60) every bar must have that interval and
+    no interval column is written; with `interval_s=None` an `interval_s` column is added.
+    Returns the number of bars written.
+    """
+    cols = CSV_COLUMNS if interval_s is not None else (*CSV_COLUMNS, "interval_s")
+    n = 0
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(cols)
+        for b in bars:
+            if interval_s is not None and b.interval_s != interval_s:
+                raise ValueError(f"{b.symbol} {b.start.isoformat()}: interval_s={b.interval_s}, "
+                                 f"file is written for {interval_s}; pass interval_s=None")
+            row = [b.symbol, format_timestamp(b), format(b.open, "f"), format(b.high, "f"),
+                   format(b.low, "f"), format(b.close, "f"), format(b.volume, "f"),
+                   format(b.vwap, "f") if b.vwap is not None else "",
+                   str(b.trade_count) if b.trade_count is not None else ""]
+            if interval_s is None:
+                row.append(str(b.interval_s))
+            w.writerow(row)
+            n += 1
+    return n

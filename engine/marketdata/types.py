@@ -1,0 +1,89 @@
+"""What every market-data provider yields, and the base class providers share.
+
+A provider turns some source (a file, a recorded log, Alpaca) into ONE async iterator of
+`Bar | BadInput`. `Bar` is the validated contract from `events.market`; `BadInput` is whatever
+could not even become a `Bar` (an unparsable number, a naive timestamp, an OHLC range the
+contract refuses...). Providers never drop bad input silently and never raise for one bad
+row: they hand it on so `BarValidator` can record it as a `DataRejected` event and carry on.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Self, TypeAlias
+
+import msgspec
+
+from events.market import BAR_REJECT_CODES, Bar
+
+# Reasons a provider gives for input that never became a Bar. The contract's own codes
+# (`BAR_REJECT_CODES`) are passed through unchanged when `Bar(...)` refuses a row.
+INPUT_REJECT_CODES = (
+    "MISSING_FIELD",
+    "BAD_NUMBER",
+    "BAD_TIMESTAMP",
+    "AMBIGUOUS_TIMESTAMP",
+    "NONEXISTENT_TIMESTAMP",
+    "BAD_ROW",
+    "UNSUPPORTED_MESSAGE",
+    "BACKFILL_FAILED",
+    *BAR_REJECT_CODES,
+)
+
+
+class BadInput(msgspec.Struct, frozen=True, kw_only=True):
+    """Provider output that could not become a `Bar`.
+
+    `reason` is a stable code (see `INPUT_REJECT_CODES`), `detail` a sentence for humans, `raw`
+    the input as it arrived (a CSV line, a JSON rendering of a message) so it can be inspected.
+    """
+
+    reason: str
+    detail: str
+    raw: str = ""
+    symbol: str | None = None
+    provider: str = ""
+
+
+MarketItem: TypeAlias = Bar | BadInput
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be read at all (missing columns, unsupported column types).
+
+    Unlike a bad row, this is a configuration problem, so it is raised rather than yielded.
+    """
+
+
+class ProviderError(RuntimeError):
+    """A provider that cannot go on (e.g. its upstream refused every request)."""
+
+
+class BarProvider(ABC):
+    """One source of bars.
+
+    Use it as `async with provider: async for item in provider.stream(): ...`. File and log
+    providers need no setup, so `async with` is a no-op for them; live providers own background
+    tasks (a websocket, a watchdog) that live exactly as long as the `async with` block.
+    Iterate `stream()` once per `async with` (wrap it in `contextlib.aclosing` if you may stop
+    early, so files and cursors are closed promptly).
+    """
+
+    name: str = "provider"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    @abstractmethod
+    def stream(self) -> AsyncIterator[MarketItem]:
+        """Bars (and bad input) in the order the source has them."""

@@ -1,0 +1,286 @@
+"""The long-running service: `python -m engine run`.
+
+Everything runs under one anyio task group: the market-data pipeline (provider -> validator
+-> strategies -> risk gate -> execution), the broker's trade-update stream, continuous
+reconciliation, the kill-switch monitors and the control socket (halt/resume from the CLI).
+Recovery runs before any of it trades. If any part fails, the group cancels the rest, the
+reason is recorded in the log (`RunEnded`), and the process exits non-zero — never a
+half-running engine. SIGTERM/SIGINT stop intake, let in-flight decisions land, optionally
+cancel open orders, and close the log cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections import deque
+from contextlib import aclosing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from engine.app import Engine, open_engine
+from engine.brokers.base import BrokerError
+from engine.brokers.simulated import SimulatedBroker
+from engine.clock import Clock, LiveClock, SimClock
+from engine.config import Settings
+from engine.marketdata.types import BarProvider, MarketItem
+from engine.sources import FILE_SOURCES, data_symbols, first_bar_start, make_provider
+from projections.calendar import trading_day
+from projections.risk import realized_on
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceResult:
+    run_id: str
+    log_path: Path
+    bars: int
+    intents: int
+    reason: str
+    enabled: bool
+
+
+def control_socket_path(settings: Settings) -> Path:
+    return settings.log_path.with_name(settings.log_path.name + ".sock")
+
+
+def restore_simulated(engine: Engine) -> None:
+    """The simulated paper account lives in the log: rebuild the broker's book from it."""
+    sim = engine.sim
+    if sim is None or engine.proj.last_seq == 0:
+        return
+    from engine.brokers.base import OrderRequest
+
+    p = engine.proj
+    positions = {s: (x.qty, x.avg_cost) for s, x in p.positions.positions.items()}
+    opened = []
+    for coid in sorted(p.orders.open_ids):
+        o = p.orders.orders[coid]
+        if o.broker_order_id is None:
+            continue
+        req = OrderRequest(client_order_id=coid, symbol=o.symbol, side=o.side,  # type: ignore[arg-type]
+                           order_type=o.order_type, time_in_force=o.time_in_force,  # type: ignore[arg-type]
+                           qty=o.qty, notional=o.notional, limit_price=o.limit_price)
+        opened.append((req, o.broker_order_id, o.filled_qty, o.filled_notional,
+                       engine.clock.now()))
+    seen = [int(o.broker_order_id[4:]) for o in p.orders.orders.values()
+            if o.broker_order_id and o.broker_order_id.startswith("sim-")
+            and o.broker_order_id[4:].isdigit()]
+    cash = p.account.cash_now if p.account.known else sim.cash
+    sim.restore(cash, positions, opened, orders_seen=max(seen, default=0),
+                executions_seen=len(p.orders.execution_ids))
+
+
+class BrokerErrorMonitor:
+    """Counts broker errors in a sliding window; too many trip the kill switch."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.times: deque[float] = deque()
+        self.tripped = anyio.Event()
+        self.last = ""
+
+    def record(self, what: str) -> None:
+        now = time.monotonic()  # a duration, not a timestamp: safe to read directly
+        self.times.append(now)
+        self.last = what
+        while self.times and now - self.times[0] > self.window_s:
+            self.times.popleft()
+        if len(self.times) >= self.limit:
+            self.tripped.set()
+
+
+async def run_service(settings: Settings, *, clock: Clock | None = None,
+                      provider: BarProvider | None = None, broker: Any = None,
+                      stop_after_data: bool | None = None,
+                      task_status: TaskStatus[Engine] = anyio.TASK_STATUS_IGNORED,
+                      log_path: Path | None = None) -> ServiceResult:
+    """Run until the data ends (file sources), a signal, or a failure."""
+    replaying = settings.data.source in FILE_SOURCES
+    if clock is None:
+        # Bars from files are replayed at accelerated simulated time on the simulated broker;
+        # anything else runs on the wall clock.
+        clock = SimClock(await first_bar_start(settings)) \
+            if replaying and settings.broker == "simulated" else LiveClock()
+    source = provider or make_provider(settings, clock)
+    finite = replaying if stop_after_data is None else stop_after_data
+    reason = "clean"
+    async with open_engine(settings, clock=clock, broker=broker, log_path=log_path) as engine:
+        restore_simulated(engine)
+        symbols = sorted(set(data_symbols(settings)) | set(
+            engine.sim.assets if isinstance(engine.broker, SimulatedBroker) else ()))
+        monitor = BrokerErrorMonitor(settings.kill_switch.max_broker_errors,
+                                     settings.kill_switch.broker_error_window_s)
+        engine.execution.on_broker_error = monitor.record
+        report = await engine.recover(symbols)
+        log.info("recovery: %s", report.reason, extra={"seq": engine.log.last_seq})
+        if engine.proj.risk.kill_switch != "off":
+            await engine.kill.engage(actor="recovery", reason="kill switch engaged at startup",
+                                     flatten=engine.proj.risk.kill_flatten)
+        try:
+            async with anyio.create_task_group() as tg:
+                stop = anyio.Event()
+                tg.start_soon(_signals, stop)
+                await tg.start(_control_server, engine, control_socket_path(settings))
+                if not engine.step_mode:
+                    await tg.start(engine.execution.run_updates)
+                    tg.start_soon(_reconcile_loop, engine, settings.reconcile.interval_s)
+                tg.start_soon(_kill_monitors, engine, monitor, settings)
+                task_status.started(engine)
+                done = anyio.Event()
+                tg.start_soon(_market, engine, source, done)
+                with anyio.CancelScope() as wait_scope:
+                    async with anyio.create_task_group() as waiters:
+                        async def first(ev: anyio.Event, why: str) -> None:
+                            nonlocal reason
+                            await ev.wait()
+                            reason = reason if reason != "clean" else why
+                            wait_scope.cancel()
+                        waiters.start_soon(first, stop, "signal")
+                        if finite:
+                            waiters.start_soon(first, done, "data finished")
+                tg.cancel_scope.cancel()
+        except BaseException as e:  # noqa: BLE001 - record why, then re-raise
+            failure = _describe(e)
+            if failure is None:
+                raise
+            reason = f"failed: {failure}"
+            log.error("service stopping: %s", reason)
+            with anyio.CancelScope(shield=True):
+                if engine.log.failed is None:
+                    await engine.stop(reason[:500])
+            raise
+        with anyio.CancelScope(shield=True):
+            await engine.stop(reason)
+        return ServiceResult(run_id=engine.run_id, log_path=engine.log.path,
+                             bars=engine.bars_seen, intents=engine.intents_sent,
+                             reason=reason, enabled=report.enabled)
+
+
+def _describe(e: BaseException) -> str | None:
+    if isinstance(e, BaseExceptionGroup):
+        parts = [d for d in (_describe(x) for x in e.exceptions) if d]
+        return "; ".join(parts) or None
+    if isinstance(e, (anyio.get_cancelled_exc_class(), KeyboardInterrupt, SystemExit)):
+        return None
+    return f"{type(e).__name__}: {e}"
+
+
+async def _signals(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for sig in signals:
+            log.info("received %s: stopping intake", signal.Signals(sig).name)
+            stop.set()
+            return
+
+
+async def _market(engine: Engine, source: BarProvider, done: anyio.Event) -> None:
+    async with source, aclosing(source.stream()) as items:
+        item: MarketItem
+        async for item in items:
+            await engine.on_item(item)
+    await engine.log.flush()
+    done.set()
+
+
+async def _reconcile_loop(engine: Engine, interval_s: float) -> None:
+    while True:
+        await engine.clock.sleep(interval_s)
+        try:
+            result = await engine.reconciler.reconcile(startup=False)
+        except BrokerError as e:
+            log.warning("reconciliation skipped: %s", e)
+            continue
+        if result.mismatch_value > engine.reconciler.policy.max_mismatch_value:
+            await engine.kill.engage(actor="reconciliation",
+                                     reason=f"position mismatch worth {result.mismatch_value}",
+                                     flatten=engine.settings.kill_switch.flatten)
+
+
+async def _kill_monitors(engine: Engine, monitor: BrokerErrorMonitor, settings: Settings) -> None:
+    async def broker_errors() -> None:
+        await monitor.tripped.wait()
+        if engine.proj.risk.kill_switch == "off":
+            await engine.kill.engage(actor="broker-errors",
+                                     reason=f"{monitor.limit} broker errors within "
+                                            f"{monitor.window_s:.0f}s (last: {monitor.last})",
+                                     flatten=False)
+
+    async def loss_limit() -> None:
+        if not settings.kill_switch.on_loss_limit:
+            return
+        last = -1
+        while True:
+            await engine.clock.sleep(1.0)
+            if engine.proj.last_seq == last or engine.proj.risk.kill_switch != "off":
+                continue
+            last = engine.proj.last_seq
+            equity = engine.proj.account.equity
+            if equity <= 0:
+                continue
+            today = realized_on(engine.proj.risk, trading_day(engine.clock.now()))
+            limit = settings.risk.daily_limit(equity)
+            if today <= -limit:
+                await engine.kill.engage(actor="loss-limit",
+                                         reason=f"daily loss {today} reached the limit {limit}",
+                                         flatten=settings.kill_switch.flatten)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(broker_errors)
+        if not engine.step_mode:
+            tg.start_soon(loss_limit)
+
+
+async def _control_server(engine: Engine, path: Path, *,
+                          task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """A Unix socket for operator commands (one JSON line in, one out): halt, resume."""
+    path.unlink(missing_ok=True)
+    try:
+        listener = await anyio.create_unix_listener(path)
+    except OSError as e:  # e.g. a path too long for AF_UNIX: the CLI falls back to the log
+        log.warning("control socket unavailable (%s); halt/resume work offline only", e)
+        task_status.started()
+        return
+    task_status.started()
+    try:
+        async with listener:
+            await listener.serve(lambda stream: _handle_control(engine, stream))
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def _handle_control(engine: Engine, stream: Any) -> None:
+    async with stream:
+        try:
+            raw = b""
+            while not raw.endswith(b"\n") and len(raw) < 65536:
+                raw += await stream.receive()
+            req = json.loads(raw)
+            answer = await operator_command(engine, req)
+        except Exception as e:  # noqa: BLE001 - answer the operator, keep serving
+            answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        await stream.send((json.dumps(answer) + "\n").encode())
+
+
+async def operator_command(engine: Engine, req: dict[str, Any]) -> dict[str, Any]:
+    cmd = req.get("cmd")
+    actor = str(req.get("actor") or "operator")
+    why = str(req.get("reason") or "")
+    if not why:
+        return {"ok": False, "error": "a reason is required"}
+    if cmd == "halt":
+        res = await engine.kill.engage(actor=actor, reason=why, flatten=bool(req.get("flatten")))
+        return {"ok": res.verified, "verified": res.verified, "open_orders": res.open_orders,
+                "flat": res.flat, "attempts": res.attempts, "seq": engine.log.last_seq}
+    if cmd == "resume":
+        await engine.kill.release(actor=actor, reason=why)
+        return {"ok": True, "state": engine.proj.risk.trading_state, "seq": engine.log.last_seq}
+    return {"ok": False, "error": f"unknown command {cmd!r}"}

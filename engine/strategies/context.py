@@ -1,0 +1,408 @@
+"""What a strategy may see and do: read-only views, recent bars, sizing, intent building.
+
+A `StrategyContext` is the strategy's only window on the engine:
+
+- views are frozen copies (`PositionView`, `OrderView`, `AccountView`, `AssetView`) made from
+  the projections on each call; a strategy never gets the projection objects, the log or the
+  broker;
+- `bars(symbol, n)` returns bars the runner has already been fed AND that closed at or before
+  the clock (F13). The runner refuses to feed a bar that has not closed yet, so no path to a
+  future bar exists;
+- intents are built here, with deterministic ids: `"{strategy}:{symbol}:{stamp}:{n}"`, where
+  `stamp` is the bar's start (`20261123T1430`) and `n` counts the intents of this strategy for
+  this bar. Re-processing the same bar after a crash re-creates the same ids, so the risk gate
+  answers them with its first decision instead of a second order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+from typing import Literal
+
+import msgspec
+
+from engine.clock import Clock
+from events.catalogue import OrderIntent, RiskRejected
+from events.market import Bar
+from projections.orders import OrderStatus, open_orders
+from projections.state import Projections
+
+ZERO = Decimal(0)
+CENT = Decimal("0.01")
+# Alpaca accepts fractional quantities to 9 decimal places.
+QTY_STEP = Decimal("0.000000001")
+MIN_NOTIONAL = Decimal(1)  # Alpaca's smallest notional order
+MAX_INTENT_ID = 80
+
+IntentStatus = Literal["pending", "rejected", "open", "filled", "done"]
+Side = Literal["buy", "sell"]
+
+
+class PositionView(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    qty: Decimal = ZERO
+    avg_cost: Decimal = ZERO
+
+    @property
+    def is_flat(self) -> bool:
+        return self.qty == 0
+
+
+class OrderView(msgspec.Struct, frozen=True, kw_only=True):
+    client_order_id: str
+    intent_id: str
+    strategy: str
+    symbol: str
+    side: str
+    order_type: str
+    qty: Decimal | None
+    notional: Decimal | None
+    limit_price: Decimal | None
+    status: str
+    filled_qty: Decimal
+
+
+class AccountView(msgspec.Struct, frozen=True, kw_only=True):
+    """`known` is False until the broker's account has been seen; then cash and equity are
+    the last snapshot moved by our own fills since (equity marks positions at the last bar)."""
+
+    known: bool
+    cash: Decimal
+    equity: Decimal
+    buying_power: Decimal
+
+
+class AssetView(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    tradable: bool
+    fractionable: bool
+    shortable: bool
+
+
+class Size(msgspec.Struct, frozen=True, kw_only=True):
+    """Exactly one of `qty` (whole or fractional shares) and `notional` (dollars) is set."""
+
+    qty: Decimal | None = None
+    notional: Decimal | None = None
+
+
+class LookAheadError(RuntimeError):
+    """A bar was about to reach strategies before it closed (a pipeline bug, F13)."""
+
+
+class BarHistory:
+    """The last `maxlen` bars per symbol, as fed by the runner (with their close times)."""
+
+    __slots__ = ("_bars", "_maxlen", "_steps")
+
+    def __init__(self, maxlen: int = 390) -> None:
+        if maxlen < 1:
+            raise ValueError("history length must be >= 1")
+        self._bars: dict[str, deque[tuple[datetime, Bar]]] = {}
+        self._maxlen = maxlen
+        self._steps: dict[int, timedelta] = {}
+
+    def end_of(self, bar: Bar) -> datetime:
+        step = self._steps.get(bar.interval_s)
+        if step is None:
+            step = self._steps[bar.interval_s] = timedelta(seconds=bar.interval_s)
+        return bar.start + step
+
+    def append(self, bar: Bar, end: datetime) -> None:
+        dq = self._bars.get(bar.symbol)
+        if dq is None:
+            dq = self._bars[bar.symbol] = deque(maxlen=self._maxlen)
+        dq.append((end, bar))
+
+    def recent(self, symbol: str, n: int, now: datetime) -> tuple[Bar, ...]:
+        dq = self._bars.get(symbol)
+        if not dq or n <= 0:
+            return ()
+        out: list[Bar] = []
+        for end, bar in reversed(dq):
+            if end <= now:
+                out.append(bar)
+                if len(out) == n:
+                    break
+        out.reverse()
+        return tuple(out)
+
+    def last(self, symbol: str, now: datetime) -> Bar | None:
+        got = self.recent(symbol, 1, now)
+        return got[0] if got else None
+
+
+def _check_decimal(name: str, value: object, *, positive: bool = True) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Decimal):
+        raise TypeError(f"{name} must be a Decimal, got {type(value).__name__} {value!r}")
+    if not value.is_finite() or (positive and value <= 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+
+
+def intent_id(strategy: str, symbol: str, stamp: str, n: int) -> str:
+    """`strategy:symbol:stamp:n`, or, if that is longer than 80 characters, its first 63
+    characters plus a 16-hex-digit hash of the whole (still deterministic and unique)."""
+    iid = f"{strategy}:{symbol}:{stamp}:{n}"
+    if len(iid) <= MAX_INTENT_ID:
+        return iid
+    digest = hashlib.sha256(iid.encode()).hexdigest()[:16]
+    return f"{iid[:MAX_INTENT_ID - 17]}~{digest}"
+
+
+def bar_stamp(bar: Bar) -> str:
+    s = bar.start
+    if s.second == 0 and s.microsecond == 0:
+        return s.strftime("%Y%m%dT%H%M")
+    if s.microsecond == 0:
+        return s.strftime("%Y%m%dT%H%M%S")
+    return s.strftime("%Y%m%dT%H%M%S%f")
+
+
+class StrategyContext:
+    """One per strategy, owned by the runner. See the module docstring."""
+
+    __slots__ = (
+        "_bar",
+        "_clock",
+        "_history",
+        "_n",
+        "_name",
+        "_proj",
+        "_signal_time",
+        "_stamp",
+        "_symbol",
+    )
+
+    def __init__(self, name: str, projections: Projections, clock: Clock,
+                 history: BarHistory) -> None:
+        self._name = name
+        self._proj = projections
+        self._clock = clock
+        self._history = history
+        self._bar: Bar | None = None
+        self._symbol: str | None = None
+        self._stamp: str | None = None
+        self._n = 0
+        self._signal_time: datetime | None = None
+
+    # --- set by the runner before each hook ------------------------------------------------
+
+    def _begin_bar(self, bar: Bar, end: datetime) -> None:
+        self._bar = bar
+        self._symbol = bar.symbol
+        self._stamp = None  # formatted only if an intent is built
+        self._n = 0
+        self._signal_time = end
+
+    def _begin_event(self, symbol: str | None, stamp: str) -> None:
+        self._bar = None
+        self._symbol = symbol
+        self._stamp = stamp
+        self._n = 0
+        self._signal_time = self._clock.now()
+
+    # --- reading -----------------------------------------------------------------------------
+
+    @property
+    def strategy(self) -> str:
+        return self._name
+
+    @property
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    @property
+    def bar(self) -> Bar | None:
+        """The bar being handled (None in on_start/on_fill/on_stop)."""
+        return self._bar
+
+    @property
+    def signal_time(self) -> datetime | None:
+        """When the current signal became knowable: the bar's close time in on_bar, the
+        clock's time in the other hooks. Intents carry it as `signal_time`."""
+        return self._signal_time
+
+    def bars(self, symbol: str | None = None, n: int = 1) -> tuple[Bar, ...]:
+        """Up to `n` most recent bars of `symbol` (default: the current bar's), oldest first,
+        all closed at or before the clock. Includes the current bar."""
+        sym = symbol or self._symbol
+        if sym is None:
+            return ()
+        return self._history.recent(sym, n, self._clock.now())
+
+    def last_price(self, symbol: str | None = None) -> Decimal | None:
+        sym = symbol or self._symbol
+        if sym is None:
+            return None
+        bar = self._history.last(sym, self._clock.now())
+        if bar is not None:
+            return bar.close
+        last = self._proj.market.last_bar.get(sym)
+        return last.close if last is not None else None
+
+    def position_qty(self, symbol: str | None = None) -> Decimal:
+        pos = self._proj.positions.positions.get(symbol or self._symbol or "")
+        return pos.qty if pos is not None else ZERO
+
+    def position(self, symbol: str | None = None) -> PositionView:
+        sym = symbol or self._symbol or ""
+        pos = self._proj.positions.positions.get(sym)
+        if pos is None:
+            return PositionView(symbol=sym)
+        return PositionView(symbol=sym, qty=pos.qty, avg_cost=pos.avg_cost)
+
+    def open_orders(self, symbol: str | None = None) -> tuple[OrderView, ...]:
+        """Open orders of `symbol` (default: the current bar's) from every strategy, oldest
+        first."""
+        sym = symbol or self._symbol
+        return tuple(
+            OrderView(client_order_id=o.client_order_id, intent_id=o.intent_id,
+                      strategy=o.strategy, symbol=o.symbol, side=o.side,
+                      order_type=o.order_type, qty=o.qty, notional=o.notional,
+                      limit_price=o.limit_price, status=o.status.value,
+                      filled_qty=o.filled_qty)
+            for o in open_orders(self._proj.orders, sym))
+
+    @property
+    def cash(self) -> Decimal:
+        a = self._proj.account
+        return a.cash_now if a.known else ZERO
+
+    @property
+    def equity(self) -> Decimal:
+        """Cash plus positions marked at their last price (avg cost if none is known)."""
+        a = self._proj.account
+        if not a.known:
+            return ZERO
+        total = a.cash_now
+        for sym, pos in self._proj.positions.positions.items():
+            if pos.qty:
+                px = self.last_price(sym)
+                total += pos.qty * (px if px is not None else pos.avg_cost)
+        return total
+
+    def account(self) -> AccountView:
+        a = self._proj.account
+        return AccountView(known=a.known, cash=self.cash, equity=self.equity,
+                           buying_power=a.buying_power_now if a.known else ZERO)
+
+    def asset(self, symbol: str | None = None) -> AssetView | None:
+        sym = symbol or self._symbol or ""
+        info = self._proj.market.assets.get(sym)
+        if info is None:
+            return None
+        return AssetView(symbol=sym, tradable=info.tradable, fractionable=info.fractionable,
+                         shortable=info.shortable)
+
+    def intent_status(self, intent_id: str) -> IntentStatus:
+        """pending: no risk decision yet; rejected: refused by the gate; open: an order is
+        live; filled: completely filled; done: ended otherwise (canceled, expired...)."""
+        decision = self._proj.risk.decisions.get(intent_id)
+        if decision is None:
+            return "pending"
+        if isinstance(decision, RiskRejected):
+            return "rejected"
+        order = self._proj.orders.orders.get(decision.client_order_id)
+        if order is None or order.is_open:
+            return "open"
+        return "filled" if order.status is OrderStatus.FILLED else "done"
+
+    # --- sizing --------------------------------------------------------------------------
+
+    def _fractionable(self, symbol: str) -> bool:
+        info = self._proj.market.assets.get(symbol)
+        # Unknown eligibility is treated as whole shares only: the safe assumption.
+        return info is not None and info.fractionable
+
+    def size_by_notional(self, dollars: Decimal, price: Decimal,
+                         symbol: str | None = None) -> Size | None:
+        """Spend up to `dollars`: a notional (cents, rounded down) on a fractionable symbol,
+        else whole shares at `price` (rounded down). None if that buys nothing (less than
+        $1 notional, or less than one whole share)."""
+        _check_decimal("dollars", dollars)
+        _check_decimal("price", price)
+        sym = symbol or self._symbol or ""
+        if self._fractionable(sym):
+            notional = dollars.quantize(CENT, rounding=ROUND_DOWN)
+            return Size(notional=notional) if notional >= MIN_NOTIONAL else None
+        qty = (dollars / price).to_integral_value(rounding=ROUND_DOWN)
+        return Size(qty=qty) if qty >= 1 else None
+
+    def size_by_risk(self, risk_dollars: Decimal, entry: Decimal, stop: Decimal,
+                     symbol: str | None = None, *,
+                     max_notional: Decimal | None = None) -> Decimal | None:
+        """Shares such that a move from `entry` to `stop` loses at most `risk_dollars`
+        (capped at `max_notional` / entry). Whole shares unless the symbol is fractionable
+        (then 9 decimals). None if that is nothing."""
+        _check_decimal("risk_dollars", risk_dollars)
+        _check_decimal("entry", entry)
+        _check_decimal("stop", stop)
+        _check_decimal("max_notional", max_notional)
+        per_share = abs(entry - stop)
+        if per_share == 0:
+            return None
+        qty = risk_dollars / per_share
+        if max_notional is not None:
+            qty = min(qty, max_notional / entry)
+        if self._fractionable(symbol or self._symbol or ""):
+            qty = qty.quantize(QTY_STEP, rounding=ROUND_DOWN)
+        else:
+            qty = qty.to_integral_value(rounding=ROUND_DOWN)
+        return qty if qty > 0 else None
+
+    # --- building intents ----------------------------------------------------------------
+
+    def order(self, side: Side, *, symbol: str | None = None, qty: Decimal | None = None,
+              notional: Decimal | None = None, size: Size | None = None,
+              order_type: str = "market", limit_price: Decimal | None = None,
+              stop_price: Decimal | None = None, time_in_force: str = "day",
+              reduce_only: bool = False, allow_notional: bool = False,
+              reason: str = "") -> OrderIntent:
+        """An intent with the next deterministic id. Bad arguments raise (inside a hook, the
+        runner then records the error and pauses the strategy)."""
+        if size is not None:
+            if qty is not None or notional is not None:
+                raise ValueError("give size, or qty/notional, not both")
+            qty, notional = size.qty, size.notional
+        if side not in ("buy", "sell"):
+            raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
+        if (qty is None) == (notional is None):
+            raise ValueError("exactly one of qty and notional must be set")
+        _check_decimal("qty", qty)
+        _check_decimal("notional", notional)
+        _check_decimal("limit_price", limit_price)
+        _check_decimal("stop_price", stop_price)
+        if order_type not in ("market", "limit"):
+            raise ValueError(f"order_type must be 'market' or 'limit', got {order_type!r}")
+        if (order_type == "limit") != (limit_price is not None):
+            raise ValueError("a limit order needs limit_price; a market order takes none")
+        sym = symbol or self._symbol
+        if not sym:
+            raise ValueError("no symbol: pass symbol= outside on_bar")
+        stamp = self._stamp
+        if stamp is None:
+            assert self._bar is not None
+            stamp = self._stamp = bar_stamp(self._bar)
+        iid = intent_id(self._name, sym, stamp, self._n)
+        self._n += 1
+        return OrderIntent(
+            ts=self._clock.now(), intent_id=iid, strategy=self._name, symbol=sym, side=side,
+            order_type=order_type, qty=qty, notional=notional, limit_price=limit_price,
+            stop_price=stop_price, time_in_force=time_in_force, reduce_only=reduce_only,
+            allow_notional=allow_notional, signal_time=self._signal_time, reason=reason)
+
+    def close_position(self, symbol: str | None = None, *, reason: str = "close"
+                       ) -> OrderIntent | None:
+        """A reduce-only market order for the whole position, or None if flat."""
+        sym = symbol or self._symbol or ""
+        qty = self.position_qty(sym)
+        if qty == 0:
+            return None
+        return self.order("sell" if qty > 0 else "buy", symbol=sym, qty=abs(qty),
+                          reduce_only=True, reason=reason)
+
