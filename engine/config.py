@@ -182,10 +182,38 @@ class SettingsError(ValueError):
 
 
 def load_settings(**overrides: Any) -> Settings:
+    unknown = unknown_environment_keys(os.environ)
+    if unknown:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(
+            f"{k}: not a setting (a typo? run `python -m engine config` to see them all)"
+            for k in unknown))
     try:
         return Settings(**overrides)
     except ValidationError as e:
         raise SettingsError(describe_validation_error(e)) from None
+
+
+_NOT_SETTINGS = {"MQD_CONFIG"}
+
+
+def unknown_environment_keys(env: Any) -> list[str]:
+    """MQD_ variables that name no setting: silently ignoring a typo'd limit is how an
+    account loses money, so they are errors."""
+    out = []
+    for key in sorted(env):
+        if not key.startswith("MQD_") or key in _NOT_SETTINGS:
+            continue
+        model: Any = Settings
+        for part in key[4:].lower().split("__"):
+            fields = getattr(model, "model_fields", None)
+            if fields is None:
+                break  # a dict/list value given as JSON: not walked further
+            if part not in fields:
+                out.append(key)
+                break
+            model = fields[part].annotation
+        # else: a complete, known path
+    return out
 
 
 def describe_validation_error(e: ValidationError) -> str:

@@ -135,6 +135,8 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                     tg.start_soon(_reconcile_loop, engine, settings.reconcile.interval_s)
                 tg.start_soon(_kill_monitors, engine, monitor, settings)
                 task_status.started(engine)
+                log.info("engine ready: trading state %s", engine.proj.risk.trading_state,
+                         extra={"seq": engine.log.last_seq})
                 done = anyio.Event()
                 tg.start_soon(_market, engine, source, done)
                 with anyio.CancelScope() as wait_scope:
