@@ -7,8 +7,8 @@ against `tests/fake_alpaca`):
 
 1. `TradingClient` is synchronous `requests` with **no HTTP timeout** and one shared
    `Session`. Every call runs via `anyio.to_thread.run_sync` (own capacity limiter) on a
-   client owned by that worker thread (a `Session` is not meant to be shared between
-   threads), whose session binds `timeout=(T, T)`; an outer deadline (2T + 1 s) abandons a
+   client checked out of a small pool, so no `Session` is used by two threads at once, and
+   each session binds `timeout=(T, T)`; an outer deadline (2T + 1 s) abandons a
    thread that a trickling server keeps busy, and `aclose()` waits for such stragglers.
 2. It **retries 429 and 504 three times with blocking 3 s sleeps, `POST /v2/orders`
    included**. A 504 after the order was created then turns into Alpaca's 422 40010001
@@ -177,10 +177,10 @@ def _classify(exc: Exception, secrets: tuple[str, ...]) -> _CallFailed:
         )
     if isinstance(exc, (requests.exceptions.Timeout, TimeoutError)):
         return _CallFailed("timeout", f"no answer in time ({describe(exc, secrets)})")
-    if isinstance(exc, ValueError) and not isinstance(exc, requests.exceptions.RequestException):
-        # json.JSONDecodeError of a 2xx body (requests' own JSONDecodeError is both)
-        return _CallFailed("unparsable", f"unparsable answer ({describe(exc, secrets)})")
-    if isinstance(exc, requests.exceptions.InvalidJSONError):
+    if isinstance(exc, requests.exceptions.InvalidJSONError) or (
+        # a 2xx body that is not JSON (requests.InvalidURL & co. are ValueErrors too)
+        isinstance(exc, ValueError) and not isinstance(exc, requests.exceptions.RequestException)
+    ):
         return _CallFailed("unparsable", f"unparsable answer ({describe(exc, secrets)})")
     if isinstance(exc, requests.exceptions.RequestException):
         return _CallFailed("disconnect", f"connection failed ({describe(exc, secrets)})")
@@ -230,8 +230,10 @@ class AlpacaBroker:
         self._cfg = config
         self._clock = clock
         self._secrets = (config.secret_key.get_secret_value(),)
-        self._local = threading.local()
-        self._clients: list[TradingClient] = []
+        # a pool rather than thread-locals: anyio retires idle worker threads, which would
+        # strand a client (and its keep-alive sockets) per retired thread
+        self._clients: list[TradingClient] = []  # every client made, closed by aclose()
+        self._idle_clients: list[TradingClient] = []
         self._clients_lock = threading.Lock()
         self._inflight = 0
         self._idle = threading.Condition()
@@ -279,7 +281,7 @@ class AlpacaBroker:
         # threads abandoned by the outer deadline end within their socket timeout
         await anyio.to_thread.run_sync(self._wait_idle, self._deadline_s)
         with self._clients_lock:
-            clients, self._clients = self._clients, []
+            clients, self._clients, self._idle_clients = self._clients, [], []
         for client in clients:
             client._session.close()
 
@@ -299,24 +301,30 @@ class AlpacaBroker:
         client._session = _TimeoutSession(cfg.request_timeout_s)
         return client
 
-    def _thread_client(self) -> TradingClient:
-        client: TradingClient | None = getattr(self._local, "client", None)
-        if client is None:
-            if self._closed:
-                raise BrokerUnavailableError("AlpacaBroker is closed")
-            client = self._new_client()
-            self._local.client = client
-            with self._clients_lock:
-                self._clients.append(client)
-        return client
-
     @contextmanager
-    def _track(self) -> Iterator[None]:
+    def _checkout(self) -> Iterator[TradingClient]:
+        """A client for this thread alone; counted in flight until it is back."""
         with self._idle:
             self._inflight += 1
+        client: TradingClient | None = None
         try:
-            yield
+            with self._clients_lock:
+                if self._closed:
+                    raise BrokerUnavailableError("AlpacaBroker is closed")
+                if self._idle_clients:
+                    client = self._idle_clients.pop()
+            if client is None:
+                client = self._new_client()
+                with self._clients_lock:
+                    self._clients.append(client)
+            yield client
         finally:
+            if client is not None:
+                with self._clients_lock:
+                    if self._closed:
+                        client._session.close()
+                    else:
+                        self._idle_clients.append(client)
             with self._idle:
                 self._inflight -= 1
                 self._idle.notify_all()
@@ -333,8 +341,8 @@ class AlpacaBroker:
             self._limiter = anyio.CapacityLimiter(self._cfg.max_concurrent_requests)
 
         def work() -> T:
-            with self._track():
-                return fn(self._thread_client())
+            with self._checkout() as client:
+                return fn(client)
 
         try:
             with anyio.fail_after(self._deadline_s):
@@ -439,7 +447,7 @@ class AlpacaBroker:
             if status == 422 and f.code == _DUPLICATE_ID_CODE and f.message is not None and (
                 "client_order_id" in f.message and "unique" in f.message.lower()
             ):
-                return OrderRejectedError(
+                return AmbiguousSubmitError(
                     "duplicate_id", f"{what}: {f.detail} (an order with this id may exist)"
                 )
             if status == 422 and f.code is None and f.message is None:

@@ -9,7 +9,8 @@ hand-offs, and a `stop()` that needs up to 5 s; on our loop the stream is plain 
 A subclass overrides four hooks:
 
 - `_start_ws` (connect + authenticate + send `listen`): bounded by our handshake timeout
-  (the SDK's `_auth` `recv()` has none) and observed, so a refused handshake (HTTP 429,
+  (the SDK's `_auth` `recv()` has none; the `listen` confirmation must also arrive within
+  it, or the socket is failed and reconnected) and observed, so a refused handshake (HTTP 429,
   Alpaca's one-connection-per-account limit, or an `unauthorized` reply) is counted, logged
   at ERROR and reported once per streak as an `UnparsedMessage(error="stream_refused: ...")`
   instead of only the SDK's warning.
@@ -194,6 +195,10 @@ def _is_refusal(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and "failed to authenticate" in str(exc)
 
 
+class _ListenTimeout(websockets.exceptions.WebSocketException):
+    """Raised (and handled by the SDK's reconnect loop) when `listen` is not confirmed."""
+
+
 class EngineTradingStream(TradingStream):
     """`TradingStream` with our frame handling, connection tracking and clock."""
 
@@ -233,6 +238,8 @@ class EngineTradingStream(TradingStream):
         self._sink = sink
         self._clock = clock
         self._handshake_timeout_s = handshake_timeout_s
+        # loop time by which the current connection must confirm `listen` (None: confirmed)
+        self._listen_deadline: float | None = None
         # _run_forever waits until a handler is set and `listen` is only sent when one is;
         # frames are handled in _consume, so this handler is never called.
         self.subscribe_trade_updates(self._unused_handler)
@@ -242,26 +249,49 @@ class EngineTradingStream(TradingStream):
 
     async def _start_ws(self) -> None:
         self._sink.on_connecting()
+        self._listen_deadline = None
         try:
             async with asyncio.timeout(self._handshake_timeout_s):
                 await super()._start_ws()  # type: ignore[no-untyped-call]
         except Exception as exc:
             self._sink.on_connect_failed(exc)
             raise  # the SDK closes the socket and reconnects with backoff
+        self._listen_deadline = asyncio.get_running_loop().time() + self._handshake_timeout_s
 
     async def _consume(self) -> None:
         ws = self._ws
         if ws is None:  # pragma: no cover - _start_ws just set it
-            raise websockets.ConnectionClosedError(None, None)
+            raise websockets.exceptions.WebSocketException("no connection")
         try:
             while True:
-                frame = await ws.recv()
+                if self._listen_deadline is not None:
+                    frame = await self._recv_before_listen(ws)
+                else:
+                    frame = await ws.recv()
                 if self._sink.on_frame(frame):
                     # the SDK resets its backoff after a connection that delivered data
                     self._data_received = True
+                if self._sink.listening_confirmed:
+                    self._listen_deadline = None
+        except _ListenTimeout:
+            raise  # already reported as a failed attempt
         except websockets.WebSocketException as exc:
             self._sink.on_disconnected(exc)
             raise
+
+    async def _recv_before_listen(self, ws: Any) -> str | bytes:
+        """Until Alpaca confirms `listen`, a silent socket is a failed connection attempt:
+        without this we would sit 'connected' and deaf."""
+        assert self._listen_deadline is not None
+        try:
+            async with asyncio.timeout_at(self._listen_deadline):
+                frame: str | bytes = await ws.recv()
+                return frame
+        except TimeoutError:
+            error = TimeoutError("no listen confirmation from the trade-updates stream")
+            self._sink.on_connect_failed(error)
+            # a WebSocketException makes the SDK close this socket and reconnect
+            raise _ListenTimeout(str(error)) from None
 
     async def _wait_before_reconnect(self, retries: int) -> None:
         delay = self._reconnect_delay(retries)
@@ -292,6 +322,7 @@ class AlpacaTradeUpdates:
         self._stream: EngineTradingStream | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self.listening_confirmed = False  # for the current connection
 
     @property
     def closed(self) -> bool:
@@ -363,6 +394,7 @@ class AlpacaTradeUpdates:
         self._queue.put_nowait(event)
 
     def on_connecting(self) -> None:
+        self.listening_confirmed = False
         # "connecting" until the first listen, "reconnecting" after a loss; a refusal stays
         # visible until a connection succeeds
         if self._tracker.state in ("idle", "closed"):
@@ -451,6 +483,7 @@ class AlpacaTradeUpdates:
         if stream == "listening":
             streams = data.get("streams") if isinstance(data, dict) else None
             if isinstance(streams, list) and "trade_updates" in streams:
+                self.listening_confirmed = True
                 self._emit(self._tracker.listening())
                 return True
             log.error("trade-updates listen was not confirmed: %s", text[:_MAX_DESC])
