@@ -90,7 +90,10 @@ def make_broker(settings: Settings, clock: Clock) -> Broker:
     assert a.key_id is not None and a.secret_key is not None
     return AlpacaBroker(AlpacaConfig(key_id=a.key_id, secret_key=a.secret_key, paper=a.paper,
                                      rest_url=a.rest_url, stream_url=a.stream_url,
-                                     request_timeout_s=a.request_timeout_s), clock=clock)
+                                     request_timeout_s=a.request_timeout_s,
+                                     reconnect_min_backoff_s=a.reconnect_min_backoff_s,
+                                     reconnect_max_backoff_s=a.reconnect_max_backoff_s),
+                        clock=clock)
 
 
 @dataclass
@@ -252,9 +255,16 @@ async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None
                         run_id=run_id or run_id_for(settings, clock),
                         step_mode=sim_step if step_mode is None else step_mode)
         event_log.subscribe(engine._on_event)
-        async with anyio.create_task_group() as tg:
-            await tg.start(gate.run)
-            try:
-                yield engine
-            finally:
-                gate.close()
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(gate.run)
+                try:
+                    yield engine
+                finally:
+                    gate.close()
+        finally:
+            if broker is None:  # we made it, we close it (threads, sockets, stream task)
+                aclose = getattr(the_broker, "aclose", None)
+                if aclose is not None:
+                    with anyio.CancelScope(shield=True):
+                        await aclose()

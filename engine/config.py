@@ -41,6 +41,8 @@ class AlpacaSettings(BaseModel):
     data_stream_url: str | None = None
     data_feed: Literal["iex", "sip"] = "iex"
     request_timeout_s: float = Field(10.0, gt=0, le=120)
+    reconnect_min_backoff_s: float = Field(1.0, gt=0)
+    reconnect_max_backoff_s: float = Field(30.0, gt=0)
 
     @property
     def has_credentials(self) -> bool:
