@@ -123,7 +123,28 @@ class Engine:
 
     # --- lifecycle -----------------------------------------------------------------------
 
+    async def warm_up(self, bars_per_symbol: int = 390) -> int:
+        """Feed strategies the bars the log already holds (the newest `bars_per_symbol` of
+        each symbol), so a restart resumes with warm indicators. Their intents are dropped:
+        those bars were acted on (or deliberately not) before the restart."""
+        symbols = max(len(self.proj.market.last_bar), 1)
+        bars: list[Bar] = []
+        reader = self.log.reader()
+        async with reader:
+            async with reader.db.execute(
+                    "SELECT seq FROM events WHERE type = 'bar' ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                    (bars_per_symbol * symbols - 1,)) as cur:
+                row = await cur.fetchone()
+            first = int(row[0]) if row else 1
+            async for _, e in reader.read(first, where="type = 'bar'"):
+                if isinstance(e, BarReceived) and e.bar.end <= self.clock.now():
+                    bars.append(e.bar)
+        for bar in bars:
+            self.runner.on_bar(bar)
+        return len(bars)
+
     async def recover(self, symbols: Sequence[str] = ()) -> RecoveryReport:
+        await self.warm_up()
         await self.refresh_assets(symbols)
         self.report = await recover(
             self.log, self.proj, self.clock, self.reconciler, self.settings.risk,
