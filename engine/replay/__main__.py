@@ -1,0 +1,10 @@
+"""`python -m engine.replay <log> <command> ...`"""
+
+from __future__ import annotations
+
+import sys
+
+from engine.replay.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
