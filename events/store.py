@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import struct
 import hashlib
@@ -209,6 +210,50 @@ def _mark_retrieved(fut: asyncio.Future[int]) -> None:
         fut.exception()
 
 
+class LogLockedError(LogError):
+    """Another process is writing this log (one writer per log, or the hash chain forks)."""
+
+
+def _lock_writer(path: Path) -> int | None:
+    """Hold an exclusive lock on `<log>.lock` for as long as the log is open for writing.
+    The OS drops it when the process dies (SIGKILL included), so a crash never leaves a
+    stale lock behind."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process guard
+        return None
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise LogLockedError(f"{path}: another process (pid {holder}) is writing this log") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def writer_is_running(path: str | os.PathLike[str]) -> bool:
+    """True if some process holds the writer lock of the log at `path`."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    lock_path = Path(path).with_name(Path(path).name + ".lock")
+    if not lock_path.exists():
+        return False
+    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 class EventLog:
     """The writable log. Use `async with EventLog.open(path) as log:`."""
 
@@ -251,7 +296,14 @@ class EventLog:
             raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, got {synchronous!r}")
         self = cls(Path(path), codec or default_codec(), synchronous)
         self._loop = asyncio.get_running_loop()
-        await self._connect()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock_writer(self.path)
+        try:
+            await self._connect()
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._writer)
@@ -264,9 +316,13 @@ class EventLog:
                     self._checkpoint_wake.set()
         finally:
             self._closed = True
-            if self._db is not None:
-                await self._db.close()
-                self._db = None
+            try:
+                if self._db is not None:
+                    await self._db.close()
+                    self._db = None
+            finally:
+                if lock_fd is not None:
+                    os.close(lock_fd)
 
     async def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -643,10 +699,13 @@ class LogReader:
         """Decoded events in seq order. A row that fails to decode raises `DecodeError` naming
         its seq; nothing is ever skipped silently."""
         decode = self.codec.decode
-        async for batch in self.rows(from_seq, to_seq, where=where, params=params,
-                                     batch_size=batch_size):
-            for row in batch:
-                yield row[0], decode(row[2], row[3], row[7], row[0])
+        # aclosing: when the caller stops early (a decode error, a break), the cursor and
+        # its read-ahead are closed now, not by the loop after the connection is gone.
+        async with contextlib.aclosing(self.rows(from_seq, to_seq, where=where, params=params,
+                                                 batch_size=batch_size)) as batches:
+            async for batch in batches:
+                for row in batch:
+                    yield row[0], decode(row[2], row[3], row[7], row[0])
 
     async def by_intent(self, intent_id: str) -> list[tuple[int, Event]]:
         return [x async for x in self.read(where="intent_id = ?", params=(intent_id,))]
@@ -668,25 +727,26 @@ class LogReader:
             return correlation_of(type(event))(event)
 
         try:
-            async for batch in self.rows(batch_size=10_000):
-                for seq, ts_us, tag, v, iid, coid, sym, payload, h in batch:
-                    if seq != expected:
-                        return VerifyResult(False, n, expected - 1, expected,
-                                            f"seq {expected} is missing (next row is {seq})")
-                    if row_hash(prev, seq, ts_us, v, payload) != h:
-                        return VerifyResult(False, n, seq - 1, seq,
-                                            f"seq {seq}: hash mismatch (row altered or corrupt)")
-                    if decode:
-                        try:
-                            event = self.codec.decode(tag, v, payload, seq)
-                        except DecodeError as e:
-                            return VerifyResult(False, n, seq - 1, seq, str(e))
-                        if correlation(event) != (iid, coid, sym) or ts_to_us(event.ts) != ts_us:
+            async with contextlib.aclosing(self.rows(batch_size=10_000)) as batches:
+                async for batch in batches:
+                    for seq, ts_us, tag, v, iid, coid, sym, payload, h in batch:
+                        if seq != expected:
+                            return VerifyResult(False, n, expected - 1, expected,
+                                                f"seq {expected} is missing (next row is {seq})")
+                        if row_hash(prev, seq, ts_us, v, payload) != h:
                             return VerifyResult(False, n, seq - 1, seq,
-                                                f"seq {seq}: index columns disagree with payload")
-                    prev = h
-                    expected += 1
-                    n += 1
+                                                f"seq {seq}: hash mismatch (row altered or corrupt)")
+                        if decode:
+                            try:
+                                event = self.codec.decode(tag, v, payload, seq)
+                            except DecodeError as e:
+                                return VerifyResult(False, n, seq - 1, seq, str(e))
+                            if correlation(event) != (iid, coid, sym) or ts_to_us(event.ts) != ts_us:
+                                return VerifyResult(False, n, seq - 1, seq,
+                                                    f"seq {seq}: index columns disagree with payload")
+                        prev = h
+                        expected += 1
+                        n += 1
         except CorruptLogError as e:
             return VerifyResult(False, n, expected - 1, expected, str(e))
         return VerifyResult(True, n, expected - 1)

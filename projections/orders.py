@@ -399,7 +399,9 @@ def apply_order_event(state: OrdersState, seq: int, e: object, tag: str) -> None
             limit_price=e.limit_price if e.limit_price is not None else order.limit_price,
             filled_qty=ZERO, filled_notional=ZERO, fees=ZERO, replaced_by=None,
             replaces=order.client_order_id, created_seq=seq, updated_seq=seq, reason="",
-            status=S.ACCEPTED, counted_qty=ZERO, counted_notional=ZERO, counted_risk=ZERO,
+            # The replacement is live at the broker but not yet acknowledged: its own "new"
+            # update (or a lookup) moves it on, like any submitted order.
+            status=S.SUBMITTED, counted_qty=ZERO, counted_notional=ZERO, counted_risk=ZERO,
             counted_day_trade=False,
         )
         state.orders[new.client_order_id] = new

@@ -7,6 +7,7 @@ would make a million-event replay crawl); nothing outside this package may mutat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -224,25 +225,26 @@ async def rebuild(
         if to_seq <= proj.last_seq:
             return proj
     missing = object()
-    async for batch in reader.rows(proj.last_seq + 1, to_seq, batch_size=20_000,
-                                   columns=REPLAY_COLUMNS):
-        for seq, tag, v, payload in batch:
-            f = fast.get(tag, missing)
-            if f is None or versions.get(tag) != v:
-                if f is None and versions.get(tag) == v:
-                    continue  # no projection reads this type
-                apply(seq, decode(tag, v, payload, seq))  # raises naming the seq
-            elif f is missing:
-                apply(seq, decode(tag, v, payload, seq))
-            else:
-                try:
-                    event = f(payload)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    event = decode(tag, v, payload, seq)  # raises with the seq named
-                apply(seq, event)
-        proj.last_seq = batch[-1][0]
-        if on_progress is not None:
-            on_progress(proj.last_seq)
+    rows = reader.rows(proj.last_seq + 1, to_seq, batch_size=20_000, columns=REPLAY_COLUMNS)
+    async with contextlib.aclosing(rows) as batches:
+        async for batch in batches:
+            for seq, tag, v, payload in batch:
+                f = fast.get(tag, missing)
+                if f is None or versions.get(tag) != v:
+                    if f is None and versions.get(tag) == v:
+                        continue  # no projection reads this type
+                    apply(seq, decode(tag, v, payload, seq))  # raises naming the seq
+                elif f is missing:
+                    apply(seq, decode(tag, v, payload, seq))
+                else:
+                    try:
+                        event = f(payload)
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        event = decode(tag, v, payload, seq)  # raises with the seq named
+                    apply(seq, event)
+            proj.last_seq = batch[-1][0]
+            if on_progress is not None:
+                on_progress(proj.last_seq)
     return proj
 
 
