@@ -216,16 +216,21 @@ class Engine:
             await self.pump()
 
     async def pump(self) -> None:
-        """Step mode: handle every update the simulated broker emitted so far."""
+        """Step mode: handle every update the simulated broker emitted so far. When fills
+        were booked, wait for the log to fold them, so strategies hear of them (and the
+        gate sees them) at the same point of every run."""
         sim = self.sim
         if sim is None:
             return
+        booked = self.execution.fills_booked
         while True:
             updates = sim.drain_updates()
             if not updates:
-                return
+                break
             for u in updates:
                 await self.execution.handle(u)
+        if self.execution.fills_booked != booked:
+            await self.log.flush()
 
     def _on_event(self, seq: int, event: Any) -> None:
         if type(event) is FillReceived:

@@ -116,6 +116,8 @@ class SimulatedBroker:
     def __post_init__(self) -> None:
         self._orders: dict[str, _Order] = {}
         self._by_coid: dict[str, _Order] = {}
+        # Open orders only, by symbol, in submission order: a bar touches just these.
+        self._open: dict[str, dict[str, _Order]] = {}
         self._positions: dict[str, _Position] = {}
         self._last: dict[str, Bar] = {}
         self._fills: list[BrokerFill] = []
@@ -187,6 +189,7 @@ class SimulatedBroker:
                    seq=self._n_orders, updated_at=now)
         self._orders[o.broker_order_id] = o
         self._by_coid[r.client_order_id] = o
+        self._open.setdefault(r.symbol, {})[o.broker_order_id] = o
         self._emit(TradeUpdate(event="new", order=o.snapshot(), timestamp=now))
         if self.config.fill_at_signal_close and r.order_type == "market" and last is not None:
             self._fill(o, last.close, last, immediate=True)
@@ -222,19 +225,24 @@ class SimulatedBroker:
         o.replaced_by = new.broker_order_id
         self._orders[new.broker_order_id] = new
         self._by_coid[new_req.client_order_id] = new
+        self._open.setdefault(new_req.symbol, {})[new.broker_order_id] = new
         self._close(o, "replaced")
         self._emit(TradeUpdate(event="new", order=new.snapshot(), timestamp=now))
         return new.snapshot()
 
     def _close(self, o: _Order, status: str) -> None:
+        self._open.get(o.request.symbol, {}).pop(o.broker_order_id, None)
         o.status = status
         o.updated_at = self.clock.now()
         self._emit(TradeUpdate(event=status, order=o.snapshot(), timestamp=o.updated_at))
 
+    def _open_orders(self) -> list[_Order]:
+        return [o for book in self._open.values() for o in book.values()]
+
     def _reserved_buys(self) -> Decimal:
         total = ZERO
-        for o in self._orders.values():
-            if o.open and o.request.side == "buy":
+        for o in self._open_orders():
+            if o.request.side == "buy":
                 r = o.request
                 if r.notional is not None:
                     total += r.notional - o.filled_notional
@@ -245,19 +253,22 @@ class SimulatedBroker:
         return total
 
     def _reserved_sells(self, symbol: str) -> Decimal:
-        return sum(((o.request.qty or ZERO) - o.filled_qty for o in self._orders.values()
-                    if o.open and o.request.side == "sell" and o.request.symbol == symbol), ZERO)
+        return sum(((o.request.qty or ZERO) - o.filled_qty
+                    for o in self._open.get(symbol, {}).values()
+                    if o.request.side == "sell"), ZERO)
 
     # --- the market ----------------------------------------------------------------------
 
     def on_bar(self, bar: Bar) -> None:
         """A new bar: expire yesterday's day orders, then fill what this bar allows."""
-        day = trading_day(bar.start)
-        for o in list(self._orders.values()):
-            if o.open and o.request.time_in_force == "day" and trading_day(o.submitted_at) < day:
-                self._close(o, "expired")
-        for o in sorted(self._orders.values(), key=lambda x: x.seq):
-            if not o.open or o.request.symbol != bar.symbol or o.submitted_at > bar.start:
+        book = self._open.get(bar.symbol)
+        if book:
+            day = trading_day(bar.start)
+            for o in list(book.values()):
+                if o.request.time_in_force == "day" and trading_day(o.submitted_at) < day:
+                    self._close(o, "expired")
+        for o in list(self._open.get(bar.symbol, {}).values()):
+            if o.submitted_at > bar.start:
                 continue
             r = o.request
             if r.order_type == "market":
@@ -308,6 +319,8 @@ class SimulatedBroker:
         o.filled_notional += notional
         done = qty >= remaining
         o.status = "filled" if done else "partially_filled"
+        if done:
+            self._open.get(r.symbol, {}).pop(o.broker_order_id, None)
         when = self.clock.now() if immediate else bar.start
         o.updated_at = when
         self._n_execs += 1
@@ -328,7 +341,7 @@ class SimulatedBroker:
         return o.snapshot() if o is not None else None
 
     async def open_orders(self) -> list[BrokerOrder]:
-        return [o.snapshot() for o in self._orders.values() if o.open]
+        return [o.snapshot() for o in sorted(self._open_orders(), key=lambda x: x.seq)]
 
     async def orders_since(self, after: datetime) -> list[BrokerOrder]:
         return [o.snapshot() for o in self._orders.values()
@@ -377,6 +390,7 @@ class SimulatedBroker:
                        filled_qty=filled, filled_notional=notional, updated_at=submitted)
             self._orders[broker_id] = o
             self._by_coid[req.client_order_id] = o
+            self._open.setdefault(req.symbol, {})[broker_id] = o
         n = [int(b.removeprefix("sim-")) for b in self._orders if b.removeprefix("sim-").isdigit()]
         self._n_orders = max([self._n_orders, *n])
 

@@ -12,6 +12,11 @@ The rules it keeps:
   reconciliation can not double count the same shares.
 - Every broker message becomes an event. One the state machine refuses (a duplicate or late
   update) is still recorded, followed by an `IllegalTransition`, and moves nothing backwards.
+- Only the events that must precede a broker call (submit, cancel and replace requested) are
+  awaited until durable. Broker facts (acks, fills, cancels) are appended in order and not
+  awaited one by one: their place in the log is fixed at append time and the tracker already
+  counts them; whoever needs them folded (a strategy's `on_fill`, the gate) waits for the log
+  to catch up first.
 """
 
 from __future__ import annotations
@@ -97,6 +102,7 @@ class ExecutionService:
         self.tracker = ExecutionTracker(projections)
         self._last_update_at: datetime | None = None
         self._gap_fills = 0
+        self.fills_booked = 0
         self.on_broker_error: Callable[[str], None] | None = None
 
     @property
@@ -113,10 +119,10 @@ class ExecutionService:
         seq_future = self._log.append_nowait(event)
         return seq_future
 
-    async def _record(self, *events: Event) -> None:
-        futures = [self._append(e) for e in events]
-        for f in futures:
-            await f
+    def _note(self, event: Event) -> None:
+        """Record a broker fact. Not awaited: nothing waits on its durability, and the
+        tracker already accounts for it (see the module docstring)."""
+        self._append(event)
 
     def _order_event(self, t: Tracked, tag: str, event: Event) -> asyncio.Future[int]:
         """Append an order event; if the state machine will refuse it, say so in the log."""
@@ -166,14 +172,14 @@ class ExecutionService:
             with anyio.fail_after(self._submit_timeout):
                 order = await self._broker.submit(request)
         except OrderRejectedError as e:
-            await self._order_event(t, "order_rejected", OrderRejected(
+            self._order_event(t, "order_rejected", OrderRejected(
                 ts=self._clock.now(), client_order_id=t.client_order_id, reason=str(e),
                 by_broker=True))
             return
         except (AmbiguousSubmitError, TimeoutError, BrokerError) as e:
             kind = e.kind if isinstance(e, AmbiguousSubmitError) else (
                 "timeout" if isinstance(e, TimeoutError) else "broker_error")
-            await self._order_event(t, "order_submit_ambiguous", OrderSubmitAmbiguous(
+            self._order_event(t, "order_submit_ambiguous", OrderSubmitAmbiguous(
                 ts=self._clock.now(), client_order_id=t.client_order_id, kind=kind,
                 error=str(e) or type(e).__name__, symbol=approved.symbol))
             self._broker_trouble(f"submit {kind}")
@@ -200,7 +206,7 @@ class ExecutionService:
             if approved is None or t.submit_attempts >= self._max_submit_attempts:
                 # Never reached the broker and we will not send it again: close it so its
                 # reservation is released and nobody waits for it.
-                await self._order_event(t, "order_rejected", OrderRejected(
+                self._order_event(t, "order_rejected", OrderRejected(
                     ts=self._clock.now(), client_order_id=coid, by_broker=False,
                     reason=f"not found at the broker after {t.submit_attempts} submit attempts"))
                 return True
@@ -216,7 +222,7 @@ class ExecutionService:
             return
         now = self._clock.now()
         if t.status == S.NEW:  # approved, never sent: nothing to ask the broker
-            await self._order_event(t, "order_canceled", OrderCanceled(
+            self._order_event(t, "order_canceled", OrderCanceled(
                 ts=now, client_order_id=coid, reason=f"canceled before submit: {reason}"))
             return
         if t.broker_order_id is None:
@@ -230,7 +236,7 @@ class ExecutionService:
         try:
             await self._broker.cancel(t.broker_order_id)
         except CancelRejectedError as e:
-            await self._order_event(t, "cancel_rejected", CancelRejected(
+            self._order_event(t, "cancel_rejected", CancelRejected(
                 ts=self._clock.now(), client_order_id=coid, reason=str(e)))
         except OrderNotFoundError:
             order = await self._lookup(coid)
@@ -257,7 +263,7 @@ class ExecutionService:
         except BrokerError as e:
             log.warning("replace of %s failed: %s", coid, e)
             return None
-        await self._order_event(t, "order_replaced", OrderReplaced(
+        self._order_event(t, "order_replaced", OrderReplaced(
             ts=self._clock.now(), client_order_id=coid, new_client_order_id=new.client_order_id,
             new_broker_order_id=new.broker_order_id, qty=qty, limit_price=limit_price))
         return new.client_order_id
@@ -279,7 +285,7 @@ class ExecutionService:
                 if event.reconnect or event.since is not None:
                     await self.fill_gap(event.since)
             elif isinstance(event, UnparsedMessage):
-                await self._record(UnknownBrokerMessage(
+                self._note(UnknownBrokerMessage(
                     ts=self._clock.now(), source=self._broker.name, raw=event.raw[:4000],
                     error=event.error))
         except BrokerError as e:
@@ -291,7 +297,7 @@ class ExecutionService:
         o = u.order
         t = self.tracker.get(o.client_order_id)
         if t is None:
-            await self._record(UnknownBrokerMessage(
+            self._note(UnknownBrokerMessage(
                 ts=self._clock.now(), source=self._broker.name,
                 raw=f"{u.event} for unknown order {o.client_order_id} ({o.broker_order_id}) "
                     f"{o.side} {o.qty or o.notional} {o.symbol}",
@@ -300,39 +306,39 @@ class ExecutionService:
         now = self._clock.now()
         ev = u.event
         if ev in ("fill", "partial_fill"):
-            await self._book_fill(t, o, u.execution_id, u.qty, u.price, u.timestamp,
+            self._book_fill(t, o, u.execution_id, u.qty, u.price, u.timestamp,
                                   source="stream", fee=u.fee)
         elif ev in ("new", "accepted"):
-            await self._order_event(t, "order_accepted", OrderAccepted(
+            self._order_event(t, "order_accepted", OrderAccepted(
                 ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
                 broker_time=u.timestamp, symbol=o.symbol))
         elif ev in ("pending_new", "accepted_for_bidding", "pending_replace", "pending_cancel",
                     "calculated"):
             if t.status == S.PENDING_SUBMIT:
-                await self._order_event(t, "order_submitted", OrderSubmitted(
+                self._order_event(t, "order_submitted", OrderSubmitted(
                     ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
                     broker_status=o.status, symbol=o.symbol))
         elif ev == "canceled":
-            await self._order_event(t, "order_canceled", OrderCanceled(
+            self._order_event(t, "order_canceled", OrderCanceled(
                 ts=now, client_order_id=t.client_order_id, reason="canceled at the broker",
                 broker_order_id=o.broker_order_id, broker_time=u.timestamp))
         elif ev in ("expired", "done_for_day"):
-            await self._order_event(t, "order_expired", OrderExpired(
+            self._order_event(t, "order_expired", OrderExpired(
                 ts=now, client_order_id=t.client_order_id, broker_time=u.timestamp))
         elif ev == "rejected":
-            await self._order_event(t, "order_rejected", OrderRejected(
+            self._order_event(t, "order_rejected", OrderRejected(
                 ts=now, client_order_id=t.client_order_id, reason="rejected by the broker"))
         elif ev == "order_cancel_rejected":
-            await self._order_event(t, "cancel_rejected", CancelRejected(
+            self._order_event(t, "cancel_rejected", CancelRejected(
                 ts=now, client_order_id=t.client_order_id, reason="cancel rejected by the broker"))
         elif ev == "replaced":
             if t.status != S.REPLACED:
                 new_coid = await self._replacement_coid(o)
-                await self._order_event(t, "order_replaced", OrderReplaced(
+                self._order_event(t, "order_replaced", OrderReplaced(
                     ts=now, client_order_id=t.client_order_id, new_client_order_id=new_coid,
                     new_broker_order_id=o.replaced_by or ""))
         else:
-            await self._record(UnknownBrokerMessage(
+            self._note(UnknownBrokerMessage(
                 ts=now, source=self._broker.name, raw=f"event {ev!r} for {o.client_order_id}",
                 error="unknown trade-update event"))
 
@@ -342,11 +348,11 @@ class ExecutionService:
                 return c
         return f"{old.client_order_id[:44]}-rx"
 
-    async def _book_fill(self, t: Tracked, o: BrokerOrder, execution_id: str | None,
+    def _book_fill(self, t: Tracked, o: BrokerOrder, execution_id: str | None,
                          qty: Decimal | None, price: Decimal | None, when: datetime, *,
                          source: str, fee: Decimal = ZERO) -> None:
         if execution_id is None or qty is None or price is None or qty <= 0:
-            await self._record(UnknownBrokerMessage(
+            self._note(UnknownBrokerMessage(
                 ts=self._clock.now(), source=self._broker.name,
                 raw=f"fill without execution id/qty/price for {o.client_order_id}",
                 error="incomplete fill message"))
@@ -378,7 +384,8 @@ class ExecutionService:
             self._append(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
                                            from_state=state_before, event_type="fill",
                                            event_seq=fill_seq))
-        await fut
+        self.fills_booked += 1
+        del fut
 
     async def sync_order(self, o: BrokerOrder, *, source: str) -> bool:
         """Bring our record of an order up to the broker's snapshot of it: acknowledgements,
@@ -390,10 +397,10 @@ class ExecutionService:
         now = self._clock.now()
         if t.status == S.PENDING_SUBMIT:
             if o.status == "rejected":
-                await self._order_event(t, "order_rejected", OrderRejected(
+                self._order_event(t, "order_rejected", OrderRejected(
                     ts=now, client_order_id=t.client_order_id, reason="rejected by the broker"))
                 return True
-            await self._order_event(t, "order_submitted", OrderSubmitted(
+            self._order_event(t, "order_submitted", OrderSubmitted(
                 ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
                 broker_status=o.status, symbol=o.symbol))
         # Acknowledgement comes from the stream's "new"; a REST answer to our own submit does
@@ -401,7 +408,7 @@ class ExecutionService:
         # gap fill may be all we will ever hear, so those infer it.
         if (t.status == S.SUBMITTED and source != "submit"
                 and o.status not in ("pending_new", "rejected")):
-            await self._order_event(t, "order_accepted", OrderAccepted(
+            self._order_event(t, "order_accepted", OrderAccepted(
                 ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
                 broker_time=o.updated_at, symbol=o.symbol))
         t.broker_cum_qty = max(t.broker_cum_qty, o.filled_qty)
@@ -415,23 +422,23 @@ class ExecutionService:
             exec_id = inferred_execution_id(self._account_id, o.symbol, o.client_order_id,
                                             o.broker_order_id, o.side, t.broker_cum_qty,
                                             o.filled_avg_price, o.updated_at)
-            await self._book_fill(t, o, exec_id, missing, price,
+            self._book_fill(t, o, exec_id, missing, price,
                                   o.updated_at or now, source=source)
             self._gap_fills += 1
         if t.is_open and not o.is_open:
             if o.status == "canceled":
-                await self._order_event(t, "order_canceled", OrderCanceled(
+                self._order_event(t, "order_canceled", OrderCanceled(
                     ts=now, client_order_id=t.client_order_id, reason=f"canceled ({source})",
                     broker_order_id=o.broker_order_id, broker_time=o.updated_at))
             elif o.status in ("expired", "done_for_day"):
-                await self._order_event(t, "order_expired", OrderExpired(
+                self._order_event(t, "order_expired", OrderExpired(
                     ts=now, client_order_id=t.client_order_id, broker_time=o.updated_at))
             elif o.status == "rejected":
-                await self._order_event(t, "order_rejected", OrderRejected(
+                self._order_event(t, "order_rejected", OrderRejected(
                     ts=now, client_order_id=t.client_order_id, reason=f"rejected ({source})"))
             elif o.status == "replaced" and t.status != S.REPLACED:
                 new_coid = await self._replacement_coid(o)
-                await self._order_event(t, "order_replaced", OrderReplaced(
+                self._order_event(t, "order_replaced", OrderReplaced(
                     ts=now, client_order_id=t.client_order_id, new_client_order_id=new_coid,
                     new_broker_order_id=o.replaced_by or ""))
         return True

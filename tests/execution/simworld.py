@@ -77,6 +77,7 @@ class SimWorld:
     async def pump(self) -> None:
         for u in self.broker.drain_updates():
             await self.execution.handle(u)
+        await self.log.flush()  # broker facts are appended, not awaited: let them fold
 
     async def order(self, symbol: str = "AAPL", side: str = "buy", qty: str | None = "10",
                     **kw: Any) -> Any:

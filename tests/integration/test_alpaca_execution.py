@@ -69,7 +69,7 @@ async def test_market_limit_fractional_cancel_reject_expire(tmp_path: Path, fake
 
         fake.reject_next_submit(status=403, message="insufficient buying power")
         r = await w.order(symbol="F", qty="2")
-        assert w.order_of(r.client_order_id).status == S.REJECTED
+        await w.until(lambda: w.order_of(r.client_order_id).status == S.REJECTED)
         assert "insufficient buying power" in w.order_of(r.client_order_id).reason
 
         e = await w.order(symbol="F", qty="2", order_type="limit", limit_price=D("11.6"))

@@ -104,6 +104,7 @@ class Env:
         self.broker.on_bar(b)
         for u in self.broker.drain_updates():
             await e.execution.handle(u)
+        await e.log.flush()
         from events.catalogue import BarReceived
 
         await e.log.append(BarReceived(ts=b.end, bar=b))

@@ -223,7 +223,7 @@ async def test_timeline_filters_match_a_brute_force_scan(session: Session) -> No
     lim = {session.limit.client_order_id, session.replacement}
     want = [s for s, e in events if corr(e)[0] == "lim-1" or corr(e)[1] in lim]
     assert await seqs(p, intent="lim-1") == want
-    assert len(want) > 8
+    assert len(want) >= 8  # intent, decision, submit, ack, replace chain, the new order...
 
     coid = session.canceled.client_order_id
     assert await seqs(p, order=coid) == [s for s, e in events if corr(e)[1] == coid]
