@@ -9,7 +9,9 @@ The market pipeline (`Engine.on_item`) is the same everywhere: validate -> (a si
 sees the bar first, filling what earlier orders allow) -> the bar is recorded -> strategies
 -> risk gate -> execution. In step mode (simulated broker and simulated clock: backtests and
 the demo) broker updates are handled inline after each step, which makes runs byte-for-byte
-reproducible; live, a task consumes the broker's update stream.
+reproducible; live, a task consumes the broker's update stream. Projections fold each event
+as it is appended, so every step sees the whole log so far without waiting for the disk;
+only what leaves the process (a broker call, a caller's answer) waits for durability.
 """
 
 from __future__ import annotations
@@ -207,30 +209,22 @@ class Engine:
         if isinstance(out, StrategyError):
             self.log.append_nowait(out)
             return
-        # The gate decides on committed state: make this bar (and anything before it)
-        # durable and folded first.
-        await self.log.flush()
         self.intents_sent += 1
         await self.router.route(out)  # type: ignore[arg-type]
         if self.step_mode:
             await self.pump()
 
     async def pump(self) -> None:
-        """Step mode: handle every update the simulated broker emitted so far. When fills
-        were booked, wait for the log to fold them, so strategies hear of them (and the
-        gate sees them) at the same point of every run."""
+        """Step mode: handle every update the simulated broker emitted so far."""
         sim = self.sim
         if sim is None:
             return
-        booked = self.execution.fills_booked
         while True:
             updates = sim.drain_updates()
             if not updates:
-                break
+                return
             for u in updates:
                 await self.execution.handle(u)
-        if self.execution.fills_booked != booked:
-            await self.log.flush()
 
     def _on_event(self, seq: int, event: Any) -> None:
         if type(event) is FillReceived:

@@ -37,7 +37,8 @@ class SimClock:
         if start.tzinfo is None:
             raise ValueError("SimClock needs a timezone-aware start time")
         self._now = start.astimezone(UTC)
-        self._changed = anyio.Event()
+        # Created only while someone sleeps: a backtest sets the clock once per bar.
+        self._changed: anyio.Event | None = None
 
     def now(self) -> datetime:
         return self._now
@@ -47,9 +48,10 @@ class SimClock:
         if ts.tzinfo is None:
             raise ValueError("SimClock.set needs a timezone-aware time")
         if ts > self._now:
-            self._now = ts.astimezone(UTC)
-            self._changed.set()
-            self._changed = anyio.Event()
+            self._now = ts if ts.tzinfo is UTC else ts.astimezone(UTC)
+            if self._changed is not None:
+                self._changed.set()
+                self._changed = None
 
     def advance(self, delta: timedelta) -> None:
         self.set(self._now + delta)
@@ -58,4 +60,6 @@ class SimClock:
         """Wait until simulated time has moved `seconds` on."""
         until = self._now + timedelta(seconds=seconds)
         while self._now < until:
+            if self._changed is None:
+                self._changed = anyio.Event()
             await self._changed.wait()

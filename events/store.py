@@ -273,6 +273,7 @@ class EventLog:
         self._closing = False
         self._closed = False
         self._subscribers: list[Subscriber] = []
+        self._commit_listeners: list[Subscriber] = []
         self._failure_listeners: list[Callable[[LogWriteError], None]] = []
         self._correlation: dict[type, Callable[[Any], tuple[str | None, str | None, str | None]]] = {}
         self._tags: dict[type, tuple[str, int]] = {}
@@ -373,9 +374,18 @@ class EventLog:
         return self._failed
 
     def subscribe(self, fn: Subscriber) -> None:
-        """`fn(seq, event)` is called for each event, in seq order, right after its commit and
-        before its `append` returns. It must not block or raise."""
+        """`fn(seq, event)` is called for each event, in seq order, when it is appended (its
+        place in the log is fixed then). This is where projections fold: in-memory state is
+        always the fold of the whole appended log, whatever the disk's timing, which keeps
+        runs deterministic. Nothing that leaves the process may act on an event before it is
+        durable — that is what awaiting `append` (or `on_commit`) is for; and since commits
+        are in seq order, a later event can not become durable without every earlier one.
+        `fn` must not block or raise."""
         self._subscribers.append(fn)
+
+    def on_commit(self, fn: Subscriber) -> None:
+        """`fn(seq, event)` is called for each event, in seq order, once it is durable."""
+        self._commit_listeners.append(fn)
 
     def on_failure(self, fn: Callable[[LogWriteError], None]) -> None:
         self._failure_listeners.append(fn)
@@ -408,6 +418,11 @@ class EventLog:
         self._rows.append((seq, ts_us, tag, version, intent_id, coid, symbol, payload, h))
         self._events.append(event)
         self._futs.append(fut)
+        for fn in self._subscribers:
+            try:
+                fn(seq, event)
+            except Exception:  # a subscriber bug must not stop the log
+                log.exception("event-log subscriber failed at seq %s", seq)
         if self._idle.is_set():
             self._idle.clear()
         if not self._wake.is_set():
@@ -499,12 +514,12 @@ class EventLog:
         self._rows_since_checkpoint += len(rows)
         if self._rows_since_checkpoint >= _CHECKPOINT_ROWS:
             self._checkpoint_wake.set()
-        for fn in self._subscribers:
+        for fn in self._commit_listeners:
             for row, event in zip(rows, events):
                 try:
                     fn(row[0], event)
-                except Exception:  # a subscriber bug must not lose durable events
-                    log.exception("event-log subscriber failed at seq %s", row[0])
+                except Exception:  # a listener bug must not lose durable events
+                    log.exception("event-log commit listener failed at seq %s", row[0])
         for row, fut in zip(rows, futs):
             if not fut.done():
                 fut.set_result(row[0])

@@ -225,6 +225,7 @@ class AlpacaBroker:
     or call `aclose()`; closing ends the trade-updates stream and waits for REST threads."""
 
     name = "alpaca"
+    external = True  # orders live at Alpaca: submit records are made durable first
 
     def __init__(self, config: AlpacaConfig, *, clock: Clock) -> None:
         self._cfg = config

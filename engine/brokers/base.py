@@ -170,6 +170,9 @@ class BrokerUnavailableError(BrokerError):
 
 class Broker(Protocol):
     name: str
+    # True when orders live outside this process (a real broker): the submit record must be
+    # durable before the call. The in-process simulated broker sets False (see there).
+    external: bool
 
     async def submit(self, request: OrderRequest) -> BrokerOrder: ...
 

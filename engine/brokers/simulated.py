@@ -112,6 +112,9 @@ class SimulatedBroker:
     cash: Decimal
     config: SimConfig = field(default_factory=SimConfig)
     name: str = "simulated"
+    # The book lives in this process and is rebuilt from the log after a restart, so an order
+    # whose submit record never reached the disk never existed: no need to wait for it.
+    external: bool = False
 
     def __post_init__(self) -> None:
         self._orders: dict[str, _Order] = {}

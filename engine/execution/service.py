@@ -161,9 +161,13 @@ class ExecutionService:
     async def _submit(self, t: Tracked, approved: RiskApproved) -> None:
         attempt = t.submit_attempts + 1
         t.submit_attempts = attempt
-        await self._order_event(t, "order_submit_requested", OrderSubmitRequested(
+        requested = self._order_event(t, "order_submit_requested", OrderSubmitRequested(
             ts=self._clock.now(), client_order_id=t.client_order_id,
             intent_id=approved.intent_id, symbol=approved.symbol, attempt=attempt))
+        if getattr(self._broker, "external", True):
+            # From here the order may exist outside this process: a restart must find this
+            # record to know it has to look the order up.
+            await requested
         request = OrderRequest(
             client_order_id=approved.client_order_id, symbol=approved.symbol, side=approved.side,
             order_type=approved.order_type, time_in_force=approved.time_in_force,

@@ -10,7 +10,11 @@ Rules beyond the `Bar` contract (which providers already applied, see `BadInput`
 
 - per symbol, a bar must start after the last good bar: the same start is
   `DUPLICATE_TIMESTAMP`, an earlier one `OUT_OF_ORDER`;
-- a bar is usable only once it has closed: `bar.end > clock.now()` is `FUTURE_BAR`;
+- a bar is usable only once it has closed: `bar.end > clock.now()` is `FUTURE_BAR`. Live,
+  the exchange's clock and ours differ a little, and a bar pushed the instant it closed can
+  look a few hundred milliseconds early; `max_clock_skew` (default zero, right for
+  backtests; give the runner the same value) accepts bars that close at most that much
+  after our clock;
 - a gap is flagged only within one New York calendar day (nights, weekends and holidays are
   not gaps). Sparse feeds (IEX has no bar for a minute without trades) flag gaps too: that is
   information, not an error.
@@ -55,13 +59,18 @@ class BarValidator:
         "_floor",
         "_intervals",
         "_last",
+        "_skew",
         "accepted",
         "gaps",
         "rejected",
     )
 
-    def __init__(self, clock: Clock, *, flag_gaps: bool = True) -> None:
+    def __init__(self, clock: Clock, *, flag_gaps: bool = True,
+                 max_clock_skew: timedelta = timedelta(0)) -> None:
+        if max_clock_skew < timedelta(0):
+            raise ValueError("max_clock_skew must not be negative")
         self._clock = clock
+        self._skew = max_clock_skew if max_clock_skew else None  # None: skip the add
         self._flag_gaps = flag_gaps
         self._last: dict[str, Bar] = {}
         # Ordering floors restored from a log (see `prime`): no Bar object, only its start.
@@ -112,7 +121,7 @@ class BarValidator:
         step = self._intervals.get(bar.interval_s)
         if step is None:
             step = self._interval(bar.interval_s)
-        if start + step > now:
+        if start + step > (now if self._skew is None else now + self._skew):
             return [self._reject(bar, now, "FUTURE_BAR",
                                  f"{sym} bar {start.isoformat()} closes at "
                                  f"{(start + step).isoformat()}, after now {now.isoformat()}")]

@@ -1,11 +1,11 @@
 """The risk gate: exactly one task decides, so concurrent signals can never race past a limit.
 
 Callers `await gate.submit(intent)`. The gate task takes intents one at a time from a memory
-stream, decides against the projections plus its own not-yet-committed approvals (the
-overlay), appends the intent and the decision to the log, and moves on to the next intent
-without waiting for the disk; each caller hears its decision only once that decision is
-durable. Decisions therefore share group commits (throughput) while staying strictly ordered
-(safety).
+stream, decides against the projections (which fold each event as it is appended, the gate's
+own earlier approvals included), appends the intent and the decision, and moves on to the
+next intent without waiting for the disk; each caller hears its decision only once that
+decision is durable. Decisions therefore share group commits (throughput) while staying
+strictly ordered (safety).
 
 If the log can not be written, the gate halts: every waiting and later caller gets
 `GateUnavailable`, never a decision that is not on disk.
@@ -29,7 +29,7 @@ from engine.risk.decide import (
     invalid_intent_rejection,
 )
 from engine.risk.limits import RiskLimits
-from engine.risk.view import Decision, GateView, Overlay
+from engine.risk.view import Decision, GateView
 from events.catalogue import OrderIntent
 from events.errors import LogError
 from events.store import EventLog
@@ -51,7 +51,9 @@ class RiskGate:
         self._proj = projections
         self._limits = limits
         self._clock = clock
-        self._overlay = Overlay()
+        # Decisions appended but not yet durable, by intent id: a duplicate of one of these is
+        # answered when (and only if) the first one is durable.
+        self._undurable: dict[str, asyncio.Future[int]] = {}
         self._halted: str | None = None
         send: MemoryObjectSendStream[Request]
         recv: MemoryObjectReceiveStream[Request]
@@ -114,7 +116,6 @@ class RiskGate:
             fut.set_exception(GateUnavailable(self._halted))
             return
         now = self._clock.now()
-        self._overlay.prune(self._proj.last_seq)
         if isinstance(raw, OrderIntent):
             intent: OrderIntent | None = raw
             events: list[Any] = [raw]
@@ -127,11 +128,11 @@ class RiskGate:
                 iid = str(raw.get("intent_id") or f"invalid-{now.isoformat()}")
                 events = [invalid_intent_rejection(iid, str(raw.get("symbol", "")), [str(e)], now,
                                                    str(raw.get("strategy", "")))]
-        view = GateView(self._proj, self._overlay, now)
+        view = GateView(self._proj, now)
         if intent is not None:
             known = view.decision_for(intent.intent_id)
             if known is not None:
-                self._answer_duplicate(known, fut)
+                self._answer_duplicate(known, self._undurable.get(intent.intent_id), fut)
                 return
             events.append(decide(intent, view, self._limits, flatten=flatten))
         decision: Decision = events[-1]
@@ -142,9 +143,11 @@ class RiskGate:
             fut.set_exception(GateUnavailable(self._halted or str(e)))
             return
         durable = futures[-1]
-        self._overlay.add(self._log.assigned_seq, decision, durable)
+        self._undurable[decision.intent_id] = durable
 
         def answer(f: asyncio.Future[int]) -> None:
+            if self._undurable.get(decision.intent_id) is f:
+                del self._undurable[decision.intent_id]
             if fut.done():
                 return
             if f.cancelled() or f.exception() is not None:
@@ -154,9 +157,8 @@ class RiskGate:
 
         durable.add_done_callback(answer)
 
-    def _answer_duplicate(self, known: tuple[Decision, Any],
+    def _answer_duplicate(self, decision: Decision, pending: asyncio.Future[int] | None,
                           fut: asyncio.Future[Decision]) -> None:
-        decision, pending = known
         if pending is None or pending.done() and pending.exception() is None:
             fut.set_result(decision)
             return

@@ -1,14 +1,12 @@
-"""What the gate decides on: the projections (durable state) plus the gate's own approvals
-that are appended but not yet committed (the overlay), so a burst of intents can not race
-past a limit while their approvals are still on the way to disk."""
+"""What the gate decides on: the projections, which fold every event as it is appended — the
+gate's own earlier approvals included — so a burst of intents can not race past a limit while
+earlier approvals are still on their way to disk."""
 
 from __future__ import annotations
 
 import bisect
-import collections
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from events.catalogue import AssetInfo, RiskApproved, RiskRejected
 from projections.calendar import trading_day
@@ -18,61 +16,14 @@ from projections.risk import day_trades_in_window, realized_in_week, realized_on
 from projections.state import Projections
 
 Decision = RiskApproved | RiskRejected
-
-
-class Overlay:
-    """Decisions appended to the log whose commit has not been folded into the projections."""
-
-    def __init__(self) -> None:
-        self.pending: collections.deque[tuple[int, Decision]] = collections.deque()
-        self.reserved: dict[str, Reservation] = {}
-        self.total = Reservation()
-        self.decisions: dict[str, tuple[int, Decision, Any]] = {}
-        # In decision order, which is clock order: the rate check bisects it.
-        self.approval_times: collections.deque[datetime] = collections.deque()
-
-    def add(self, seq: int, decision: Decision, future: Any) -> None:
-        self.pending.append((seq, decision))
-        self.decisions[decision.intent_id] = (seq, decision, future)
-        if isinstance(decision, RiskApproved):
-            self._count(decision, 1)
-            self.approval_times.append(decision.ts)
-
-    def prune(self, folded_seq: int) -> None:
-        """Forget what the projections now hold (seq at or below `folded_seq`)."""
-        while self.pending and self.pending[0][0] <= folded_seq:
-            _, d = self.pending.popleft()
-            entry = self.decisions.get(d.intent_id)
-            if entry is not None and entry[1] is d:
-                del self.decisions[d.intent_id]
-            if isinstance(d, RiskApproved):
-                self._count(d, -1)
-                self.approval_times.popleft()
-
-    def _count(self, d: RiskApproved, sign: int) -> None:
-        r = self.reserved.get(d.symbol)
-        if r is None:
-            r = self.reserved[d.symbol] = Reservation()
-        qty = d.qty or ZERO
-        notional = d.estimated_notional
-        for agg in (r, self.total):
-            if d.side == "buy":
-                agg.buy_qty += sign * qty
-                agg.buy_notional += sign * notional
-            else:
-                agg.sell_qty += sign * qty
-                agg.sell_notional += sign * notional
-            agg.at_risk += sign * d.at_risk
-            agg.day_trades += sign * int(d.day_trade)
-            agg.orders += sign
+_EMPTY = Reservation()
 
 
 class GateView:
-    """Read-only questions the checks ask, answered from projections + overlay."""
+    """Read-only questions the checks ask, answered from the projections."""
 
-    def __init__(self, proj: Projections, overlay: Overlay, now: datetime) -> None:
+    def __init__(self, proj: Projections, now: datetime) -> None:
         self.proj = proj
-        self.overlay = overlay
         self.now = now
         self.today: date = trading_day(now)
 
@@ -85,14 +36,8 @@ class GateView:
     def kill_switch(self) -> str:
         return self.proj.risk.kill_switch
 
-    def decision_for(self, intent_id: str) -> tuple[Decision, Any] | None:
-        d = self.proj.risk.decisions.get(intent_id)
-        if d is not None:
-            return d, None
-        pending = self.overlay.decisions.get(intent_id)
-        if pending is not None:
-            return pending[1], pending[2]
-        return None
+    def decision_for(self, intent_id: str) -> Decision | None:
+        return self.proj.risk.decisions.get(intent_id)
 
     # market
     def last_bar(self, symbol: str) -> LastBar | None:
@@ -114,25 +59,13 @@ class GateView:
         return pos.qty if pos is not None else ZERO
 
     def reserved(self, symbol: str) -> Reservation:
-        a = self.proj.orders.reserved.get(symbol)
-        b = self.overlay.reserved.get(symbol)
-        if b is None:
-            return a if a is not None else Reservation()
-        if a is None:
-            return b
-        return Reservation(
-            buy_qty=a.buy_qty + b.buy_qty, sell_qty=a.sell_qty + b.sell_qty,
-            buy_notional=a.buy_notional + b.buy_notional,
-            sell_notional=a.sell_notional + b.sell_notional,
-            at_risk=a.at_risk + b.at_risk, day_trades=a.day_trades + b.day_trades,
-            orders=a.orders + b.orders,
-        )
+        r = self.proj.orders.reserved.get(symbol)
+        return r if r is not None else _EMPTY
 
     def symbols(self) -> set[str]:
         """Symbols with a position or an open order."""
         out = {s for s, p in self.proj.positions.positions.items() if p.qty != 0}
         out.update(s for s, r in self.proj.orders.reserved.items() if r.orders)
-        out.update(s for s, r in self.overlay.reserved.items() if r.orders)
         return out
 
     def exposure(self, symbol: str, extra_buy: Decimal = ZERO, extra_sell: Decimal = ZERO) -> Decimal:
@@ -151,37 +84,25 @@ class GateView:
         """Sum of `exposure()` over every other symbol, without building merged objects
         (this runs for every growing order, so it is written for speed)."""
         positions = self.proj.positions.positions
-        res_a = self.proj.orders.reserved
-        res_b = self.overlay.reserved
+        reserved = self.proj.orders.reserved
         total = ZERO
-        for sym in positions.keys() | res_a.keys() | res_b.keys():
+        for sym in positions.keys() | reserved.keys():
             if sym == skip:
                 continue
             p = positions.get(sym)
             q = p.qty if p is not None else ZERO
-            a = res_a.get(sym)
-            b = res_b.get(sym)
-            buy = (a.buy_qty if a is not None else ZERO) + (b.buy_qty if b is not None else ZERO)
-            sell = (a.sell_qty if a is not None else ZERO) + (b.sell_qty if b is not None else ZERO)
-            if not (q or buy or sell):
+            r = reserved.get(sym, _EMPTY)
+            if not (q or r.buy_qty or r.sell_qty or r.buy_notional or r.sell_notional):
                 continue
             price = self.mark(sym)
             if price is None:
-                total += ((a.buy_notional + a.sell_notional) if a is not None else ZERO) + \
-                         ((b.buy_notional + b.sell_notional) if b is not None else ZERO)
+                total += r.buy_notional + r.sell_notional
             else:
-                total += max(abs(q + buy), abs(q - sell)) * price
+                total += max(abs(q + r.buy_qty), abs(q - r.sell_qty)) * price
         return total
 
     def total_reserved(self) -> Reservation:
-        a, b = self.proj.orders.reserved_total, self.overlay.total
-        return Reservation(
-            buy_qty=a.buy_qty + b.buy_qty, sell_qty=a.sell_qty + b.sell_qty,
-            buy_notional=a.buy_notional + b.buy_notional,
-            sell_notional=a.sell_notional + b.sell_notional,
-            at_risk=a.at_risk + b.at_risk, day_trades=a.day_trades + b.day_trades,
-            orders=a.orders + b.orders,
-        )
+        return self.proj.orders.reserved_total
 
     def positions_risk(self) -> Decimal:
         """The loss budget held by open positions (recorded at entry, or the default stop)."""
@@ -243,8 +164,4 @@ class GateView:
         since = self.now - timedelta(minutes=1)
         # Approval times are appended in clock order, so a bisection finds the window.
         recent = self.proj.risk.recent_approvals
-        pending = self.overlay.approval_times
-        n = len(recent) - bisect.bisect_right(recent, since)
-        if pending and pending[0] > since:
-            return n + len(pending)
-        return n + sum(1 for t in pending if t > since)
+        return len(recent) - bisect.bisect_right(recent, since)

@@ -94,36 +94,42 @@ class LookAheadError(RuntimeError):
 
 
 class BarHistory:
-    """The last `maxlen` bars per symbol, as fed by the runner (with their close times)."""
+    """The last `maxlen` bars per symbol, as fed by the runner. `skew`: see the runner."""
 
-    __slots__ = ("_bars", "_maxlen", "_steps")
+    __slots__ = ("_bars", "_maxlen", "_skew", "_steps")
 
-    def __init__(self, maxlen: int = 390) -> None:
+    def __init__(self, maxlen: int = 390, skew: timedelta = timedelta(0)) -> None:
         if maxlen < 1:
             raise ValueError("history length must be >= 1")
-        self._bars: dict[str, deque[tuple[datetime, Bar]]] = {}
+        self._bars: dict[str, deque[Bar]] = {}
         self._maxlen = maxlen
+        self._skew = skew
         self._steps: dict[int, timedelta] = {}
 
-    def end_of(self, bar: Bar) -> datetime:
-        step = self._steps.get(bar.interval_s)
+    def step(self, interval_s: int) -> timedelta:
+        step = self._steps.get(interval_s)
         if step is None:
-            step = self._steps[bar.interval_s] = timedelta(seconds=bar.interval_s)
-        return bar.start + step
+            step = self._steps[interval_s] = timedelta(seconds=interval_s)
+        return step
 
-    def append(self, bar: Bar, end: datetime) -> None:
+    def end_of(self, bar: Bar) -> datetime:
+        return bar.start + self.step(bar.interval_s)
+
+    def append(self, bar: Bar) -> None:
         dq = self._bars.get(bar.symbol)
         if dq is None:
             dq = self._bars[bar.symbol] = deque(maxlen=self._maxlen)
-        dq.append((end, bar))
+        dq.append(bar)
 
     def recent(self, symbol: str, n: int, now: datetime) -> tuple[Bar, ...]:
+        """Up to `n` newest bars of `symbol` that closed at or before `now`, oldest first."""
         dq = self._bars.get(symbol)
         if not dq or n <= 0:
             return ()
         out: list[Bar] = []
-        for end, bar in reversed(dq):
-            if end <= now:
+        limit = now + self._skew
+        for bar in reversed(dq):
+            if bar.start + self.step(bar.interval_s) <= limit:
                 out.append(bar)
                 if len(out) == n:
                     break
@@ -190,14 +196,7 @@ class StrategyContext:
         self._n = 0
         self._signal_time: datetime | None = None
 
-    # --- set by the runner before each hook ------------------------------------------------
-
-    def _begin_bar(self, bar: Bar, end: datetime) -> None:
-        self._bar = bar
-        self._symbol = bar.symbol
-        self._stamp = None  # formatted only if an intent is built
-        self._n = 0
-        self._signal_time = end
+    # --- set by the runner before each hook (for bars it sets the slots directly) ----------
 
     def _begin_event(self, symbol: str | None, stamp: str) -> None:
         self._bar = None

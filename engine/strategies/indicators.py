@@ -36,97 +36,119 @@ class SessionVwap:
         self.value = None
 
     def update(self, price: Decimal, volume: Decimal) -> Decimal | None:
-        if volume > 0:
+        if volume:  # volume is never negative (the Bar contract refuses it)
             self._pv += price * volume
             self._v += volume
             self.value = self._pv / self._v
         return self.value
 
 
-class RollingZ:
-    """Mean and sample standard deviation of the last `window` values (running sums), and
-    z-score threshold tests `(x - mean) / sd` against fixed thresholds without a sqrt.
+class ZThreshold:
+    """A z-score threshold prepared for one window size: t, and t^2 * n / (n - 1)."""
 
-    With a = n*x - S and D = n*Q - S^2 (S, Q the window's sum and sum of squares),
-    z = a / sqrt(n * D / (n - 1)), so z <= t and z >= t reduce to sign checks and a
-    comparison of a^2 with t^2 * n / (n - 1) * D.
+    __slots__ = ("c", "t", "window")
+
+    def __init__(self, t: Decimal, window: int) -> None:
+        if window < 2:
+            raise ValueError(f"window must be >= 2, got {window}")
+        n = Decimal(window)
+        self.t = t
+        self.window = window
+        self.c = t * t * n / (n - 1)
+
+
+class RollingZ:
+    """Mean and sample standard deviation of the last `window` values (running sums of the
+    values and of their squares), and z-score threshold tests without a square root.
+
+    With a = n*x - S and D = n*Q - S^2 (S, Q: the window's sum and sum of squares), the
+    z-score is z = a / sqrt(D * n / (n - 1)); so "z <= t" and "z >= t" are a sign check on a
+    and a comparison of a^2 with c * D, c = t^2 * n / (n - 1) (see `ZThreshold`). The sign
+    check usually settles it, so most bars cost a multiply and a subtract.
+
+    The tests return False while z is undefined (window not full, or all values equal).
     """
 
-    __slots__ = ("_buf", "_i", "_n", "_q", "_s", "_scale", "count", "window")
+    __slots__ = ("_buf", "_i", "_n", "_s", "_scale", "_sq", "_ss", "count", "window")
 
     def __init__(self, window: int) -> None:
         if window < 2:
             raise ValueError(f"window must be >= 2, got {window}")
         self.window = window
-        self._buf: list[Decimal] = [ZERO] * window
-        self._i = 0
-        self.count = 0
-        self._s = ZERO
-        self._q = ZERO
         self._n = Decimal(window)
         self._scale = self._n / (self._n - 1)
+        self.reset()
 
     def reset(self) -> None:
-        self._buf = [ZERO] * self.window
+        self._buf: list[Decimal] = [ZERO] * self.window
+        self._sq: list[Decimal] = [ZERO] * self.window  # squares, so removal needs no multiply
         self._i = 0
         self.count = 0
         self._s = ZERO
-        self._q = ZERO
+        self._ss = ZERO
 
     @property
     def full(self) -> bool:
         return self.count == self.window
 
+    def threshold(self, t: Decimal) -> ZThreshold:
+        return ZThreshold(t, self.window)
+
     def push(self, x: Decimal) -> None:
         i = self._i
+        sq = x * x
         if self.count == self.window:
-            old = self._buf[i]
-            self._s += x - old
-            self._q += x * x - old * old
+            self._s += x - self._buf[i]
+            self._ss += sq - self._sq[i]
         else:
             self._s += x
-            self._q += x * x
+            self._ss += sq
             self.count += 1
         self._buf[i] = x
+        self._sq[i] = sq
         self._i = i + 1 if i + 1 < self.window else 0
 
-    def _parts(self, x: Decimal) -> tuple[Decimal, Decimal] | None:
-        """(a, D) for a full window, None when not full or every value is equal."""
+    def _th(self, t: Decimal | ZThreshold) -> ZThreshold:
+        return ZThreshold(t.t if isinstance(t, ZThreshold) else t, self.window)
+
+    def z_at_most(self, x: Decimal, t: Decimal | ZThreshold) -> bool:
+        """z(x) <= t (False while z is undefined)."""
         if self.count < self.window:
-            return None
-        n = self._n
+            return False
+        th = t if type(t) is ZThreshold and t.window == self.window else self._th(t)
         s = self._s
-        d = n * self._q - s * s
-        if d <= 0:
-            return None
-        return n * x - s, d
+        a = self._n * x - s
+        if th.t < 0:
+            if a >= 0:
+                return False  # z >= 0 > t, or undefined
+            d = self._n * self._ss - s * s
+            return d > 0 and a * a >= th.c * d
+        d = self._n * self._ss - s * s
+        return d > 0 and (a <= 0 or a * a <= th.c * d)
 
-    def z_at_most(self, x: Decimal, t: Decimal) -> bool | None:
-        """Is z(x) <= t? None when z is undefined (window not full, zero spread)."""
-        parts = self._parts(x)
-        if parts is None:
-            return None
-        a, d = parts
-        if t >= 0:
-            return a <= 0 or a * a <= t * t * self._scale * d
-        return a < 0 and a * a >= t * t * self._scale * d
-
-    def z_at_least(self, x: Decimal, t: Decimal) -> bool | None:
-        """Is z(x) >= t? None when z is undefined."""
-        parts = self._parts(x)
-        if parts is None:
-            return None
-        a, d = parts
-        if t <= 0:
-            return a >= 0 or a * a <= t * t * self._scale * d
-        return a > 0 and a * a >= t * t * self._scale * d
+    def z_at_least(self, x: Decimal, t: Decimal | ZThreshold) -> bool:
+        """z(x) >= t (False while z is undefined)."""
+        if self.count < self.window:
+            return False
+        th = t if type(t) is ZThreshold and t.window == self.window else self._th(t)
+        s = self._s
+        a = self._n * x - s
+        if th.t > 0:
+            if a <= 0:
+                return False
+            d = self._n * self._ss - s * s
+            return d > 0 and a * a >= th.c * d
+        d = self._n * self._ss - s * s
+        return d > 0 and (a >= 0 or a * a <= th.c * d)
 
     def zscore(self, x: Decimal) -> float | None:
         """z(x) as a float, for reports and reasons only (decisions use the exact tests)."""
-        parts = self._parts(x)
-        if parts is None:
+        if self.count < self.window:
             return None
-        a, d = parts
+        d = self._n * self._ss - self._s * self._s
+        if d <= 0:
+            return None
+        a = self._n * x - self._s
         return float(a) / math.sqrt(float(d) * float(self._scale))
 
     def mean(self) -> Decimal | None:

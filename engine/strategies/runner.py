@@ -9,13 +9,16 @@ the returned events to the log and sends the intents to the risk gate.
 Order of calls the caller must keep: fold an event into the projections *before* handing it
 to the runner (a fill must already be in the positions when `on_fill` runs), and advance the
 clock to at least `bar.end` before `on_bar(bar)`: a bar that has not closed yet is refused
-with `LookAheadError` (F13), and strategies never see it.
+with `LookAheadError` (F13), and strategies never see it. Live, pass the validator's
+`max_clock_skew` here too, so a bar the validator accepted a few hundred milliseconds
+"early" by our clock is not refused.
 """
 
 from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
 from decimal import Decimal
 
 from engine.clock import Clock
@@ -31,10 +34,11 @@ _DECIMAL_FIELDS = ("qty", "notional", "limit_price", "stop_price")
 
 
 class _Slot:
-    __slots__ = ("ctx", "error", "paused", "strategy")
+    __slots__ = ("ctx", "error", "on_bar", "paused", "strategy")
 
     def __init__(self, strategy: Strategy, ctx: StrategyContext) -> None:
         self.strategy = strategy
+        self.on_bar = strategy.on_bar  # bound once; called for every bar
         self.ctx = ctx
         self.paused = False
         self.error: str | None = None
@@ -52,9 +56,14 @@ class StrategyRunner:
     """Runs strategies over bars and fills. Not thread-safe; one per engine run."""
 
     def __init__(self, strategies: Iterable[Strategy], *, projections: Projections,
-                 clock: Clock, history_bars: int = 390) -> None:
+                 clock: Clock, history_bars: int = 390,
+                 max_clock_skew: timedelta = timedelta(0)) -> None:
+        if max_clock_skew < timedelta(0):
+            raise ValueError("max_clock_skew must not be negative")
         self._clock = clock
-        self._history = BarHistory(history_bars)
+        self._skew = max_clock_skew if max_clock_skew else None  # None: skip the add
+        self._steps: dict[int, timedelta] = {}
+        self._history = BarHistory(history_bars, max_clock_skew)
         self._slots: list[_Slot] = []
         names: set[str] = set()
         for s in strategies:
@@ -110,11 +119,14 @@ class StrategyRunner:
 
     def on_bar(self, bar: Bar) -> list[Output]:
         now = self._clock.now()
-        end = self._history.end_of(bar)
-        if end > now:
+        step = self._steps.get(bar.interval_s)
+        if step is None:
+            step = self._steps[bar.interval_s] = self._history.step(bar.interval_s)
+        end = bar.start + step
+        if end > (now if self._skew is None else now + self._skew):
             raise LookAheadError(f"{bar.symbol} bar {bar.start.isoformat()} closes at "
                                  f"{end.isoformat()}, after the clock {now.isoformat()}")
-        self._history.append(bar, end)
+        self._history.append(bar)
         sym = bar.symbol
         slots = self._by_symbol.get(sym)
         if slots is None:
@@ -125,9 +137,14 @@ class StrategyRunner:
             if slot.paused:
                 continue
             ctx = slot.ctx
-            ctx._begin_bar(bar, end)
+            # Reset the context for this bar (inline: this loop runs for every bar).
+            ctx._bar = bar
+            ctx._symbol = sym
+            ctx._stamp = None
+            ctx._n = 0
+            ctx._signal_time = end
             try:
-                result = slot.strategy.on_bar(bar, ctx)
+                result = slot.on_bar(bar, ctx)
             except Exception as e:  # noqa: BLE001 - isolating strategies is the point
                 out.append(self._pause(slot, e, sym))
                 continue

@@ -20,7 +20,7 @@ Per symbol and New York regular session:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import time
+from datetime import date, time
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from typing import Any
 
@@ -31,8 +31,8 @@ from events.market import Bar
 
 from .base import Strategy, StrategyParams
 from .context import CENT, StrategyContext
-from .indicators import RollingZ, SessionVwap
-from .session import SessionClock
+from .indicators import RollingZ, SessionVwap, ZThreshold
+from .session import SessionClock, SessionDay
 
 THREE = Decimal(3)
 ONE = Decimal(1)
@@ -66,7 +66,7 @@ class _SymbolState:
     __slots__ = ("day", "pending", "pending_bars", "vwap", "z")
 
     def __init__(self, window: int) -> None:
-        self.day: object = None
+        self.day: date | None = None
         self.vwap = SessionVwap()
         self.z = RollingZ(window)
         self.pending: str | None = None
@@ -85,8 +85,13 @@ class VwapMeanReversion(Strategy):
         self._session = SessionClock(open_=p.session_open, close=p.session_close,
                                      last_entry=p.last_entry, flat=p.flat_time)
         self._state: dict[str, _SymbolState] = {}
-        self._entry_z = p.entry_z
-        self._exit_t = -p.exit_z
+        self._day: SessionDay | None = None
+        w = p.window
+        self._allow_short = p.allow_short
+        self._long_entry = ZThreshold(-p.entry_z, w)  # z <= -entry_z
+        self._short_entry = ZThreshold(p.entry_z, w)  # z >= entry_z
+        self._long_exit = ZThreshold(-p.exit_z, w)  # z >= -exit_z
+        self._short_exit = ZThreshold(p.exit_z, w)  # z <= exit_z
         self._long_stop = ONE - p.stop_pct / HUNDRED
         self._short_stop = ONE + p.stop_pct / HUNDRED
 
@@ -98,18 +103,22 @@ class VwapMeanReversion(Strategy):
         if st is None:
             st = self._state[sym] = _SymbolState(self.params.window)
         start = bar.start
-        sess = self._session.day_of(start)
-        if st.day is not sess.day:
+        sess = self._day
+        if sess is None or not sess.lo <= start < sess.hi:
+            sess = self._day = self._session.day_of(start)
+        if st.day != sess.day:
             st.day = sess.day
             st.vwap.reset()
             st.z.reset()
         if start < sess.open or start >= sess.close:
             return None
-        vwap = st.vwap.update(bar.vwap if bar.vwap is not None
-                              else (bar.high + bar.low + bar.close) / THREE, bar.volume)
+        close = bar.close
+        price = bar.vwap
+        if price is None:
+            price = (bar.high + bar.low + close) / THREE
+        vwap = st.vwap.update(price, bar.volume)
         if vwap is None:
             return None
-        close = bar.close
         dev = close - vwap
         z = st.z
         z.push(dev)
@@ -131,9 +140,9 @@ class VwapMeanReversion(Strategy):
             return self._exit(bar, ctx, st, qty, dev, end >= sess.flat)
         if end > sess.last_entry:
             return None
-        if z.z_at_most(dev, -self._entry_z):
+        if z.z_at_most(dev, self._long_entry):
             return self._enter(ctx, st, "buy", close, vwap, dev)
-        if self.params.allow_short and z.z_at_least(dev, self._entry_z):
+        if self._allow_short and z.z_at_least(dev, self._short_entry):
             return self._enter(ctx, st, "sell", close, vwap, dev)
         return None
 
@@ -146,14 +155,14 @@ class VwapMeanReversion(Strategy):
             if qty > 0:
                 if bar.low <= avg * self._long_stop:
                     reason = f"stop: low {bar.low} <= {(avg * self._long_stop).quantize(CENT)}"
-                elif st.z.z_at_least(dev, self._exit_t):
+                elif st.z.z_at_least(dev, self._long_exit):
                     reason = f"reverted: z={st.z.zscore(dev) or 0:.2f}"
                 else:
                     return None
             else:
                 if bar.high >= avg * self._short_stop:
                     reason = f"stop: high {bar.high} >= {(avg * self._short_stop).quantize(CENT)}"
-                elif st.z.z_at_most(dev, -self._exit_t):
+                elif st.z.z_at_most(dev, self._short_exit):
                     reason = f"reverted: z={st.z.zscore(dev) or 0:.2f}"
                 else:
                     return None

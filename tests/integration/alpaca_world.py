@@ -60,7 +60,7 @@ class AlpacaWorld:
     async def until(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
         """Wait (on log commits, not on time) until `predicate()` holds."""
         changed = asyncio.Event()
-        self.engine.log.subscribe(lambda *_: changed.set())
+        self.engine.log.on_commit(lambda *_: changed.set())
         with anyio.fail_after(timeout):
             while not predicate():
                 changed.clear()

@@ -186,6 +186,11 @@ class OrderMachine(RuleBasedStateMachine):
             assert o.filled_qty >= 10  # our fills never say order_done
         if o.status in (OrderStatus.NEW, OrderStatus.PENDING_SUBMIT):
             assert o.broker_order_id is None or o.filled_qty > 0
+        r = self.p.orders.reserved.get("AAPL")
+        expect = sum((max(x.qty - x.filled_qty, Decimal(0))  # type: ignore[operator]
+                      for x in self.p.orders.orders.values() if x.status not in TERMINAL),
+                     Decimal(0))
+        assert (r.buy_qty if r else 0) == expect, "reservations must track the unfilled part"
         # fills are counted once per execution id, whatever the state machine said
         assert self.p.positions.positions.get("AAPL") is None or \
             self.p.positions.positions["AAPL"].qty == o.filled_qty
