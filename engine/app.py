@@ -47,7 +47,7 @@ from events.base import Event
 from events.catalogue import AssetInfo, BarReceived, FillReceived, StrategyError
 from events.market import Bar
 from events.store import EventLog
-from projections.state import Projections, rebuild_from_path
+from projections.state import Projections, encode_snapshot, rebuild_from_path, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ class Engine:
     _fills: list[FillReceived] = field(default_factory=list)
     bars_seen: int = 0
     intents_sent: int = 0
+    snapshot_seq: int = 0
 
     @property
     def sim(self) -> SimulatedBroker | None:
@@ -180,8 +181,22 @@ class Engine:
             await self.reconciler.account_snapshot()  # where the account stands at the end
         except Exception as e:  # noqa: BLE001 - a broker hiccup must not block a clean stop
             log.warning("final account snapshot failed: %s", e)
-        await self.log.flush()
         await end_run(self.log, self.clock, self.run_id, reason)
+        await self.save_snapshot()
+
+    async def save_snapshot(self) -> None:
+        """Write the projections as of the log's head (everything durable), so the next start
+        replays only what comes after it. Safe at any quiet point; a snapshot that does not
+        match the log is ignored at load time."""
+        await self.log.flush()
+        if self.proj.last_seq != self.log.last_seq:
+            return  # something was appended meanwhile; the next quiet point will do
+        data = encode_snapshot(self.proj, self.log.last_hash)  # on the loop: nothing folds now
+        try:
+            await anyio.to_thread.run_sync(write_snapshot, self.log.path, data)
+            self.snapshot_seq = self.proj.last_seq
+        except OSError as e:  # a snapshot is an optimisation; losing one loses nothing
+            log.warning("snapshot not saved: %s", e)
 
     # --- the market pipeline -------------------------------------------------------------
 

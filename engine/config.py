@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("mqd-data")
     log_file: Path | None = Field(None, description="event log (default: <data_dir>/events.sqlite)")
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    snapshot_every: int = Field(100_000, ge=1000, description="events between projection snapshots")
     json_logs: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     alpaca: AlpacaSettings = AlpacaSettings()

@@ -134,6 +134,7 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                     await tg.start(engine.execution.run_updates)
                     tg.start_soon(_reconcile_loop, engine, settings.reconcile.interval_s)
                 tg.start_soon(_kill_monitors, engine, monitor, settings)
+                tg.start_soon(_snapshots, engine, settings.snapshot_every)
                 task_status.started(engine)
                 log.info("engine ready: trading state %s", engine.proj.risk.trading_state,
                          extra={"seq": engine.log.last_seq})
@@ -191,6 +192,15 @@ async def _market(engine: Engine, source: BarProvider, done: anyio.Event) -> Non
             await engine.on_item(item)
     await engine.log.flush()
     done.set()
+
+
+async def _snapshots(engine: Engine, every: int) -> None:
+    """Save the projections now and then, so a restart (even after a crash) replays only the
+    events since — startup time stays flat however long the log grows."""
+    while True:
+        await engine.clock.sleep(30.0)
+        if engine.log.last_seq - engine.snapshot_seq >= every:
+            await engine.save_snapshot()
 
 
 async def _reconcile_loop(engine: Engine, interval_s: float) -> None:

@@ -370,6 +370,11 @@ class EventLog:
         return self._next_seq - 1
 
     @property
+    def last_hash(self) -> bytes:
+        """The hash of the newest appended row (the chain head)."""
+        return self._prev_hash
+
+    @property
     def failed(self) -> LogWriteError | None:
         return self._failed
 

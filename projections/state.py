@@ -258,18 +258,26 @@ def snapshot_path(log_path: Path) -> Path:
     return log_path.with_name(log_path.name + ".snapshot")
 
 
-def save_snapshot(proj: Projections, log_path: Path, row_hash: bytes) -> Path:
-    """Write the state as of `proj.last_seq` next to the log (atomically). `row_hash` is the
-    log's hash at that seq, so a snapshot can never be applied to a different log."""
+def encode_snapshot(proj: Projections, row_hash: bytes) -> bytes:
+    """The state as of `proj.last_seq`, tagged with the log's hash at that seq so a snapshot
+    can never be applied to a different log. Call it where nothing folds concurrently."""
+    return row_hash + _snap_encoder.encode(proj.to_snapshot())
+
+
+def write_snapshot(log_path: Path, data: bytes) -> Path:
+    """Write an encoded snapshot next to the log, atomically (blocking: use a thread)."""
     path = snapshot_path(log_path)
     tmp = path.with_name(path.name + ".tmp")
-    data = row_hash + _snap_encoder.encode(proj.to_snapshot())
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def save_snapshot(proj: Projections, log_path: Path, row_hash: bytes) -> Path:
+    return write_snapshot(log_path, encode_snapshot(proj, row_hash))
 
 
 async def load_snapshot(reader: LogReader) -> Projections | None:

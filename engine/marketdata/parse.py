@@ -176,7 +176,8 @@ class RowParser:
         self._dec = convert
         self._ts_cache: dict[Any, datetime] = {}
 
-    def _timestamp(self, value: Any) -> datetime:
+    def timestamp(self, value: Any) -> datetime:
+        """Parse a timestamp cell (cached); raises `InputError`."""
         if isinstance(value, datetime):
             return parse_timestamp(value, self.tz, self.epoch_unit)
         cache = self._ts_cache
@@ -204,7 +205,7 @@ class RowParser:
             interval = row.get("interval_s")
             return Bar(
                 symbol=sym or "",
-                start=self._timestamp(row["timestamp"]),
+                start=self.timestamp(row["timestamp"]),
                 interval_s=(to_int(interval, "interval_s")
                             if interval is not None and interval != "" else self.interval_s),
                 open=dec(row["open"], "open"),
