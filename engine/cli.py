@@ -214,6 +214,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         progress=stderr_progress(count_rows(data))))
     if sys.stderr.isatty():
         sys.stderr.write("\n")
+    from replay import plots
     from replay import report as rep
 
     report = rep.build_report(result.log_path)
@@ -222,8 +223,8 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     (report_dir / "report.json").write_text(report.to_json())
     written = []
     if not args.no_plots:
-        written = [str(p) for p in rep.write_plots(report, report_dir)]
-        written.append(str(rep.write_html(report, report_dir)))
+        written = [str(p) for p in plots.write_plots(report, report_dir)]
+        written.append(str(plots.write_html(report, report_dir)))
     if args.json:
         print(report.to_json())
     else:
@@ -281,7 +282,7 @@ async def status_data(settings: Settings) -> dict[str, Any]:
     last_run = max(runs.runs.values(), key=lambda r: r.started_seq, default=None)
     return {
         "log": str(path), "last_seq": proj.last_seq,
-        "run": {"id": (current or last_run).run_id if (current or last_run) else None,
+        "run": {"id": (current or last_run).run_id if (current or last_run) else None,  # type: ignore[union-attr]
                 "running": current is not None,
                 "ended": last_run.ended if last_run and current is None else None},
         "trading_state": proj.risk.trading_state, "reason": proj.risk.state_reason,

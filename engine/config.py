@@ -170,7 +170,8 @@ class Settings(BaseSettings):
 
     def public_dict(self) -> dict[str, Any]:
         """Every setting, secrets masked ('**********' when set, None when not)."""
-        return json.loads(self.model_dump_json())  # SecretStr dumps masked
+        data: dict[str, Any] = json.loads(self.model_dump_json())  # SecretStr dumps masked
+        return data
 
     def fingerprint(self) -> str:
         """A hash of the non-secret settings (stored in RunStarted)."""

@@ -115,8 +115,8 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
     reason = "clean"
     async with open_engine(settings, clock=clock, broker=broker, log_path=log_path) as engine:
         restore_simulated(engine)
-        symbols = sorted(set(data_symbols(settings)) | set(
-            engine.sim.assets if isinstance(engine.broker, SimulatedBroker) else ()))
+        sim = engine.sim
+        symbols = sorted(set(data_symbols(settings)) | set(sim.assets if sim is not None else ()))
         monitor = BrokerErrorMonitor(settings.kill_switch.max_broker_errors,
                                      settings.kill_switch.broker_error_window_s)
         engine.execution.on_broker_error = monitor.record

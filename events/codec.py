@@ -65,7 +65,7 @@ class Codec:
             raise DecodeError(seq, f"unknown event type {tag!r} (written by a newer version?)")
         if version == current:
             try:
-                return self._decoders[tag].decode(payload)  # type: ignore[no-any-return]
+                return self._decoders[tag].decode(payload)
             except (msgspec.DecodeError, msgspec.ValidationError) as e:
                 raise DecodeError(seq, f"cannot decode {tag} v{version}: {e}") from None
         if version > current:

@@ -23,7 +23,7 @@ import hashlib
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -279,6 +279,7 @@ class EventLog:
         self._tags: dict[type, tuple[str, int]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpoint_wake = asyncio.Event()
         self._rows_since_checkpoint = 0
 
@@ -419,6 +420,7 @@ class EventLog:
         h = row_hash(self._prev_hash, seq, ts_us, version, payload)
         self._next_seq = seq + 1
         self._prev_hash = h
+        assert self._loop is not None
         fut: asyncio.Future[int] = self._loop.create_future()
         self._rows.append((seq, ts_us, tag, version, intent_id, coid, symbol, payload, h))
         self._events.append(event)
@@ -509,7 +511,8 @@ class EventLog:
         else:
             group = _Group(rows, events, futs)
             self._rows, self._events, self._futs = [], [], []
-        task = asyncio.ensure_future(db._execute(_commit_batch, conn, group.rows, guard))
+        task = asyncio.ensure_future(
+            db._execute(_commit_batch, conn, group.rows, guard))  # type: ignore[no-untyped-call]
         task.add_done_callback(on_done)
         return group, task
 
@@ -670,7 +673,7 @@ class LogReader:
         params: Iterable[Any] = (),
         batch_size: int = 5000,
         columns: str = _ROW_COLUMNS,
-    ) -> AsyncIterator[list[Any]]:
+    ) -> AsyncGenerator[list[Any], None]:
         """Raw rows in seq order, in batches (all columns unless `columns` says otherwise;
         `seq` must come first). `where` is an extra SQL condition (trusted).
 
@@ -691,12 +694,12 @@ class LogReader:
                 ahead = asyncio.ensure_future(cur.fetchmany(batch_size))
                 try:
                     while True:
-                        batch = await ahead
+                        batch = list(await ahead)
                         if not batch:
                             return
                         ahead = asyncio.ensure_future(cur.fetchmany(batch_size))
                         last = batch[-1][0]
-                        yield batch  # type: ignore[misc]
+                        yield batch
                 finally:
                     if not ahead.done():
                         ahead.cancel()
@@ -715,7 +718,7 @@ class LogReader:
         batch_size: int = 5000,
         where: str = "",
         params: Iterable[Any] = (),
-    ) -> AsyncIterator[tuple[int, Event]]:
+    ) -> AsyncGenerator[tuple[int, Event], None]:
         """Decoded events in seq order. A row that fails to decode raises `DecodeError` naming
         its seq; nothing is ever skipped silently."""
         decode = self.codec.decode

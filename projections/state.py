@@ -99,6 +99,10 @@ class Projections:
             risk.apply_decision(r, e)
             orders.apply_approved(o, seq, e)
 
+        def on_run_started(seq: int, e: RunStarted) -> None:
+            risk.apply_run_started(r, e)
+            market.apply_run_started(runs, seq, e)
+
         def order_event(tag: str) -> Callable[[int, Any], None]:
             return lambda seq, e: orders.apply_order_event(o, seq, e, tag)
 
@@ -112,8 +116,7 @@ class Projections:
             PositionAdjusted: lambda seq, e: positions.apply_adjustment(p, seq, e),
             AccountSnapshot: lambda seq, e: market.apply_snapshot(a, e),
             AssetInfo: lambda seq, e: m.assets.__setitem__(e.symbol, e),
-            RunStarted: lambda seq, e: (risk.apply_run_started(r, e),
-                                        market.apply_run_started(runs, seq, e)),
+            RunStarted: on_run_started,
             RunEnded: lambda seq, e: market.apply_run_ended(runs, seq, e),
             RunSealed: lambda seq, e: market.apply_run_ended(runs, seq, e),
             TradingStateChanged: lambda seq, e: risk.apply_trading_state(r, e),
@@ -224,7 +227,7 @@ async def rebuild(
         to_seq = at_seq if to_seq is None else min(to_seq, at_seq)
         if to_seq <= proj.last_seq:
             return proj
-    missing = object()
+    missing: Any = object()
     rows = reader.rows(proj.last_seq + 1, to_seq, batch_size=20_000, columns=REPLAY_COLUMNS)
     async with contextlib.aclosing(rows) as batches:
         async for batch in batches:

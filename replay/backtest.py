@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,7 +63,7 @@ def input_digest(path: Path) -> str:
 
 
 async def _window(items: AsyncIterator[MarketItem], start: datetime | None,
-                  end: datetime | None) -> AsyncIterator[MarketItem]:
+                  end: datetime | None) -> AsyncGenerator[MarketItem, None]:
     async for item in items:
         if isinstance(item, Bar):
             if start is not None and item.start < start:

@@ -461,9 +461,9 @@ class ExecutionService:
             t = self.tracker.get(coid)
             if t is None or t.broker_order_id is None and t.status != S.PENDING_SUBMIT:
                 continue
-            o = await self._lookup(coid)
-            if o is not None:
-                orders[coid] = o
+            found = await self._lookup(coid)
+            if found is not None:
+                orders[coid] = found
         for coid in sorted(orders):
             await self.sync_order(orders[coid], source="gap_fill")
 

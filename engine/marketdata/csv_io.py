@@ -24,7 +24,7 @@ from events.market import Bar
 from .parse import REQUIRED_COLUMNS, RowParser, check_epoch_unit, resolve_tz
 from .types import BadInput, BarProvider, DataFileError, MarketItem
 
-BATCH_ROWS = 2000
+BATCH_ROWS = 8192
 
 
 def _render_line(cells: list[str]) -> str:
