@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 
 from engine.config import Settings, SettingsError, load_settings
+from engine.strategies.base import StrategyConfigError
 
 UTC = timezone.utc
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
@@ -473,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(**overrides)
         setup_logging(settings, args.verbose)
         return COMMANDS[command](args, settings)
-    except (SettingsError, UsageError) as e:
+    except (SettingsError, UsageError, StrategyConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
