@@ -482,8 +482,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - one clear line; --verbose for the rest
         if args.verbose:
             traceback.print_exc()
+        leaf = _leaf(e)
+        if isinstance(leaf, (SettingsError, UsageError, StrategyConfigError)):
+            print(f"error: {leaf}", file=sys.stderr)
+            return EXIT_USAGE
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return EXIT_RUNTIME
+
+
+def _leaf(e: BaseException) -> BaseException:
+    """The first real exception inside (nested) exception groups from task groups."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return e
 
 
 def _one_line(e: BaseException) -> str:
