@@ -17,13 +17,11 @@ import csv
 import random
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import emit, median
 
-UTC = timezone.utc
 FAST, SLOW, QTY = 10, 30, 10
 
 

@@ -7,7 +7,7 @@ import platform
 import statistics
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +23,6 @@ from events.catalogue import (
 )
 from events.market import Bar
 
-UTC = timezone.utc
 T0 = datetime(2026, 11, 23, 14, 30, tzinfo=UTC)
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "SPY", "QQQ", "TSLA", "AMD")
 

@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ from engine.config import load_settings
 from events.catalogue import AssetInfo, BarReceived, FillReceived, OrderIntent
 from events.market import Bar
 
-UTC = timezone.utc
 NOW = datetime(2026, 11, 23, 16, 0, tzinfo=UTC)
 D = Decimal
 

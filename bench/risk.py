@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,6 @@ from events.market import Bar
 from events.store import EventLog
 from projections.state import Projections
 
-UTC = timezone.utc
 NOW = datetime(2026, 11, 23, 16, 0, tzinfo=UTC)
 D = Decimal
 WIDE = RiskLimits(max_order_notional=D(10**9), max_symbol_exposure=D(10**10),

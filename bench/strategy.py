@@ -2,11 +2,14 @@
 
 The bars are built before timing (a `Bar(...)` with its contract checks is a provider's
 cost, reported separately as `bar_construct_per_s`). Per bar the timed loop does what a
-replay does: move the clock to the bar's close (once per minute, not per symbol), validate,
-and run the strategies. The clock is a bare settable one: `SimClock.set` allocates an
-`anyio.Event` per advance, a replay cost reported separately as `simclock_advance_us`.
-The account and asset projections are set up so sizing runs for real; nothing answers the
+replay does: move the `SimClock` to the bar's close (a no-op for the other symbols of the
+same minute), validate, and run the strategies. The account and asset projections are set up so sizing runs for real; nothing answers the
 intents, so the strategy also exercises its "undecided intent" path. Medians of --repeat.
+
+Rates are per second of this process's CPU time: the loops are single-threaded, CPU-bound
+and do no I/O, so on an idle machine CPU time equals wall time, while on a shared one wall
+time also counts other processes' time slices. `bars_per_s_wall` is the same loop by the
+wall clock, for comparison.
 
     python -m bench.strategy [--bars 200000] [--symbols 8] [--repeat 5]
 """
@@ -69,24 +72,8 @@ def make_bars(n: int, n_symbols: int, seed: int = 7) -> list[Bar]:
     return bars
 
 
-class StepClock:
-    """The least a replay clock can do: hold a time."""
-
-    def __init__(self, now: datetime) -> None:
-        self._now = now
-
-    def now(self) -> datetime:
-        return self._now
-
-    def set(self, ts: datetime) -> None:
-        self._now = ts
-
-    async def sleep(self, seconds: float) -> None:  # pragma: no cover - never awaited here
-        raise NotImplementedError
-
-
-def setup(bars: list[Bar], n_symbols: int) -> tuple[StepClock, BarValidator, StrategyRunner]:
-    clock = StepClock(bars[0].start)
+def setup(bars: list[Bar], n_symbols: int) -> tuple[SimClock, BarValidator, StrategyRunner]:
+    clock = SimClock(bars[0].start)
     proj = Projections()
     proj.apply(1, AccountSnapshot(ts=clock.now(), equity=Decimal(100_000),
                                   cash=Decimal(100_000), buying_power=Decimal(100_000)))
@@ -98,64 +85,51 @@ def setup(bars: list[Bar], n_symbols: int) -> tuple[StepClock, BarValidator, Str
     return clock, BarValidator(clock), runner
 
 
-def run_full(bars: list[Bar], n_symbols: int) -> tuple[float, int]:
+def run_full(bars: list[Bar], n_symbols: int) -> tuple[float, float, int]:
+    """(bars per CPU second, bars per wall second, intents)."""
     clock, validator, runner = setup(bars, n_symbols)
     validate, on_bar, set_clock = validator.validate, runner.on_bar, clock.set
     step = timedelta(seconds=60)
     intents = 0
-    last_end = None
-    t = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for b in bars:
-        end = b.start + step
-        if end != last_end:
-            set_clock(end)
-            last_end = end
+        set_clock(b.start + step)
         for e in validate(b):
             if type(e) is BarReceived:
                 intents += len(on_bar(b))
-    return len(bars) / (time.perf_counter() - t), intents
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return len(bars) / cpu, len(bars) / wall, intents
 
 
 def run_validator(bars: list[Bar], n_symbols: int) -> float:
     clock, validator, _ = setup(bars, n_symbols)
     clock.set(bars[-1].start + timedelta(minutes=1))
     validate = validator.validate
-    t = time.perf_counter()
+    t = time.process_time()
     for b in bars:
         validate(b)
-    return len(bars) / (time.perf_counter() - t)
+    return len(bars) / (time.process_time() - t)
 
 
 def run_strategy(bars: list[Bar], n_symbols: int) -> float:
     clock, _, runner = setup(bars, n_symbols)
     clock.set(bars[-1].start + timedelta(minutes=1))
     on_bar = runner.on_bar
-    t = time.perf_counter()
+    t = time.process_time()
     for b in bars:
         on_bar(b)
-    return len(bars) / (time.perf_counter() - t)
-
-
-def simclock_advance_us(n: int = 20_000) -> float:
-    clock = SimClock(datetime(2026, 11, 2, 14, 30, tzinfo=UTC))
-    t0 = clock.now()
-    step = timedelta(minutes=1)
-    times = [t0 + step * (i + 1) for i in range(n)]
-    t = time.perf_counter()
-    for ts in times:
-        clock.set(ts)
-    return (time.perf_counter() - t) / n * 1e6
+    return len(bars) / (time.process_time() - t)
 
 
 def bar_construct_rate(bars: list[Bar], n: int = 50_000) -> float:
     sample = bars[:n]
     fields = [(b.symbol, b.start, b.open, b.high, b.low, b.close, b.volume, b.vwap,
                b.trade_count) for b in sample]
-    t = time.perf_counter()
+    t = time.process_time()
     for s, st, o, h, lo, c, v, vw, tc in fields:
         Bar(symbol=s, start=st, interval_s=60, open=o, high=h, low=lo, close=c, volume=v,
             vwap=vw, trade_count=tc, provider="bench")
-    return len(fields) / (time.perf_counter() - t)
+    return len(fields) / (time.process_time() - t)
 
 
 def main() -> None:
@@ -165,23 +139,23 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     bars = make_bars(args.bars, args.symbols)
-    full, val, strat, construct, simclock = [], [], [], [], []
+    full, full_wall, val, strat, construct = [], [], [], [], []
     intents = 0
     for _ in range(args.repeat):
-        rate, intents = run_full(bars, args.symbols)
+        rate, rate_wall, intents = run_full(bars, args.symbols)
         full.append(rate)
+        full_wall.append(rate_wall)
         val.append(run_validator(bars, args.symbols))
         strat.append(run_strategy(bars, args.symbols))
         construct.append(bar_construct_rate(bars))
-        simclock.append(simclock_advance_us())
     emit("strategy", {
         "bars": len(bars),
         "symbols": args.symbols,
         "bars_per_s": round(median(full)),
+        "bars_per_s_wall": round(median(full_wall)),
         "validator_only_bars_per_s": round(median(val)),
         "strategy_only_bars_per_s": round(median(strat)),
         "bar_construct_per_s": round(median(construct)),
-        "simclock_advance_us": round(median(simclock), 2),
         "intents": intents,
         "repeat": args.repeat,
         "targets": {"bars_per_s": 200_000},

@@ -21,6 +21,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from engine.recovery.killswitch import KillSwitch
 from engine.recovery.reconcile import ReconcilePolicy, Reconciler
 from engine.recovery.startup import RecoveryReport, end_run, recover
 from engine.risk.gate import RiskGate
-from engine.strategies.base import Strategy
+from engine.strategies.base import Strategy, StrategyConfigError
 from engine.strategies.registry import default_registry
 from engine.strategies.runner import StrategyRunner
 from events.base import Event
@@ -50,6 +51,7 @@ from events.store import EventLog
 from projections.state import Projections, encode_snapshot, rebuild_from_path, write_snapshot
 
 log = logging.getLogger(__name__)
+LIVE_CLOCK_SKEW = timedelta(seconds=2)
 
 
 def code_version() -> str:
@@ -60,6 +62,9 @@ def code_version() -> str:
 
 
 def build_strategies(settings: Settings) -> list[Strategy]:
+    """The configured strategies. Positions are per symbol, not per strategy, so two
+    strategies may not trade the same symbol: each would take the other's position for its
+    own (and exit it)."""
     registry = default_registry()
     out = []
     for s in settings.strategies:
@@ -67,6 +72,18 @@ def build_strategies(settings: Settings) -> list[Strategy]:
         if "symbols" not in params and settings.data.symbols:
             params["symbols"] = list(settings.data.symbols)
         out.append(registry.create(s.name, params, instance_name=s.instance))
+    if len(out) > 1:
+        owner: dict[str, str] = {}
+        for strat in out:
+            if strat.symbols is None:
+                raise StrategyConfigError(strat.instance_name, [
+                    "with several strategies each must list its symbols (they may not overlap)"])
+            for sym in strat.symbols:
+                other = owner.setdefault(sym, strat.instance_name)
+                if other != strat.instance_name:
+                    raise StrategyConfigError(strat.instance_name, [
+                        f"{sym} is already traded by {other}; positions are per symbol, so "
+                        "two strategies can not share one"])
     return out
 
 
@@ -279,9 +296,12 @@ async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None
             unexplained_position=rc.unexplained_position, foreign_orders=rc.foreign_orders,
             max_mismatch_value=rc.max_mismatch_value), account_id=account_id)
         kill = KillSwitch(event_log, proj, the_broker, execution, router, clock)
+        # On the wall clock a bar can arrive while our clock still lags the exchange's by a
+        # little; refusing it as from the future would drop live data.
+        skew = timedelta(0) if isinstance(clock, SimClock) else LIVE_CLOCK_SKEW
         runner = StrategyRunner(strategies if strategies is not None else build_strategies(settings),
-                                projections=proj, clock=clock)
-        validator = BarValidator(clock)
+                                projections=proj, clock=clock, max_clock_skew=skew)
+        validator = BarValidator(clock, max_clock_skew=skew)
         validator.prime_many((s, b.start) for s, b in proj.market.last_bar.items())
         sim_step = isinstance(the_broker, SimulatedBroker) and isinstance(clock, SimClock)
         engine = Engine(settings=settings, clock=clock, log=event_log, proj=proj,

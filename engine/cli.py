@@ -15,7 +15,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,6 @@ import anyio
 from engine.config import Settings, SettingsError, load_settings
 from engine.strategies.base import StrategyConfigError
 
-UTC = timezone.utc
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 
 
@@ -135,7 +134,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     if settings.broker == "alpaca" and not settings.alpaca.paper:
         print("*** LIVE TRADING: orders go to Alpaca with REAL MONEY "
-              f"(account size decides the small-account guards) ***", file=sys.stderr)
+              "(account size decides the small-account guards) ***", file=sys.stderr)
     replay = settings.broker == "simulated" and settings.data.source in FILE_SOURCES
     if replay and settings.log_file is None:
         stem = "demo" if settings.data.source == "sample" else f"paper-{settings.data.source}"

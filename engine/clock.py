@@ -6,12 +6,10 @@ by backtests and replays from event time, which makes their runs deterministic.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import anyio
-
-UTC = timezone.utc
 
 
 class Clock(Protocol):

@@ -26,7 +26,6 @@ from anyio.abc import TaskStatus
 
 from engine.app import Engine, open_engine
 from engine.brokers.base import BrokerError
-from engine.brokers.simulated import SimulatedBroker
 from engine.clock import Clock, LiveClock, SimClock
 from engine.config import Settings
 from engine.marketdata.types import BarProvider, MarketItem
@@ -151,7 +150,7 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                         if finite:
                             waiters.start_soon(first, done, "data finished")
                 tg.cancel_scope.cancel()
-        except BaseException as e:  # noqa: BLE001 - record why, then re-raise
+        except BaseException as e:
             failure = _describe(e)
             if failure is None:
                 raise

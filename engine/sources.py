@@ -4,7 +4,7 @@ live stream (with history backfill), or a synthetic live feed."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -94,7 +94,7 @@ class SyntheticProvider(BarProvider):
         self._rng = random.Random(seed)
         self._price = {s: start_price for s in self._symbols}
 
-    async def stream(self) -> AsyncIterator[MarketItem]:
+    async def stream(self) -> AsyncGenerator[MarketItem, None]:
         step = timedelta(seconds=self._interval)
         now = self._clock.now()
         boundary = now.replace(microsecond=0) - timedelta(seconds=now.second % self._interval)

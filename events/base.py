@@ -7,13 +7,13 @@ Aware times in another zone are normalised to UTC so the log has one representat
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import ClassVar
 
 import msgspec
 
-UTC = timezone.utc
+__all__ = ["UTC", "Event", "NaiveDatetimeError", "check_datetimes", "require_utc", "tag_of"]
 
 
 class NaiveDatetimeError(ValueError):

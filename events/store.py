@@ -18,11 +18,11 @@ import asyncio
 import collections
 import contextlib
 import functools
-import struct
 import hashlib
 import logging
 import os
 import sqlite3
+import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -125,7 +125,7 @@ _ROW_PARAMS = 9
 _MAX_ROWS_PER_STATEMENT = 32766 // _ROW_PARAMS  # SQLITE_MAX_VARIABLE_NUMBER since 3.32
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _multi_insert(n: int) -> str:
     return "INSERT INTO events VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * n)
 
@@ -190,7 +190,7 @@ class VerifyResult:
 class _Group:
     """Rows handed to the connection thread together, with their events and futures."""
 
-    __slots__ = ("rows", "events", "futs")
+    __slots__ = ("events", "futs", "rows")
 
     def __init__(self, rows: list[Row], events: list[Event], futs: list[asyncio.Future[int]]):
         self.rows = rows

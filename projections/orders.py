@@ -387,9 +387,7 @@ def apply_order_event(state: OrdersState, seq: int, e: object, tag: str) -> None
         order.reason = e.reason
         if isinstance(e, OrderCanceled) and e.broker_order_id and not order.broker_order_id:
             order.broker_order_id = e.broker_order_id
-    elif isinstance(e, CancelRequested):
-        order.reason = e.reason
-    elif isinstance(e, CancelRejected):
+    elif isinstance(e, CancelRequested) or isinstance(e, CancelRejected):
         order.reason = e.reason
     elif isinstance(e, OrderReplaced):
         order.replaced_by = e.new_client_order_id

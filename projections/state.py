@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from events.base import tag_of
 from events.catalogue import (
     AccountSnapshot,
     AssetInfo,
@@ -46,7 +47,6 @@ from events.catalogue import (
     TradingStateChanged,
 )
 from events.codec import Codec, default_codec
-from events.base import tag_of
 from events.store import REPLAY_COLUMNS, LogReader, ts_to_us
 from projections import market, orders, positions, risk
 from projections.market import AccountState, BarReceivedView, MarketState, RunsState

@@ -10,7 +10,7 @@ chunks load. Within a chunk Alpaca groups bars by symbol; they are re-ordered by
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -121,7 +121,7 @@ class AlpacaHistoryProvider(BarProvider):
         self.end = end
         self.chunk = chunk
 
-    async def stream(self) -> AsyncIterator[MarketItem]:
+    async def stream(self) -> AsyncGenerator[MarketItem, None]:
         lo = self.start
         # Alpaca's `end` is inclusive; stop one microsecond short so chunks never overlap.
         tick = timedelta(microseconds=1)

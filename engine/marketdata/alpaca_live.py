@@ -24,7 +24,7 @@ provider's task group, so it lives exactly as long as `async with provider:`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -177,7 +177,7 @@ class AlpacaLiveProvider(BarProvider):
             if self._receive is not None:
                 self._receive.close()
 
-    async def stream(self) -> AsyncIterator[MarketItem]:
+    async def stream(self) -> AsyncGenerator[MarketItem, None]:
         if self._receive is None:
             raise RuntimeError("enter the provider first: async with provider: ...")
         async for item in self._receive:

@@ -12,7 +12,7 @@ import csv
 import functools
 import io
 import os
-from collections.abc import AsyncIterator, Generator, Iterable
+from collections.abc import AsyncGenerator, Generator, Iterable
 from datetime import tzinfo
 from decimal import Decimal
 from pathlib import Path
@@ -127,7 +127,7 @@ class CsvBarProvider(BarProvider):
         self._symbols = frozenset(symbols) if symbols is not None else None
         self._batch_rows = batch_rows
 
-    async def stream(self) -> AsyncIterator[MarketItem]:
+    async def stream(self) -> AsyncGenerator[MarketItem, None]:
         gen = await anyio.to_thread.run_sync(
             _batches, self.path, self._parser, self._symbols, self._batch_rows)
         try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Generator, Iterable
+from collections.abc import AsyncGenerator, Generator, Iterable
 from datetime import tzinfo
 from decimal import Decimal
 from pathlib import Path
@@ -140,7 +140,7 @@ class ParquetBarProvider(BarProvider):
         self._symbols = frozenset(symbols) if symbols is not None else None
         self._batch_rows = batch_rows
 
-    async def stream(self) -> AsyncIterator[MarketItem]:
+    async def stream(self) -> AsyncGenerator[MarketItem, None]:
         gen = _batches(self.path, self._parser, self._tz, self._allow_float, self._symbols,
                        self._batch_rows)
         try:

@@ -8,7 +8,7 @@ cheap and catches a log stitched from overlapping runs).
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 
 from events.catalogue import BarReceived
 from events.codec import Codec
@@ -32,7 +32,7 @@ class RecordedLogProvider(BarProvider):
         self._codec = codec
         self._batch = batch_size
 
-    async def stream(self) -> AsyncIterator[MarketItem]:
+    async def stream(self) -> AsyncGenerator[MarketItem, None]:
         where = "type = 'bar'"
         params: list[str] = []
         if self._symbols is not None:

@@ -10,7 +10,7 @@ row: they hand it on so `BarValidator` can record it as a `DataRejected` event a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import Self, TypeAlias
 
@@ -85,5 +85,5 @@ class BarProvider(ABC):
         return None
 
     @abstractmethod
-    def stream(self) -> AsyncIterator[MarketItem]:
+    def stream(self) -> AsyncGenerator[MarketItem, None]:
         """Bars (and bad input) in the order the source has them."""

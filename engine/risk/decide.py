@@ -210,7 +210,6 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
                               notional=_q(notional), limit=limits.max_order_notional))
         headroom.append(limits.max_order_notional)
 
-        mark = v.mark(sym) or price
         sym_after = v.exposure(sym, extra_buy=qty if buy else ZERO, extra_sell=ZERO if buy else qty)
         sym_before = v.exposure(sym)
         if sym_after > limits.max_symbol_exposure:
