@@ -136,6 +136,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         print("*** LIVE TRADING: orders go to Alpaca with REAL MONEY "
               "(account size decides the small-account guards) ***", file=sys.stderr)
     replay = settings.broker == "simulated" and settings.data.source in FILE_SOURCES
+    if replay and "log_level" not in settings.model_fields_set and not args.verbose:
+        # An accelerated replay trades hundreds of times a second: its story is the summary
+        # table at the end, not a line per fill.
+        logging.getLogger().setLevel(logging.WARNING)
     if replay and settings.log_file is None:
         stem = "demo" if settings.data.source == "sample" else f"paper-{settings.data.source}"
         settings = settings.model_copy(update={"log_file": next_run_log(settings, stem)})

@@ -74,6 +74,10 @@ log = logging.getLogger(__name__)
 ZERO = Decimal(0)
 S = OrderStatus
 
+# Order events worth an INFO line (the rest are DEBUG).
+_NOTABLE = frozenset({"order_rejected", "order_canceled", "order_expired", "order_submit_ambiguous",
+                      "cancel_rejected", "order_replaced"})
+
 # How far back a gap fill looks before the last update seen (clock skew, ordering slack).
 GAP_FILL_SLACK = timedelta(minutes=2)
 
@@ -128,6 +132,11 @@ class ExecutionService:
         """Append an order event; if the state machine will refuse it, say so in the log."""
         legal = self._tracker_allows(t, tag)
         fut = self._append(event)
+        seq = self._log.assigned_seq
+        level = logging.INFO if tag in _NOTABLE else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(level, "%s %s (%s -> %s)", tag, t.client_order_id, t.status.value,
+                    "refused" if not legal else "ok", extra={"seq": seq})
         broker_id = getattr(event, "broker_order_id", None)
         if broker_id and not t.broker_order_id:
             t.broker_order_id = broker_id
@@ -381,6 +390,8 @@ class ExecutionService:
         state_before = t.status.value
         fut = self._append(fill)
         fill_seq = self._log.assigned_seq
+        log.info("fill %s %s %s %s @ %s (%s)", t.client_order_id, o.side, book, o.symbol, price,
+                 source, extra={"seq": fill_seq})
         if not t.broker_order_id:
             t.broker_order_id = o.broker_order_id
         self.tracker.note_fill(t, execution_id, book, price, done)

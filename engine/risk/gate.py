@@ -30,7 +30,7 @@ from engine.risk.decide import (
 )
 from engine.risk.limits import RiskLimits
 from engine.risk.view import Decision, GateView
-from events.catalogue import OrderIntent
+from events.catalogue import OrderIntent, RiskApproved
 from events.errors import LogError
 from events.store import EventLog
 from projections.state import Projections
@@ -144,6 +144,13 @@ class RiskGate:
             return
         durable = futures[-1]
         self._undurable[decision.intent_id] = durable
+        if isinstance(decision, RiskApproved):
+            log.debug("approved %s as %s", decision.intent_id, decision.client_order_id,
+                      extra={"seq": self._log.assigned_seq})
+        else:
+            log.info("rejected %s: %s", decision.intent_id,
+                     ", ".join(r.code for r in decision.reasons),
+                     extra={"seq": self._log.assigned_seq})
 
         def answer(f: asyncio.Future[int]) -> None:
             if self._undurable.get(decision.intent_id) is f:

@@ -206,3 +206,16 @@ async def test_day_orders_expire_next_session(log_path: Path) -> None:
         d = await w.order(qty="5", order_type="limit", limit_price=D("95"))
         await w.bar(mk_bar("AAPL", 24 * 60, "100"))  # the next day
         assert w.proj.orders.orders[d.client_order_id].status == OrderStatus.EXPIRED
+
+
+async def test_fill_at_signal_close_only_by_name_and_with_a_warning(
+        log_path: Path, caplog: Any) -> None:
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        async with sim_world(log_path, config=SimConfig(fill_at_signal_close=True)) as w:
+            await w.bar(mk_bar("AAPL", 0, "100", c="105"))
+            d = await w.order(qty="2")
+            assert w.proj.orders.orders[d.client_order_id].avg_fill_price == D(105)
+    assert "LOOK AHEAD" in caplog.text
+    assert SimConfig().fill_at_signal_close is False  # the default never looks ahead
