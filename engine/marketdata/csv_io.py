@@ -13,6 +13,7 @@ import functools
 import io
 import os
 from collections.abc import AsyncGenerator, Generator, Iterable
+from contextlib import aclosing
 from datetime import tzinfo
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +23,7 @@ import anyio
 from events.market import Bar
 
 from .parse import REQUIRED_COLUMNS, RowParser, check_epoch_unit, resolve_tz
-from .types import BadInput, BarProvider, DataFileError, MarketItem
+from .types import BadInput, BarProvider, DataFileError, MarketItem, items_from_thread
 
 BATCH_ROWS = 8192
 
@@ -130,16 +131,9 @@ class CsvBarProvider(BarProvider):
     async def stream(self) -> AsyncGenerator[MarketItem, None]:
         gen = await anyio.to_thread.run_sync(
             _batches, self.path, self._parser, self._symbols, self._batch_rows)
-        try:
-            while True:
-                batch = await anyio.to_thread.run_sync(next, gen, None)
-                if batch is None:
-                    return
-                for item in batch:
-                    yield item
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(gen.close)
+        async with aclosing(items_from_thread(gen)) as items:
+            async for item in items:
+                yield item
 
 
 # --- writing -------------------------------------------------------------------------------

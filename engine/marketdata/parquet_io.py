@@ -22,12 +22,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncGenerator, Generator, Iterable
+from contextlib import aclosing
 from datetime import tzinfo
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-
-import anyio
 
 from events.market import Bar
 
@@ -40,7 +39,7 @@ from .parse import (
     resolve_tz,
     to_decimal,
 )
-from .types import BadInput, BarProvider, DataFileError, MarketItem
+from .types import BadInput, BarProvider, DataFileError, MarketItem, items_from_thread
 
 BATCH_ROWS = 4096
 _NUMERIC = ("open", "high", "low", "close", "volume", "vwap")
@@ -143,16 +142,9 @@ class ParquetBarProvider(BarProvider):
     async def stream(self) -> AsyncGenerator[MarketItem, None]:
         gen = _batches(self.path, self._parser, self._tz, self._allow_float, self._symbols,
                        self._batch_rows)
-        try:
-            while True:
-                batch = await anyio.to_thread.run_sync(next, gen, None)
-                if batch is None:
-                    return
-                for item in batch:
-                    yield item
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(gen.close)
+        async with aclosing(items_from_thread(gen)) as items:
+            async for item in items:
+                yield item
 
 
 # --- writing -------------------------------------------------------------------------------

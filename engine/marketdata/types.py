@@ -10,10 +10,11 @@ row: they hand it on so `BarValidator` can record it as a `DataRejected` event a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from types import TracebackType
 from typing import Self, TypeAlias
 
+import anyio
 import msgspec
 
 from events.market import BAR_REJECT_CODES, Bar
@@ -87,3 +88,18 @@ class BarProvider(ABC):
     @abstractmethod
     def stream(self) -> AsyncGenerator[MarketItem, None]:
         """Bars (and bad input) in the order the source has them."""
+
+
+async def items_from_thread(batches: Iterator[list[MarketItem]]) -> AsyncGenerator[MarketItem, None]:
+    """Yield the items of a blocking batch generator (a file reader), pulling each batch in a
+    worker thread so the event loop never waits on disk or parsing; closes it on the way out."""
+    try:
+        while True:
+            batch = await anyio.to_thread.run_sync(next, batches, None)
+            if batch is None:
+                return
+            for item in batch:
+                yield item
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(batches.close)  # type: ignore[attr-defined]
