@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import aiosqlite
 import anyio
@@ -694,7 +694,7 @@ class LogReader:
                 ahead = asyncio.ensure_future(cur.fetchmany(batch_size))
                 try:
                     while True:
-                        batch = list(await ahead)
+                        batch = cast(list[Any], await ahead)  # sqlite3 returns a list
                         if not batch:
                             return
                         ahead = asyncio.ensure_future(cur.fetchmany(batch_size))
