@@ -282,8 +282,10 @@ async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None
                       log_path: Path | None = None,
                       step_mode: bool | None = None) -> AsyncIterator[Engine]:
     path = log_path or settings.log_path
-    proj = await rebuild_from_path(path) if path.exists() else Projections()
     async with EventLog.open(path, synchronous=settings.synchronous) as event_log:
+        # Rebuild only once we hold the writer lock: anything appended before it (an offline
+        # `halt` while we were starting) is then in what we fold, and nothing can follow.
+        proj = await rebuild_from_path(path) if event_log.last_seq else Projections()
         event_log.subscribe(proj.apply)
         the_broker = broker or make_broker(settings, clock)
         gate = RiskGate(event_log, proj, settings.risk, clock)

@@ -278,7 +278,11 @@ async def _handle_control(engine: Engine, stream: Any) -> None:
             answer = await operator_command(engine, req)
         except Exception as e:  # noqa: BLE001 - answer the operator, keep serving
             answer = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        await stream.send((json.dumps(answer) + "\n").encode())
+        try:
+            await stream.send((json.dumps(answer) + "\n").encode())
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
+            # The operator's client gave up waiting; the command itself is in the log.
+            log.warning("control client left before its answer: %s", answer)
 
 
 async def operator_command(engine: Engine, req: dict[str, Any]) -> dict[str, Any]:

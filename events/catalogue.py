@@ -268,6 +268,9 @@ class AccountSnapshot(Event, frozen=True, tag="account_snapshot"):
     daytrade_count: int | None = None
     pattern_day_trader: bool | None = None
     account_id: str = ""
+    # When the broker was asked: fills executed after this are not in these figures (the
+    # answer can cross a fill whose message we have not booked yet, or booked already).
+    as_of: datetime | None = None
 
 
 class AssetInfo(Event, frozen=True, tag="asset_info"):

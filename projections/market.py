@@ -63,7 +63,11 @@ def last_price(state: MarketState, symbol: str) -> Decimal | None:
 
 
 class AccountState(msgspec.Struct, kw_only=True):
-    """The last broker snapshot plus the cash our own fills moved since then."""
+    """The last broker snapshot plus the cash our own fills moved since then.
+
+    "Since then" is by execution time against the snapshot's `as_of`: a fill executed before
+    the broker was asked is already in its figures (even if we book it later), one executed
+    after is not (even if we booked it before the snapshot arrived)."""
 
     equity: Decimal = ZERO
     cash: Decimal = ZERO
@@ -72,6 +76,9 @@ class AccountState(msgspec.Struct, kw_only=True):
     daytrade_count: int | None = None
     pattern_day_trader: bool | None = None
     snapshot_ts: datetime | None = None
+    as_of: datetime | None = None
+    # Cash moved by fills executed after `as_of`, by execution time (for the next snapshot).
+    recent_flows: list[tuple[datetime, Decimal]] = []
     known: bool = False
 
     @property
@@ -87,7 +94,13 @@ def apply_snapshot(state: AccountState, e: AccountSnapshot) -> None:
     state.equity = e.equity
     state.cash = e.cash
     state.buying_power = e.buying_power
-    state.cash_since_snapshot = ZERO
+    state.as_of = e.as_of
+    if e.as_of is None:  # an old-style snapshot: assume it saw every fill booked so far
+        state.recent_flows = []
+        state.cash_since_snapshot = ZERO
+    else:
+        state.recent_flows = [(t, f) for t, f in state.recent_flows if t > e.as_of]
+        state.cash_since_snapshot = sum((f for _, f in state.recent_flows), ZERO)
     state.daytrade_count = e.daytrade_count
     state.pattern_day_trader = e.pattern_day_trader
     state.snapshot_ts = e.ts
@@ -96,7 +109,11 @@ def apply_snapshot(state: AccountState, e: AccountSnapshot) -> None:
 
 def apply_fill_cash(state: AccountState, e: FillReceived) -> None:
     flow = e.qty * e.price
-    state.cash_since_snapshot += (-flow if e.side == "buy" else flow) - e.fee
+    signed = (-flow if e.side == "buy" else flow) - e.fee
+    if state.as_of is not None and e.broker_time <= state.as_of:
+        return  # executed before the broker was last asked: already in its figures
+    state.cash_since_snapshot += signed
+    state.recent_flows.append((e.broker_time, signed))
 
 
 class RunInfo(msgspec.Struct, kw_only=True):

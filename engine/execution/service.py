@@ -52,6 +52,7 @@ from events.base import Event
 from events.catalogue import (
     CancelRejected,
     CancelRequested,
+    DiscrepancyFound,
     FillReceived,
     IllegalTransition,
     OrderAccepted,
@@ -168,6 +169,13 @@ class ExecutionService:
         await self._submit(t, approved)
 
     async def _submit(self, t: Tracked, approved: RiskApproved) -> None:
+        t.in_flight = True
+        try:
+            await self._submit_once(t, approved)
+        finally:
+            t.in_flight = False
+
+    async def _submit_once(self, t: Tracked, approved: RiskApproved) -> None:
         attempt = t.submit_attempts + 1
         t.submit_attempts = attempt
         requested = self._order_event(t, "order_submit_requested", OrderSubmitRequested(
@@ -196,13 +204,23 @@ class ExecutionService:
                 ts=self._clock.now(), client_order_id=t.client_order_id, kind=kind,
                 error=str(e) or type(e).__name__, symbol=approved.symbol))
             self._broker_trouble(f"submit {kind}")
-            await self.resolve_in_flight(t.client_order_id, approved)
+            await self._resolve(t.client_order_id, approved)
             return
         await self.sync_order(order, source="submit")
 
     async def resolve_in_flight(self, coid: str, approved: RiskApproved | None = None) -> bool:
         """Settle an order whose submit outcome is unknown by asking the broker for it by
-        client id. Returns True when settled (found, or not found and resubmitted/closed)."""
+        client id. Returns True when settled (found, or not found and resubmitted/closed).
+
+        An order whose submit is still under way in this process is left alone (returns
+        False): "not found" may only mean "not yet", and closing it here would leave a live
+        order that the log calls rejected."""
+        t = self.tracker.get(coid)
+        if t is not None and t.in_flight:
+            return False
+        return await self._resolve(coid, approved)
+
+    async def _resolve(self, coid: str, approved: RiskApproved | None) -> bool:
         for attempt in range(self._lookup_attempts):
             try:
                 order = await self._broker.get_order_by_client_id(coid)
@@ -270,15 +288,18 @@ class ExecutionService:
         await self._order_event(t, "replace_requested", ReplaceRequested(
             ts=self._clock.now(), client_order_id=coid, new_client_order_id=new_coid,
             qty=qty, limit_price=limit_price))
+        t.replacing = new_coid  # the stream's "replaced" may arrive before the REST answer
         try:
             new = await self._broker.replace(t.broker_order_id, qty=qty, limit_price=limit_price,
                                              client_order_id=new_coid)
         except BrokerError as e:
             log.warning("replace of %s failed: %s", coid, e)
             return None
-        self._order_event(t, "order_replaced", OrderReplaced(
-            ts=self._clock.now(), client_order_id=coid, new_client_order_id=new.client_order_id,
-            new_broker_order_id=new.broker_order_id, qty=qty, limit_price=limit_price))
+        if t.status != S.REPLACED:  # the stream did not get there first
+            self._order_event(t, "order_replaced", OrderReplaced(
+                ts=self._clock.now(), client_order_id=coid,
+                new_client_order_id=new.client_order_id, new_broker_order_id=new.broker_order_id,
+                qty=qty, limit_price=limit_price))
         return new.client_order_id
 
     # --- broker messages -----------------------------------------------------------------
@@ -346,20 +367,32 @@ class ExecutionService:
                 ts=now, client_order_id=t.client_order_id, reason="cancel rejected by the broker"))
         elif ev == "replaced":
             if t.status != S.REPLACED:
-                new_coid = await self._replacement_coid(o)
-                self._order_event(t, "order_replaced", OrderReplaced(
-                    ts=now, client_order_id=t.client_order_id, new_client_order_id=new_coid,
-                    new_broker_order_id=o.replaced_by or ""))
+                self._record_replaced(t, o, "stream")
         else:
             self._note(UnknownBrokerMessage(
                 ts=now, source=self._broker.name, raw=f"event {ev!r} for {o.client_order_id}",
                 error="unknown trade-update event"))
 
-    async def _replacement_coid(self, old: BrokerOrder) -> str:
-        for c, o in self._proj.orders.orders.items():
-            if o.replaces == old.client_order_id:
-                return c
-        return f"{old.client_order_id[:44]}-rx"
+    def _record_replaced(self, t: Tracked, old: BrokerOrder, source: str) -> None:
+        """The broker replaced an order. If we asked for it, the replacement is ours and
+        carries on; if someone else did (an edit in the broker's app), the old order is closed
+        and the replacement left to reconciliation — never invented."""
+        new_coid = t.replacing or next(
+            (c for c, o in self._proj.orders.orders.items()
+             if old.replaced_by and o.broker_order_id == old.replaced_by), None)
+        now = self._clock.now()
+        if new_coid is not None:
+            self._order_event(t, "order_replaced", OrderReplaced(
+                ts=now, client_order_id=t.client_order_id, new_client_order_id=new_coid,
+                new_broker_order_id=old.replaced_by or ""))
+            return
+        self._order_event(t, "order_canceled", OrderCanceled(
+            ts=now, client_order_id=t.client_order_id, broker_order_id=old.broker_order_id,
+            reason=f"replaced outside the engine by broker order {old.replaced_by} ({source})"))
+        self._note(DiscrepancyFound(
+            ts=now, kind="replaced_outside_engine", client_order_id=t.client_order_id,
+            symbol=old.symbol, broker=f"replaced by {old.replaced_by}",
+            detail="the replacement is not ours; reconciliation decides what to do with it"))
 
     def _book_fill(self, t: Tracked, o: BrokerOrder, execution_id: str | None,
                          qty: Decimal | None, price: Decimal | None, when: datetime, *,
@@ -452,10 +485,7 @@ class ExecutionService:
                 self._order_event(t, "order_rejected", OrderRejected(
                     ts=now, client_order_id=t.client_order_id, reason=f"rejected ({source})"))
             elif o.status == "replaced" and t.status != S.REPLACED:
-                new_coid = await self._replacement_coid(o)
-                self._order_event(t, "order_replaced", OrderReplaced(
-                    ts=now, client_order_id=t.client_order_id, new_client_order_id=new_coid,
-                    new_broker_order_id=o.replaced_by or ""))
+                self._record_replaced(t, o, source)
         return True
 
     async def fill_gap(self, since: datetime | None) -> None:

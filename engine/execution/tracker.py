@@ -29,6 +29,11 @@ class Tracked:
     broker_order_id: str | None
     broker_cum_qty: Decimal = ZERO
     submit_attempts: int = 0
+    # The replacement's client id while a replace we asked for is under way.
+    replacing: str | None = None
+    # A submit call (or its resolution by lookup) is under way in this process: "not found"
+    # may just mean "not yet", so nobody else may close the order.
+    in_flight: bool = False
 
     @property
     def is_open(self) -> bool:

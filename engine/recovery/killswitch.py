@@ -106,8 +106,11 @@ class KillSwitch:
         except BrokerError:
             return
         for p in positions:
-            if p.qty == 0:
-                continue
+            pending = self._proj.orders.reserved.get(p.symbol)
+            open_closing = (pending.sell_qty if p.qty > 0 else pending.buy_qty) if pending else 0
+            qty = abs(p.qty) - open_closing
+            if p.qty == 0 or qty <= 0:
+                continue  # nothing left that an order still open does not already close
             # One closing intent per symbol per attempt; reduce-only, so the gate lets it
             # through even while halted, and only if it shrinks the position.
             intent_id = f"kill:{p.symbol}:{self._clock.now():%Y%m%dT%H%M%S}:{attempt}"
@@ -116,7 +119,7 @@ class KillSwitch:
             sent.add(intent_id)
             await self._router.route(OrderIntent(
                 ts=self._clock.now(), intent_id=intent_id, strategy="kill_switch",
-                symbol=p.symbol, side="sell" if p.qty > 0 else "buy", qty=abs(p.qty),
+                symbol=p.symbol, side="sell" if p.qty > 0 else "buy", qty=qty,
                 reduce_only=True, reason="kill switch flatten"), flatten=True)
 
     async def release(self, *, actor: str, reason: str, resume: bool = True) -> None:

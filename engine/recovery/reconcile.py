@@ -77,11 +77,13 @@ class Reconciler:
         self._suspects: dict[str, int] = {}
 
     async def account_snapshot(self) -> AccountSnapshot:
+        asked = self._clock.now()
         a = await self._broker.account()
         snap = AccountSnapshot(ts=self._clock.now(), equity=a.equity, cash=a.cash,
                                buying_power=a.buying_power, source=self._broker.name,
                                daytrade_count=a.daytrade_count,
-                               pattern_day_trader=a.pattern_day_trader, account_id=a.account_id)
+                               pattern_day_trader=a.pattern_day_trader, account_id=a.account_id,
+                               as_of=asked)
         await self._log.append(snap)
         return snap
 
@@ -99,6 +101,9 @@ class Reconciler:
                     await self._exec.cancel(coid, reason="approved but not sent before restart")
                 continue
             if order.status == OrderStatus.PENDING_SUBMIT:
+                t = self._exec.tracker.get(coid)
+                if t is not None and t.in_flight:
+                    continue  # its submit is under way right now; it settles itself
                 if not await self._exec.resolve_in_flight(coid, None):
                     found += 1
                     await self._log.append(DiscrepancyFound(
@@ -117,11 +122,26 @@ class Reconciler:
             # discrepancies: they are recorded as the order's own events.
             await self._exec.sync_order(remote, source="reconcile")
         for remote in await self._broker.open_orders():
-            if remote.client_order_id in self._proj.orders.orders:
-                continue
-            found += 1
-            await self._orphan(remote)
+            local = self._proj.orders.orders.get(remote.client_order_id)
+            if local is None:
+                found += 1
+                await self._orphan(remote)
+            elif not local.is_open:
+                found += 1
+                await self._closed_but_open(local.status.value, remote)
         return found
+
+    async def _closed_but_open(self, ours: str, o: BrokerOrder) -> None:
+        """An order of ours that the log has closed but the broker still works: it must not
+        trade unseen. Cancel it; its fills, if any come, are booked as usual."""
+        await self._log.append(DiscrepancyFound(
+            ts=self._clock.now(), kind="open_at_broker_closed_in_log",
+            client_order_id=o.client_order_id, symbol=o.symbol, ours=ours, broker=o.status,
+            detail="the broker still works an order the log closed: canceling it"))
+        try:
+            await self._broker.cancel(o.broker_order_id)
+        except Exception as e:  # noqa: BLE001 - reported; the next reconciliation tries again
+            log.warning("cancel of %s failed: %s", o.client_order_id, e)
 
     async def _orphan(self, o: BrokerOrder) -> None:
         now = self._clock.now()

@@ -332,10 +332,16 @@ def _decide_flatten(intent: OrderIntent, v: GateView) -> Decision:
     assert intent.qty is not None
     pos = v.position(intent.symbol)
     signed = intent.qty if intent.side == "buy" else -intent.qty
-    if pos == 0 or (pos > 0) == (signed > 0) or abs(signed) > abs(pos):
+    res = v.reserved(intent.symbol)
+    # Closing orders already open (a strategy's exit whose cancel has not landed) may still
+    # fill: only what they leave may be flattened, or the two together would overshoot.
+    pending = res.sell_qty if pos > 0 else res.buy_qty
+    room = abs(pos) - pending
+    if pos == 0 or (pos > 0) == (signed > 0) or abs(signed) > room:
         return _reject(intent, v.now, [_r(Reason.REDUCE_ONLY_WOULD_GROW,
                                           "a kill-switch flatten must only shrink a position",
-                                          position=pos, qty=intent.qty)])
+                                          position=pos, qty=intent.qty,
+                                          pending_closing_qty=pending)])
     price = v.mark(intent.symbol) or ONE
     return RiskApproved(
         ts=v.now, intent_id=intent.intent_id,
