@@ -165,11 +165,14 @@ class Engine:
 
     async def recover(self, symbols: Sequence[str] = ()) -> RecoveryReport:
         await self.warm_up()
-        await self.refresh_assets(symbols)
+
+        async def prepare() -> None:
+            await self.refresh_assets(symbols)
+
         self.report = await recover(
             self.log, self.proj, self.clock, self.reconciler, self.settings.risk,
             run_id=self.run_id, code_version=code_version(),
-            settings_hash=self.settings.fingerprint(), mode=self.settings.mode)
+            settings_hash=self.settings.fingerprint(), mode=self.settings.mode, prepare=prepare)
         for out in self.runner.start():
             await self._act(out)
         return self.report

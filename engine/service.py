@@ -29,6 +29,7 @@ from engine.brokers.base import BrokerError
 from engine.clock import Clock, LiveClock, SimClock
 from engine.config import Settings
 from engine.marketdata.types import BarProvider, MarketItem
+from engine.recovery.startup import end_run
 from engine.sources import FILE_SOURCES, data_symbols, first_bar_start, make_provider
 from projections.calendar import trading_day
 from projections.risk import realized_on
@@ -119,7 +120,16 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
         monitor = BrokerErrorMonitor(settings.kill_switch.max_broker_errors,
                                      settings.kill_switch.broker_error_window_s)
         engine.execution.on_broker_error = monitor.record
-        report = await engine.recover(symbols)
+        try:
+            report = await engine.recover(symbols)
+        except Exception as e:
+            # Never a half-started engine: say why in the log (if the run got that far).
+            reason = f"failed during recovery: {type(e).__name__}: {e}"
+            log.error("service stopping: %s", reason)
+            if engine.log.failed is None and engine.proj.runs.current == engine.run_id:
+                with anyio.CancelScope(shield=True):
+                    await end_run(engine.log, engine.clock, engine.run_id, reason[:500])
+            raise
         log.info("recovery: %s", report.reason, extra={"seq": engine.log.last_seq})
         if engine.proj.risk.kill_switch != "off":
             await engine.kill.engage(actor="recovery", reason="kill switch engaged at startup",

@@ -14,6 +14,7 @@ state in "recovering", and the gate refuses everything with RECOVERING until
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -67,9 +68,14 @@ async def end_run(log_: EventLog, clock: Clock, run_id: str, reason: str = "clea
 
 async def recover(log_: EventLog, proj: Projections, clock: Clock, reconciler: Reconciler,
                   limits: RiskLimits, *, run_id: str, code_version: str, settings_hash: str,
-                  mode: str) -> RecoveryReport:
+                  mode: str,
+                  prepare: Callable[[], Awaitable[None]] | None = None) -> RecoveryReport:
+    """`prepare` runs right after `RunStarted` (e.g. refreshing symbol eligibility): from
+    there on a failure is a failure of this run, recorded as such."""
     sealed = await start_run(log_, proj, clock, run_id=run_id, code_version=code_version,
                              settings_hash=settings_hash, mode=mode)
+    if prepare is not None:
+        await prepare()
 
     async def step(name: str, detail: str = "") -> None:
         await log_.append(RecoveryStep(ts=clock.now(), run_id=run_id, step=name, detail=detail))

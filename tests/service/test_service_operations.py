@@ -108,3 +108,14 @@ def _seqs(log: Path) -> list[tuple[int, object]]:
         async with LogReader(log) as r:
             return [x async for x in r.read()]
     return asyncio.run(read())
+
+
+def test_a_broker_unreachable_at_startup_stops_cleanly_with_the_reason(tmp_path: Path) -> None:
+    env = {**ENV, "MQD_BROKER": "alpaca", "MQD_ALPACA__KEY_ID": "k", "MQD_ALPACA__SECRET_KEY": "s",
+           "MQD_ALPACA__REST_URL": "http://127.0.0.1:9", "MQD_ALPACA__STREAM_URL": "ws://127.0.0.1:9/s",
+           "MQD_ALPACA__REQUEST_TIMEOUT_S": "1"}
+    r = cli(tmp_path, "run", extra=env, timeout=120)
+    assert r.returncode == 3 and "error:" in r.stderr, r.stderr[-2000:]
+    evs = events(tmp_path / "data" / "events.sqlite")
+    assert isinstance(evs[-1], RunEnded) and evs[-1].reason.startswith("failed during recovery")
+    assert not any(getattr(e, "state", None) == "active" for e in evs)  # never enabled
