@@ -167,9 +167,7 @@ async def summary_text(log_path: Path, settings: Settings, reason: str) -> str:
             elif isinstance(e, FillReceived):
                 fills += 1
                 fees += e.fee
-    marks = {s: b.close for s, b in proj.market.last_bar.items()}
-    equity = proj.account.cash_now + sum(
-        (p.qty * marks.get(s, p.avg_cost) for s, p in proj.positions.positions.items()), Decimal(0))
+    equity = proj.equity()
     rows = []
     for s, p in sorted(proj.positions.positions.items()):
         rows.append([s, _qty(p.qty), _money(p.avg_cost if p.qty else None),
@@ -279,8 +277,7 @@ async def status_data(settings: Settings) -> dict[str, Any]:
     today = trading_day(now)
     limits = settings.risk
     marks = {s: b.close for s, b in proj.market.last_bar.items()}
-    equity = proj.account.cash_now + sum(
-        (p.qty * marks.get(s, p.avg_cost) for s, p in proj.positions.positions.items()), Decimal(0))
+    equity = proj.equity()
     runs = proj.runs
     current = runs.runs.get(runs.current) if runs.current else None
     last_run = max(runs.runs.values(), key=lambda r: r.started_seq, default=None)

@@ -8,7 +8,6 @@ Aware times in another zone are normalised to UTC so the log has one representat
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import ClassVar
 
 import msgspec
@@ -82,6 +81,3 @@ def tag_of(cls: type[msgspec.Struct]) -> str:
     assert isinstance(tag, str), cls
     return tag
 
-
-def is_finite_decimal(d: Decimal | None) -> bool:
-    return d is not None and d.is_finite()

@@ -52,9 +52,6 @@ class Codec:
     def tag(self, event: Event) -> str:
         return tag_of(type(event))
 
-    def version_of(self, tag: str) -> int:
-        return self.versions[tag]
-
     def encode(self, event: Event) -> bytes:
         return self._encoder.encode(event)
 

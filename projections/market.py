@@ -148,6 +148,3 @@ def apply_run_ended(state: RunsState, seq: int, e: RunEnded | RunSealed) -> None
     if state.current == e.run_id:
         state.current = None
 
-
-def unfinished_runs(state: RunsState) -> list[RunInfo]:
-    return [r for r in state.runs.values() if not r.ended]

@@ -180,20 +180,6 @@ class Order(msgspec.Struct, kw_only=True):
     def avg_fill_price(self) -> Decimal | None:
         return self.filled_notional / self.filled_qty if self.filled_qty else None
 
-    @property
-    def remaining_qty(self) -> Decimal | None:
-        """Unfilled shares, or None for a notional order (its size is in dollars)."""
-        if self.qty is None:
-            return None
-        return max(self.qty - self.filled_qty, ZERO)
-
-    def remaining_notional(self, price: Decimal) -> Decimal:
-        """Dollar exposure still to come from this order at `price`."""
-        if not self.is_open:
-            return ZERO
-        if self.qty is not None:
-            return max(self.qty - self.filled_qty, ZERO) * price
-        return max((self.notional or ZERO) - self.filled_notional, ZERO)
 
 
 class Anomaly(msgspec.Struct, frozen=True, kw_only=True):

@@ -83,6 +83,3 @@ def position_qty(state: PositionsState, symbol: str) -> Decimal:
     pos = state.positions.get(symbol)
     return pos.qty if pos is not None else ZERO
 
-
-def open_positions(state: PositionsState) -> list[Position]:
-    return sorted((p for p in state.positions.values() if p.qty != 0), key=lambda p: p.symbol)

@@ -12,6 +12,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,16 @@ class Projections:
         if handler is not None:
             handler(seq, event)
         self.last_seq = seq
+
+    def equity(self) -> Decimal:
+        """Cash plus positions at their last close (their average cost before any bar)."""
+        marks = self.market.last_bar
+        value = self.account.cash_now
+        for sym, pos in self.positions.positions.items():
+            if pos.qty:
+                bar = marks.get(sym)
+                value += pos.qty * (bar.close if bar is not None else pos.avg_cost)
+        return value
 
     def handled_types(self) -> list[type]:
         return list(self._dispatch)

@@ -129,7 +129,6 @@ class SimulatedBroker:
         self._n_orders = 0
         self._n_execs = 0
         self.submits = 0
-        self.fees_paid = ZERO
         if self.config.fill_at_signal_close:
             log.warning("SimulatedBroker: fill_at_signal_close fills market orders at the close "
                         "the strategy already saw; results LOOK AHEAD and are optimistic")
@@ -335,7 +334,6 @@ class SimulatedBroker:
         self._emit(TradeUpdate(event="fill" if done else "partial_fill", order=o.snapshot(),
                                timestamp=when, execution_id=exec_id, qty=qty, price=price,
                                position_qty=pos.qty, fee=fee))
-        self.fees_paid += fee
 
     # --- reads ---------------------------------------------------------------------------
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from engine.execution.service import ExecutionService
 from engine.risk.gate import RiskGate
-from engine.risk.view import Decision
 from events.catalogue import OrderIntent, RiskApproved
+from projections.risk import Decision
 
 
 class OrderRouter:

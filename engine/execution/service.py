@@ -107,7 +107,6 @@ class ExecutionService:
         self.tracker = ExecutionTracker(projections)
         self._last_update_at: datetime | None = None
         self._gap_fills = 0
-        self.fills_booked = 0
         self.on_broker_error: Callable[[str], None] | None = None
 
     @property
@@ -131,7 +130,7 @@ class ExecutionService:
 
     def _order_event(self, t: Tracked, tag: str, event: Event) -> asyncio.Future[int]:
         """Append an order event; if the state machine will refuse it, say so in the log."""
-        legal = self._tracker_allows(t, tag)
+        legal = self.tracker.would_move(t, tag)
         fut = self._append(event)
         seq = self._log.assigned_seq
         level = logging.INFO if tag in _NOTABLE else logging.DEBUG
@@ -148,9 +147,6 @@ class ExecutionService:
                                            from_state=t.status.value, event_type=tag,
                                            event_seq=self._log.assigned_seq))
         return fut
-
-    def _tracker_allows(self, t: Tracked, tag: str) -> bool:
-        return self.tracker.would_move(t, tag)
 
     # --- submitting ----------------------------------------------------------------------
 
@@ -432,7 +428,6 @@ class ExecutionService:
             self._append(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
                                            from_state=state_before, event_type="fill",
                                            event_seq=fill_seq))
-        self.fills_booked += 1
         del fut
 
     async def sync_order(self, o: BrokerOrder, *, source: str) -> bool:

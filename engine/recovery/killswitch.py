@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from decimal import Decimal
 
 from engine.brokers.base import Broker, BrokerError
 from engine.clock import Clock
@@ -47,10 +46,6 @@ class KillSwitch:
         self._clock = clock
         self._attempts = verify_attempts
         self._backoff = verify_backoff_s
-
-    @property
-    def engaged(self) -> bool:
-        return self._proj.risk.kill_switch != "off"
 
     async def engage(self, *, actor: str, reason: str, flatten: bool = False) -> KillResult:
         """Halt first (durably), then cancel and flatten at the broker, then verify there."""
@@ -130,6 +125,3 @@ class KillSwitch:
                                                        reason=f"released by {actor}: {reason}",
                                                        actor=actor))
 
-
-def loss_limit_breached(proj: Projections, daily_limit: Decimal, realized_today: Decimal) -> bool:
-    return realized_today <= -daily_limit

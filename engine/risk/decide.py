@@ -18,8 +18,9 @@ import msgspec
 
 from engine.risk.codes import Reason
 from engine.risk.limits import RiskLimits
-from engine.risk.view import Decision, GateView
+from engine.risk.view import GateView
 from events.catalogue import OrderIntent, RejectReason, RiskApproved, RiskRejected
+from projections.risk import Decision
 
 ZERO = Decimal(0)
 ONE = Decimal(1)

@@ -29,10 +29,11 @@ from engine.risk.decide import (
     invalid_intent_rejection,
 )
 from engine.risk.limits import RiskLimits
-from engine.risk.view import Decision, GateView
+from engine.risk.view import GateView
 from events.catalogue import OrderIntent, RiskApproved
 from events.errors import LogError
 from events.store import EventLog
+from projections.risk import Decision
 from projections.state import Projections
 
 log = logging.getLogger(__name__)

@@ -8,14 +8,13 @@ import bisect
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from events.catalogue import AssetInfo, RiskApproved, RiskRejected
+from events.catalogue import AssetInfo
 from projections.calendar import trading_day
 from projections.market import LastBar
 from projections.orders import ZERO, Reservation
-from projections.risk import day_trades_in_window, realized_in_week, realized_on
+from projections.risk import Decision, day_trades_in_window, realized_in_week, realized_on
 from projections.state import Projections
 
-Decision = RiskApproved | RiskRejected
 _EMPTY = Reservation()
 
 
@@ -70,35 +69,19 @@ class GateView:
 
     def exposure(self, symbol: str, extra_buy: Decimal = ZERO, extra_sell: Decimal = ZERO) -> Decimal:
         """Worst-case dollar exposure in `symbol` if every open order (plus the extra) fills."""
-        price = self.mark(symbol)
-        if price is None:
-            r = self.reserved(symbol)
-            return r.buy_notional + r.sell_notional
-        pos = self.position(symbol)
-        r = self.reserved(symbol)
-        long_side = pos + r.buy_qty + extra_buy
-        short_side = pos - r.sell_qty - extra_sell
-        return max(abs(long_side), abs(short_side)) * price
+        return _worst_case(self.position(symbol), self.reserved(symbol), self.mark(symbol),
+                           extra_buy, extra_sell)
 
     def exposure_of_others(self, skip: str) -> Decimal:
-        """Sum of `exposure()` over every other symbol, without building merged objects
-        (this runs for every growing order, so it is written for speed)."""
+        """Sum of `exposure()` over every other symbol with a position or an open order."""
         positions = self.proj.positions.positions
         reserved = self.proj.orders.reserved
         total = ZERO
         for sym in positions.keys() | reserved.keys():
-            if sym == skip:
-                continue
-            p = positions.get(sym)
-            q = p.qty if p is not None else ZERO
-            r = reserved.get(sym, _EMPTY)
-            if not (q or r.buy_qty or r.sell_qty or r.buy_notional or r.sell_notional):
-                continue
-            price = self.mark(sym)
-            if price is None:
-                total += r.buy_notional + r.sell_notional
-            else:
-                total += max(abs(q + r.buy_qty), abs(q - r.sell_qty)) * price
+            if sym != skip:
+                p = positions.get(sym)
+                total += _worst_case(p.qty if p is not None else ZERO,
+                                     reserved.get(sym, _EMPTY), self.mark(sym))
         return total
 
     def total_reserved(self) -> Reservation:
@@ -123,12 +106,7 @@ class GateView:
         return self.proj.account.known
 
     def equity(self) -> Decimal:
-        acct = self.proj.account
-        value = acct.cash_now
-        for sym, pos in self.proj.positions.positions.items():
-            if pos.qty:
-                value += pos.qty * (self.mark(sym) or pos.avg_cost)
-        return value
+        return self.proj.equity()
 
     @property
     def cash(self) -> Decimal:
@@ -165,3 +143,12 @@ class GateView:
         # Approval times are appended in clock order, so a bisection finds the window.
         recent = self.proj.risk.recent_approvals
         return len(recent) - bisect.bisect_right(recent, since)
+
+
+def _worst_case(pos: Decimal, r: Reservation, price: Decimal | None,
+                extra_buy: Decimal = ZERO, extra_sell: Decimal = ZERO) -> Decimal:
+    """The larger side of a position if every open buy, or every open sell, fills; in dollars
+    at `price` (or the orders' own notional when the symbol has no price yet)."""
+    if price is None:
+        return r.buy_notional + r.sell_notional
+    return max(abs(pos + r.buy_qty + extra_buy), abs(pos - r.sell_qty - extra_sell)) * price

@@ -167,13 +167,12 @@ class OrderMachine(RuleBasedStateMachine):
 
     @invariant()
     def terminal_is_forever(self) -> None:
-        seen_terminal = False
+        first_terminal: OrderStatus | None = None
         for s in self.history:
-            if seen_terminal:
-                assert s in TERMINAL and s == prev
-            if s in TERMINAL:
-                seen_terminal = True
-                prev = s
+            if first_terminal is not None:
+                assert s == first_terminal
+            elif s in TERMINAL:
+                first_terminal = s
 
     @invariant()
     def consistent(self) -> None:

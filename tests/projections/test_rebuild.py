@@ -12,8 +12,8 @@ from engine.clock import LiveClock
 from events.catalogue import (
     AccountSnapshot,
     KillSwitchEngaged,
-    RiskRejected,
     RejectReason,
+    RiskRejected,
     RunStarted,
     TradingStateChanged,
 )

@@ -278,11 +278,12 @@ async def test_order_rate_limit(log_path: Path) -> None:
 
 
 async def test_no_account_state(log_path: Path, tmp_path: Path) -> None:
-    from engine.risk.gate import RiskGate
+    import anyio
+
     from engine.clock import SimClock
+    from engine.risk.gate import RiskGate
     from events.store import EventLog
     from projections.state import Projections
-    import anyio
     from tests.risk.world import NOW, intent
 
     proj = Projections()

@@ -17,7 +17,6 @@ import anyio
 from engine.clock import SimClock
 from engine.risk.gate import RiskGate
 from engine.risk.limits import RiskLimits
-from engine.risk.view import Decision
 from events.catalogue import (
     AccountSnapshot,
     AssetInfo,
@@ -28,6 +27,7 @@ from events.catalogue import (
     TradingStateChanged,
 )
 from events.store import EventLog
+from projections.risk import Decision
 from projections.state import Projections
 from tests.factories import bar, fill, submitted_chain
 
