@@ -170,7 +170,7 @@ class Engine:
             await self.refresh_assets(symbols)
 
         self.report = await recover(
-            self.log, self.proj, self.clock, self.reconciler, self.settings.risk,
+            self.log, self.proj, self.clock, self.reconciler, self.settings.risk_limits(),
             run_id=self.run_id, code_version=code_version(),
             settings_hash=self.settings.fingerprint(), mode=self.settings.mode, prepare=prepare)
         for out in self.runner.start():
@@ -291,7 +291,7 @@ async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None
         proj = await rebuild_from_path(path) if event_log.last_seq else Projections()
         event_log.subscribe(proj.apply)
         the_broker = broker or make_broker(settings, clock)
-        gate = RiskGate(event_log, proj, settings.risk, clock)
+        gate = RiskGate(event_log, proj, settings.risk_limits(), clock)
         account_id = ""
         execution = ExecutionService(event_log, proj, the_broker, clock, account_id=account_id,
                                      submit_timeout_s=settings.alpaca.request_timeout_s * 2)

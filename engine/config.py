@@ -158,6 +158,13 @@ class Settings(BaseSettings):
             raise ValueError("configure at least one strategy")
         return self
 
+    def risk_limits(self) -> RiskLimits:
+        """The risk limits with `require_protection` resolved: unless set, on for a live
+        broker (Alpaca) and off for the simulated one."""
+        if self.risk.require_protection is not None:
+            return self.risk
+        return self.risk.model_copy(update={"require_protection": self.broker == "alpaca"})
+
     @property
     def log_path(self) -> Path:
         return self.log_file or self.data_dir / "events.sqlite"

@@ -677,5 +677,19 @@ def armed_stops(state: OrdersState, symbol: str) -> list[Order]:
     return sorted((o for o in out if is_armed(state, o)), key=lambda o: o.created_seq)
 
 
+def stop_level(order: Order, mark: Decimal) -> Decimal:
+    """Where a stop triggers: its stop price (a trailing stop's as the broker last reported
+    it), or for a trailing stop not yet reported, the trail from `mark`."""
+    if order.stop_price is not None:
+        return order.stop_price
+    sell = order.side == "sell"
+    if order.trail_price is not None:
+        return mark - order.trail_price if sell else mark + order.trail_price
+    if order.trail_percent is not None:
+        f = order.trail_percent / 100
+        return mark * (1 - f) if sell else mark * (1 + f)
+    return mark
+
+
 def legs_of(state: OrdersState, order: Order) -> list[Order]:
     return [state.orders[c] for c in order.legs if c in state.orders]

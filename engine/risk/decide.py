@@ -16,10 +16,17 @@ from typing import Any
 
 import msgspec
 
+from engine.risk import protection
 from engine.risk.codes import Reason
 from engine.risk.limits import RiskLimits
 from engine.risk.view import GateView
-from events.catalogue import OrderIntent, RejectReason, RiskApproved, RiskRejected
+from events.catalogue import (
+    STOP_ORDER_TYPES,
+    OrderIntent,
+    RejectReason,
+    RiskApproved,
+    RiskRejected,
+)
 from projections.risk import Decision
 
 ZERO = Decimal(0)
@@ -28,7 +35,7 @@ QTY_STEP = Decimal("0.000000001")  # Alpaca accepts up to 9 decimal places of qu
 CENT = Decimal("0.01")
 PRICE_STEP = Decimal("0.0001")
 SIDES = ("buy", "sell")
-ORDER_TYPES = ("market", "limit")
+ORDER_TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop")
 TIME_IN_FORCE = ("day", "gtc", "ioc", "fok", "opg", "cls")
 # Reasons that shrinking the order could cure (when the intent allows a notional order).
 SIZE_REASONS = frozenset({
@@ -71,6 +78,7 @@ def invalid_intent_problems(i: OrderIntent) -> list[str]:
         problems.append("a limit order needs limit_price")
     if i.order_type == "market" and i.limit_price is not None:
         problems.append("a market order must not carry limit_price")
+    problems.extend(protection.structure_problems(i))
     return problems
 
 
@@ -148,7 +156,7 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
     fractionable = asset.fractionable if asset is not None else False
 
     # -- price and size -------------------------------------------------------------------
-    if intent.order_type == "limit":
+    if intent.order_type in ("limit", "stop_limit"):
         assert intent.limit_price is not None
         price: Decimal | None = intent.limit_price
         if last is not None and abs(intent.limit_price - last) / last > limits.max_limit_away_pct:
@@ -157,7 +165,10 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
                               limit_price=intent.limit_price, last=last,
                               max_away_pct=limits.max_limit_away_pct))
     elif last is not None:
-        price = last * (ONE + limits.market_buffer_bps / 10_000) if buy else last
+        # A buy stop fills once the market has risen to its trigger: priced from there.
+        base = max(last, intent.stop_price) if (
+            buy and intent.order_type == "stop" and intent.stop_price is not None) else last
+        price = base * (ONE + limits.market_buffer_bps / 10_000) if buy else base
     else:
         price = None
     if price is None:
@@ -168,6 +179,7 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
         return _reject(intent, now, reasons)
     qty = sizing.qty
     notional = qty * price
+    protection.check(intent, last, sizing.fractional, reasons)
 
     # -- direction ------------------------------------------------------------------------
     pos = v.position(sym)
@@ -263,11 +275,30 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
                                   f"{len(held)} positions/symbols with orders already open",
                                   open=len(held), limit=limits.max_open_positions))
 
-        per_dollar = (abs(price - intent.stop_price) / price if intent.stop_price is not None
-                      else limits.default_stop_pct)
+        # -- protection ---------------------------------------------------------------------
+        if limits.require_protection and not protection.carries_stop(intent):
+            if sizing.fractional and not limits.engine_side_protection:
+                reasons.append(_r(Reason.FRACTIONAL_PROTECTION_UNAVAILABLE,
+                                  f"a fractional position in {sym} can not carry a stop-loss "
+                                  "at the broker (no bracket for fractions); buy whole shares "
+                                  "or allow risk.engine_side_protection", qty=qty))
+            elif not sizing.fractional:
+                reasons.append(_r(Reason.PROTECTION_REQUIRED,
+                                  "risk.require_protection: an order that opens or adds to a "
+                                  "position must carry a stop_loss", opening=opening))
+
+        # The loss this order may add: to its stop-loss (which the broker holds) plus the
+        # gap allowance; else to the planning stop (v1 meaning); else the default.
+        stop_level = protection.protective_stop_level(intent)
+        if stop_level is not None:
+            per_dollar = abs(price - stop_level) / price + limits.stop_gap_allowance_pct
+        elif intent.stop_price is not None and intent.order_type in ("market", "limit"):
+            per_dollar = abs(price - intent.stop_price) / price
+        else:
+            per_dollar = limits.default_stop_pct
         at_risk = _q(open_notional * per_dollar)
-        committed = (v.positions_risk() + v.unrecorded_position_risk(limits.default_stop_pct)
-                     + total.at_risk)
+        committed = v.position_risk(limits.default_stop_pct, limits.stop_gap_allowance_pct) \
+            + total.at_risk
         for code, realized, limit, label in (
             (Reason.DAILY_LOSS_LIMIT, v.realized_today(), limits.daily_limit(equity), "today"),
             (Reason.WEEKLY_LOSS_LIMIT, v.realized_this_week(), limits.weekly_limit(equity),
@@ -307,6 +338,7 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
 
     if reasons:
         if (intent.allow_notional and not converted and fractionable
+                and intent.order_class == "simple" and intent.order_type in ("market", "limit")
                 and all(r.code in SIZE_REASONS for r in reasons) and headroom):
             shrunk = _shrink(intent, min(headroom), price, limits)
             if shrunk is not None:
@@ -315,14 +347,31 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
                     return d
         return _reject(original or intent, now, reasons)
 
+    coid = client_order_id_for(intent.intent_id)
+    oco = intent.order_class == "oco"
+    order_type = "limit" if oco else intent.order_type
+    limit_price = intent.take_profit.limit_price if oco and intent.take_profit else \
+        intent.limit_price
+    stop_level = protection.protective_stop_level(intent)
     return RiskApproved(
-        ts=now, intent_id=intent.intent_id, client_order_id=client_order_id_for(intent.intent_id),
+        ts=now, intent_id=intent.intent_id, client_order_id=coid,
         strategy=intent.strategy, symbol=sym, side=side,  # type: ignore[arg-type]
-        order_type=intent.order_type, qty=qty, notional=None,  # type: ignore[arg-type]
-        limit_price=intent.limit_price, time_in_force=intent.time_in_force,
+        order_type=order_type, qty=qty, notional=None,  # type: ignore[arg-type]
+        limit_price=limit_price, time_in_force=intent.time_in_force,
         reference_price=price.quantize(PRICE_STEP), estimated_notional=_q(notional),
         at_risk=at_risk,
         reduce_only=intent.reduce_only, day_trade=day_trade, converted_to_notional=converted,
+        order_class=intent.order_class,
+        stop_price=intent.stop_price if intent.order_type in ("stop", "stop_limit") else None,
+        trail_price=intent.trail_price, trail_percent=intent.trail_percent,
+        take_profit=intent.take_profit, stop_loss=intent.stop_loss,
+        legs=protection.legs_for(intent, coid, qty),
+        # Closes only, with a stop or as an OCO: it protects a position, exposes nothing.
+        protective=opening == 0 and (oco or intent.order_type in STOP_ORDER_TYPES),
+        risk_stop=stop_level if stop_level is not None else (
+            intent.stop_price if intent.order_type in ("market", "limit") else None),
+        engine_side=bool(opening > 0 and sizing.fractional and limits.require_protection
+                         and limits.engine_side_protection),
     )
 
 
