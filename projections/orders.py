@@ -105,6 +105,7 @@ _CONFIRMS_SETTLED = frozenset({"order_canceled", "order_rejected", "order_expire
 
 TRANSITIONS: dict[OrderStatus, dict[str, str]] = {
     S.HELD: {
+        "order_submitted": S.HELD,  # the broker has it (its id), still held
         "order_accepted": S.ACCEPTED,  # activated: the parent filled
         "fill": FILL_TARGET,  # triggered and filled; its activation message was not seen
         "cancel_requested": S.PENDING_CANCEL,

@@ -83,6 +83,18 @@ _NOTABLE = frozenset({"order_rejected", "order_canceled", "order_expired", "orde
 GAP_FILL_SLACK = timedelta(minutes=2)
 
 
+def request_for(approved: RiskApproved) -> OrderRequest:
+    """The broker request for an approval: exactly what was approved, legs included."""
+    return OrderRequest(
+        client_order_id=approved.client_order_id, symbol=approved.symbol, side=approved.side,
+        order_type=approved.order_type, time_in_force=approved.time_in_force,
+        qty=approved.qty, notional=approved.notional, limit_price=approved.limit_price,
+        stop_price=approved.stop_price, trail_price=approved.trail_price,
+        trail_percent=approved.trail_percent,
+        order_class=approved.order_class,  # type: ignore[arg-type]
+        take_profit=approved.take_profit, stop_loss=approved.stop_loss, legs=approved.legs)
+
+
 def inferred_execution_id(*facts: object) -> str:
     """A deterministic id for a fill we infer from the broker's order state rather than from
     an execution message: the same facts give the same id, so it is booked once."""
@@ -181,10 +193,7 @@ class ExecutionService:
             # From here the order may exist outside this process: a restart must find this
             # record to know it has to look the order up.
             await requested
-        request = OrderRequest(
-            client_order_id=approved.client_order_id, symbol=approved.symbol, side=approved.side,
-            order_type=approved.order_type, time_in_force=approved.time_in_force,
-            qty=approved.qty, notional=approved.notional, limit_price=approved.limit_price)
+        request = request_for(approved)
         try:
             with anyio.fail_after(self._submit_timeout):
                 order = await self._broker.submit(request)
@@ -341,7 +350,7 @@ class ExecutionService:
         elif ev in ("new", "accepted"):
             self._order_event(t, "order_accepted", OrderAccepted(
                 ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
-                broker_time=u.timestamp, symbol=o.symbol))
+                broker_time=u.timestamp, symbol=o.symbol, qty=self._leg_qty(o)))
         elif ev in ("pending_new", "accepted_for_bidding", "pending_replace", "pending_cancel",
                     "calculated"):
             if t.status == S.PENDING_SUBMIT:
@@ -481,7 +490,36 @@ class ExecutionService:
                     ts=now, client_order_id=t.client_order_id, reason=f"rejected ({source})"))
             elif o.status == "replaced" and t.status != S.REPLACED:
                 self._record_replaced(t, o, source)
+        for leg in o.legs:
+            await self._sync_leg(leg, source=source)
         return True
+
+    # --- legs (bracket / OTO / OCO) --------------------------------------------------------
+
+    def _leg_qty(self, o: BrokerOrder) -> Decimal | None:
+        """A leg's size as the broker activated it (a partially filled parent's)."""
+        ours = self._proj.orders.orders.get(o.client_order_id)
+        return o.qty if ours is not None and ours.parent_id is not None else None
+
+    async def _sync_leg(self, leg: BrokerOrder, *, source: str) -> None:
+        """A leg in its parent's answer: legs are orders of their own (the broker reports
+        them under our leg ids). A held leg only gets its broker id recorded; one the broker
+        already activated is acknowledged (its "new" may never come to us), then synced."""
+        t = self.tracker.get(leg.client_order_id)
+        if t is None:
+            return  # not ours; reconciliation decides
+        if t.status == S.HELD and t.broker_order_id is None:
+            self._order_event(t, "order_submitted", OrderSubmitted(
+                ts=self._clock.now(), client_order_id=t.client_order_id,
+                broker_order_id=leg.broker_order_id, broker_status=leg.status,
+                symbol=leg.symbol))
+        if t.status == S.HELD and leg.status not in ("held", "pending_new") and leg.is_open \
+                and source != "submit":
+            self._order_event(t, "order_accepted", OrderAccepted(
+                ts=self._clock.now(), client_order_id=t.client_order_id,
+                broker_order_id=leg.broker_order_id, broker_time=leg.updated_at,
+                symbol=leg.symbol, qty=leg.qty))
+        await self.sync_order(leg, source=source)
 
     async def fill_gap(self, since: datetime | None) -> None:
         """After a (re)connect: fetch what changed while we were not listening and book it
