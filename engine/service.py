@@ -61,21 +61,30 @@ def restore_simulated(engine: Engine) -> None:
     p = engine.proj
     positions = {s: (x.qty, x.avg_cost) for s, x in p.positions.positions.items()}
     opened = []
+    parents: dict[str, str] = {}
+    held: set[str] = set()
     for coid in sorted(p.orders.open_ids):
         o = p.orders.orders[coid]
         if o.broker_order_id is None:
             continue
         req = OrderRequest(client_order_id=coid, symbol=o.symbol, side=o.side,  # type: ignore[arg-type]
                            order_type=o.order_type, time_in_force=o.time_in_force,  # type: ignore[arg-type]
-                           qty=o.qty, notional=o.notional, limit_price=o.limit_price)
+                           qty=o.qty, notional=o.notional, limit_price=o.limit_price,
+                           stop_price=o.stop_price if o.order_type != "trailing_stop" else None,
+                           trail_price=o.trail_price, trail_percent=o.trail_percent,
+                           order_class=o.order_class)  # type: ignore[arg-type]
         opened.append((req, o.broker_order_id, o.filled_qty, o.filled_notional,
                        engine.clock.now()))
+        if o.parent_id is not None:
+            parents[coid] = o.parent_id
+        if o.status.value == "held":
+            held.add(coid)
     seen = [int(o.broker_order_id[4:]) for o in p.orders.orders.values()
             if o.broker_order_id and o.broker_order_id.startswith("sim-")
             and o.broker_order_id[4:].isdigit()]
     cash = p.account.cash_now if p.account.known else sim.cash
     sim.restore(cash, positions, opened, orders_seen=max(seen, default=0),
-                executions_seen=len(p.orders.execution_ids))
+                executions_seen=len(p.orders.execution_ids), held=held, parents=parents)
 
 
 class BrokerErrorMonitor:

@@ -50,7 +50,7 @@ outcome, like Alpaca's 422).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
@@ -561,23 +561,35 @@ class SimulatedBroker:
 
     def restore(self, cash: Decimal, positions: Mapping[str, tuple[Decimal, Decimal]],
                 open_orders: list[tuple[OrderRequest, str, Decimal, Decimal, datetime]], *,
-                orders_seen: int, executions_seen: int) -> None:
+                orders_seen: int, executions_seen: int,
+                held: Set[str] = frozenset(), parents: Mapping[str, str] | None = None) -> None:
         """Rebuild the paper account from the engine's log (the simulated broker has no
         memory of its own between processes): cash, positions (qty, avg) and resting orders
-        (request, broker id, filled qty, filled notional, submitted at). Id counters start
-        past everything the log has seen, so no id is ever reused."""
+        (request, broker id, filled qty, filled notional, submitted at), the legs among them
+        `held` and linked to their `parents` (client ids). Id counters start past everything
+        the log has seen, so no id is ever reused."""
         self.cash = cash
         self._n_orders = max(self._n_orders, orders_seen)
         self._n_execs = max(self._n_execs, executions_seen)
         self._positions = {s: _Position(qty=q, avg=a) for s, (q, a) in positions.items() if q}
         for req, broker_id, filled, notional, submitted in open_orders:
             self._n_orders += 1
+            status = "held" if req.client_order_id in held else (
+                "partially_filled" if filled else "new")
             o = _Order(broker_order_id=broker_id, request=req, submitted_at=submitted,
-                       seq=self._n_orders, status="partially_filled" if filled else "new",
+                       seq=self._n_orders, status=status,
                        filled_qty=filled, filled_notional=notional, updated_at=submitted)
+            if req.order_type == "trailing_stop":
+                last = self._last.get(req.symbol)
+                o.hwm = last.close if last else None
             self._orders[broker_id] = o
             self._by_coid[req.client_order_id] = o
             self._open.setdefault(req.symbol, {})[broker_id] = o
+        for child_coid, parent_coid in (parents or {}).items():
+            child, parent = self._by_coid.get(child_coid), self._by_coid.get(parent_coid)
+            if child is not None and parent is not None:
+                child.parent = parent
+                parent.legs.append(child)
         n = [int(b.removeprefix("sim-")) for b in self._orders if b.removeprefix("sim-").isdigit()]
         self._n_orders = max([self._n_orders, *n])
 

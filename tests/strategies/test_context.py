@@ -151,7 +151,8 @@ def test_intent_ids_are_deterministic_and_short():
     ({"qty": D(0)}, "qty must be a finite number > 0"),
     ({"qty": D("NaN")}, "qty must be a finite number > 0"),
     ({"qty": D(1), "order_type": "limit"}, "limit order needs limit_price"),
-    ({"qty": D(1), "order_type": "stop"}, "order_type"),
+    ({"qty": D(1), "order_type": "iceberg"}, "order_type"),
+    ({"qty": D(1), "stop_loss_limit": D(90)}, "stop_loss_limit needs stop_loss"),
 ])
 def test_bad_intents_are_refused_when_built(kw, err):
     clock = SimClock(ny(10, 1))
