@@ -154,6 +154,7 @@ async def summary_text(log_path: Path, settings: Settings, reason: str) -> str:
 
     from events.catalogue import AccountSnapshot, FillReceived, RiskRejected
     from events.store import LogReader
+    from projections.protection import describe, protection_of
     from projections.state import rebuild
 
     async with LogReader(log_path) as r:
@@ -171,7 +172,10 @@ async def summary_text(log_path: Path, settings: Settings, reason: str) -> str:
     rows = []
     for s, p in sorted(proj.positions.positions.items()):
         rows.append([s, _qty(p.qty), _money(p.avg_cost if p.qty else None),
-                     _money(p.realized_pnl), _money(p.fees)])
+                     describe(protection_of(proj, s)), _money(p.realized_pnl), _money(p.fees)])
+    stops = [o for o in proj.orders.orders.values() if o.protective and o.is_stop]
+    triggered = sum(1 for o in stops if o.filled_qty > 0)
+    legs = sum(1 for o in stops if o.parent_id is not None)
     decisions = list(proj.risk.decisions.values())
     rejected = Counter(r.code for d in decisions if isinstance(d, RiskRejected) for r in d.reasons)
     change = equity - first_equity if first_equity else None
@@ -186,8 +190,12 @@ async def summary_text(log_path: Path, settings: Settings, reason: str) -> str:
     ]
     if rejected:
         lines.append("rejections  " + ", ".join(f"{k} x{v}" for k, v in rejected.most_common()))
+    if stops:
+        lines.append(f"protection  {len(stops)} stops at the broker ({legs} as legs of their "
+                     f"entry); {triggered} triggered")
     if rows:
-        lines += ["", table(["symbol", "qty", "avg cost", "realized P&L", "fees"], rows)]
+        lines += ["", table(["symbol", "qty", "avg cost", "stop", "realized P&L", "fees"],
+                            rows)]
     lines += ["", f"event log   {log_path}",
               f"inspect     python -m engine.replay {log_path} timeline --limit 50"]
     return "\n".join(lines)
@@ -265,6 +273,7 @@ async def status_data(settings: Settings) -> dict[str, Any]:
     from events.catalogue import OrderIntent  # noqa: F401  (catalogue import for decoding)
     from events.store import LogReader
     from projections.calendar import trading_day
+    from projections.protection import protection_of
     from projections.risk import day_trades_in_window, realized_in_week, realized_on
     from projections.state import rebuild
 
@@ -290,11 +299,15 @@ async def status_data(settings: Settings) -> dict[str, Any]:
         "kill_switch": proj.risk.kill_switch,
         "positions": [{"symbol": s, "qty": str(p.qty), "avg_cost": str(p.avg_cost),
                        "realized_pnl": str(p.realized_pnl),
-                       "last": str(marks[s]) if s in marks else None}
+                       "last": str(marks[s]) if s in marks else None,
+                       "protection": _protection_json(protection_of(proj, s))}
                       for s, p in sorted(proj.positions.positions.items()) if p.qty],
         "open_orders": [{"client_order_id": o.client_order_id, "symbol": o.symbol,
                          "side": o.side, "qty": str(o.qty) if o.qty is not None else None,
-                         "status": o.status.value, "filled_qty": str(o.filled_qty)}
+                         "status": o.status.value, "filled_qty": str(o.filled_qty),
+                         "type": o.order_type,
+                         "stop_price": str(o.stop_price) if o.stop_price is not None else None,
+                         "parent": o.parent_id, "leg": o.leg_role or None}
                         for o in (proj.orders.orders[c] for c in sorted(proj.orders.open_ids))],
         "pnl": {"today": str(realized_on(proj.risk, today)),
                 "today_limit": f"{limits.daily_limit(equity):.2f}" if equity > 0 else None,
@@ -306,6 +319,20 @@ async def status_data(settings: Settings) -> dict[str, Any]:
         "account": {"equity": str(equity), "cash": str(proj.account.cash_now)},
         "anomalies": len(proj.orders.anomalies),
     }
+
+
+def _protection_json(p: Any) -> dict[str, Any]:
+    return {"where": p.where, "stop": str(p.stop) if p.stop is not None else None,
+            "distance": str(p.distance) if p.distance is not None else None,
+            "covered": str(p.covered), "orders": list(p.orders)}
+
+
+def _protection_cell(x: dict[str, Any]) -> str:
+    if x["stop"] is None:
+        return "NONE"
+    where = "live at the broker" if x["where"] == "broker" else "engine-side only"
+    covered = "" if Decimal(x["covered"]) >= abs(Decimal(x["qty"])) else f", covers {x['covered']}"
+    return f"{Decimal(x['stop']):.2f} ({Decimal(x['distance']):.2f} away, {where}{covered})"
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -326,14 +353,18 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"account   equity {data['account']['equity']}; cash {data['account']['cash']}")
     if data["positions"]:
         print()
-        print(table(["symbol", "qty", "avg cost", "last", "realized"],
-                    [[x["symbol"], x["qty"], x["avg_cost"], x["last"] or "-", x["realized_pnl"]]
+        print(table(["symbol", "qty", "avg cost", "last", "realized", "stop"],
+                    [[x["symbol"], x["qty"], x["avg_cost"], x["last"] or "-", x["realized_pnl"],
+                      _protection_cell({**x["protection"], "qty": x["qty"]})]
                      for x in data["positions"]]))
     if data["open_orders"]:
         print()
-        print(table(["client order id", "symbol", "side", "qty", "status", "filled"],
-                    [[o["client_order_id"], o["symbol"], o["side"], o["qty"], o["status"],
-                      o["filled_qty"]] for o in data["open_orders"]]))
+        print(table(["client order id", "symbol", "side", "type", "qty", "stop", "status",
+                     "filled"],
+                    [[o["client_order_id"] + (f" ({o['leg']} of {o['parent'][:12]}...)"
+                                              if o["leg"] else ""),
+                      o["symbol"], o["side"], o["type"], o["qty"], o["stop_price"] or "-",
+                      o["status"], o["filled_qty"]] for o in data["open_orders"]]))
     print(f"\nlog {data['log']} (seq {data['last_seq']}); anomalies {data['anomalies']}")
     return EXIT_OK
 
