@@ -284,19 +284,29 @@ class ExecutionService:
             self._broker_trouble("cancel")
 
     async def replace(self, coid: str, *, qty: Decimal | None = None,
-                      limit_price: Decimal | None = None) -> str | None:
+                      limit_price: Decimal | None = None, stop_price: Decimal | None = None,
+                      trail: Decimal | None = None) -> str | None:
+        """Alpaca's PATCH. `stop_price` moves a stop's trigger, `trail` a trailing stop's
+        trail (in the unit it was placed with)."""
         t = self.tracker.get(coid)
         if t is None or not t.is_open or t.broker_order_id is None:
             return None
         n = sum(1 for c in self._proj.orders.orders if c.startswith(coid[:44] + "-r")) + 1
         new_coid = f"{coid[:44]}-r{n}"
+        ours = self._proj.orders.orders.get(coid)
+        percent = ours is not None and ours.trail_percent is not None
         await self._order_event(t, "replace_requested", ReplaceRequested(
             ts=self._clock.now(), client_order_id=coid, new_client_order_id=new_coid,
-            qty=qty, limit_price=limit_price))
+            qty=qty, limit_price=limit_price, stop_price=stop_price,
+            trail_price=trail if trail is not None and not percent else None,
+            trail_percent=trail if trail is not None and percent else None))
+        # Only brokers that move stops are asked to (the stop terms are keyword-only extras).
+        moves: dict[str, Decimal] = {k: v for k, v in (("stop_price", stop_price),
+                                                       ("trail", trail)) if v is not None}
         t.replacing = new_coid  # the stream's "replaced" may arrive before the REST answer
         try:
             new = await self._broker.replace(t.broker_order_id, qty=qty, limit_price=limit_price,
-                                             client_order_id=new_coid)
+                                             client_order_id=new_coid, **moves)
         except BrokerError as e:
             log.warning("replace of %s failed: %s", coid, e)
             return None
@@ -304,7 +314,9 @@ class ExecutionService:
             self._order_event(t, "order_replaced", OrderReplaced(
                 ts=self._clock.now(), client_order_id=coid,
                 new_client_order_id=new.client_order_id, new_broker_order_id=new.broker_order_id,
-                qty=qty, limit_price=limit_price))
+                qty=qty, limit_price=limit_price, stop_price=stop_price,
+                trail_price=trail if trail is not None and not percent else None,
+                trail_percent=trail if trail is not None and percent else None))
         return new.client_order_id
 
     # --- broker messages -----------------------------------------------------------------
