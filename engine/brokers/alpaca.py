@@ -416,6 +416,10 @@ class AlpacaBroker:
         assert amount is not None
         if not amount.is_finite() or amount <= 0:
             raise OrderRejectedError(f"not sent: quantity/notional must be > 0 (got {amount})")
+        if r.order_class != "simple" or r.legs:
+            # Sending the parent alone would leave legs in our log the broker never got.
+            raise OrderRejectedError(f"not sent: {r.order_class} orders are not supported by "
+                                     "this Alpaca adapter yet")
         if r.order_type == "limit":
             if r.limit_price is None or not r.limit_price.is_finite() or r.limit_price <= 0:
                 raise OrderRejectedError("not sent: a limit order needs a positive limit_price")
