@@ -170,10 +170,14 @@ async def summary_text(log_path: Path, settings: Settings, reason: str) -> str:
                 fees += e.fee
     equity = proj.equity()
     rows = []
-    for s, p in sorted(proj.positions.positions.items()):
-        rows.append([s, _qty(p.qty), _money(p.avg_cost if p.qty else None),
-                     describe(protection_of(proj, s)), _money(p.realized_pnl), _money(p.fees)])
     stops = [o for o in proj.orders.orders.values() if o.protective and o.is_stop]
+    for s, p in sorted(proj.positions.positions.items()):
+        # An open position shows the stop protecting it now; a flat one its history.
+        mine = [o for o in stops if o.symbol == s]
+        stop = describe(protection_of(proj, s)) if p.qty else (
+            f"{len(mine)} placed, {sum(1 for o in mine if o.filled_qty > 0)} hit" if mine else "-")
+        rows.append([s, _qty(p.qty), _money(p.avg_cost if p.qty else None), stop,
+                     _money(p.realized_pnl), _money(p.fees)])
     triggered = sum(1 for o in stops if o.filled_qty > 0)
     legs = sum(1 for o in stops if o.parent_id is not None)
     decisions = list(proj.risk.decisions.values())
