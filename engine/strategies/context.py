@@ -469,7 +469,10 @@ class StrategyContext:
         _check_decimal("stop_pct", stop_pct)
         sym = symbol or self._symbol or ""
         pos = self.position(sym)
-        if pos.qty == 0 or any(o.protective for o in open_orders(self._proj.orders, sym)):
+        closing = "sell" if pos.qty > 0 else "buy"
+        # Guarded already, or on its way out (an exit is open): nothing to add.
+        if pos.qty == 0 or any(o.protective or o.side == closing
+                               for o in open_orders(self._proj.orders, sym)):
             return None
         f = stop_pct / 100
         if pos.qty > 0:
