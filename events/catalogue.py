@@ -145,6 +145,9 @@ class OrderIntent(Event, frozen=True, tag="intent"):
     stop_loss: StopLoss | None = None
     trail_price: Decimal | None = None
     trail_percent: Decimal | None = None
+    # Move a stop: the client id of the open protective order whose stop_price / trail this
+    # intent replaces (Alpaca's PATCH); the gate decides it like any order.
+    replaces: str | None = None
 
 
 class StrategyError(Event, frozen=True, tag="strategy_error"):
@@ -207,6 +210,9 @@ class RiskApproved(Event, frozen=True, tag="risk_approved"):
     protective: bool = False
     risk_stop: Decimal | None = None
     engine_side: bool = False
+    # Set on an approved stop move: the order replaced; `client_order_id` is then the
+    # replacement's id (the order itself appears with `OrderReplaced`).
+    replaces: str | None = None
 
 
 class RiskRejected(Event, frozen=True, tag="risk_rejected"):

@@ -402,6 +402,8 @@ def _unknown(state: OrdersState, seq: int, coid: str, tag: str) -> None:
 
 
 def apply_approved(state: OrdersState, seq: int, e: RiskApproved) -> None:
+    if e.replaces is not None:
+        return  # a stop move: the replacement order starts with its OrderReplaced
     if e.client_order_id in state.orders:
         state.anomalies.append(Anomaly(seq=seq, client_order_id=e.client_order_id, state="exists",
                                        event_type="risk_approved", detail="duplicate approval"))

@@ -50,7 +50,8 @@ outcome, like Alpaca's 422).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Set
+from collections.abc import AsyncIterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
@@ -562,7 +563,7 @@ class SimulatedBroker:
     def restore(self, cash: Decimal, positions: Mapping[str, tuple[Decimal, Decimal]],
                 open_orders: list[tuple[OrderRequest, str, Decimal, Decimal, datetime]], *,
                 orders_seen: int, executions_seen: int,
-                held: Set[str] = frozenset(), parents: Mapping[str, str] | None = None) -> None:
+                held: AbstractSet[str] = frozenset(), parents: Mapping[str, str] | None = None) -> None:
         """Rebuild the paper account from the engine's log (the simulated broker has no
         memory of its own between processes): cash, positions (qty, avg) and resting orders
         (request, broker id, filled qty, filled notional, submitted at), the legs among them

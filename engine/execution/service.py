@@ -165,6 +165,13 @@ class ExecutionService:
     async def execute(self, approved: RiskApproved) -> None:
         """Send an approved order. Returns once its outcome is recorded (or it is left in
         flight, to be settled by lookup, the stream or reconciliation)."""
+        if approved.replaces is not None:  # an approved stop move: the broker's PATCH
+            if approved.client_order_id not in self._proj.orders.orders:
+                trail = approved.trail_percent if approved.trail_percent is not None \
+                    else approved.trail_price
+                await self.replace(approved.replaces, stop_price=approved.stop_price,
+                                   trail=trail, new_client_order_id=approved.client_order_id)
+            return
         t = self.tracker.get(approved.client_order_id)
         if t is None:
             raise ValueError(f"{approved.client_order_id} is not an approved order in the log")
@@ -285,14 +292,15 @@ class ExecutionService:
 
     async def replace(self, coid: str, *, qty: Decimal | None = None,
                       limit_price: Decimal | None = None, stop_price: Decimal | None = None,
-                      trail: Decimal | None = None) -> str | None:
+                      trail: Decimal | None = None,
+                      new_client_order_id: str | None = None) -> str | None:
         """Alpaca's PATCH. `stop_price` moves a stop's trigger, `trail` a trailing stop's
         trail (in the unit it was placed with)."""
         t = self.tracker.get(coid)
         if t is None or not t.is_open or t.broker_order_id is None:
             return None
         n = sum(1 for c in self._proj.orders.orders if c.startswith(coid[:44] + "-r")) + 1
-        new_coid = f"{coid[:44]}-r{n}"
+        new_coid = new_client_order_id or f"{coid[:44]}-r{n}"
         ours = self._proj.orders.orders.get(coid)
         percent = ours is not None and ours.trail_percent is not None
         await self._order_event(t, "replace_requested", ReplaceRequested(

@@ -27,6 +27,7 @@ from events.catalogue import (
     RiskApproved,
     RiskRejected,
 )
+from projections.orders import stop_level
 from projections.risk import Decision
 
 ZERO = Decimal(0)
@@ -114,6 +115,8 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
                                         intent.strategy)
     if flatten:
         return _decide_flatten(intent, v)
+    if intent.replaces is not None:
+        return _decide_move(intent, v, limits)
     reasons: list[RejectReason] = []
     sym, side = intent.symbol, intent.side
     buy = side == "buy"
@@ -400,6 +403,68 @@ def _decide_flatten(intent: OrderIntent, v: GateView) -> Decision:
         qty=intent.qty, notional=None, limit_price=None, time_in_force="day",
         reference_price=price.quantize(PRICE_STEP), estimated_notional=_q(intent.qty * price),
         at_risk=ZERO, reduce_only=True)
+
+
+def _decide_move(intent: OrderIntent, v: GateView, limits: RiskLimits) -> Decision:
+    """Move a protective stop (Alpaca's PATCH of stop_price / trail). Tightening is always
+    welcome; loosening adds to the loss budget the position holds, so it must fit."""
+    reasons: list[RejectReason] = []
+    target = v.order(intent.replaces or "")
+    sym = intent.symbol
+    same_unit = target is not None and (
+        (target.trail_percent is None) == (intent.trail_percent is None)
+        and (target.trail_price is None) == (intent.trail_price is None))
+    if (target is None or not target.is_open or not target.protective or not target.is_stop
+            or target.symbol != sym or target.order_type != intent.order_type or not same_unit):
+        return _reject(intent, v.now, [_r(
+            Reason.REPLACE_TARGET_INVALID,
+            f"{intent.replaces} is not an open protective {intent.order_type} order of {sym}",
+            replaces=intent.replaces, found=target.order_type if target else None,
+            status=target.status.value if target else None)])
+    if v.kill_switch != "off":
+        reasons.append(_r(Reason.KILL_SWITCH_ENGAGED, "the kill switch is engaged",
+                          kill_switch=v.kill_switch))
+    bar = v.last_bar(sym)
+    last = bar.close if bar is not None else None
+    remaining = (target.qty or ZERO) - target.filled_qty
+    fractional = remaining != remaining.to_integral_value()
+    protection.check(intent, last, fractional, reasons)
+    mark = last if last is not None else target.reference_price
+    moved = msgspec.structs.replace(target, stop_price=intent.stop_price,
+                                    trail_price=intent.trail_price,
+                                    trail_percent=intent.trail_percent)
+    old_level, new_level = stop_level(target, mark), stop_level(moved, mark)
+    sell = target.side == "sell"
+    extra = remaining * ((old_level - new_level) if sell else (new_level - old_level))
+    if extra > 0 and not reasons:
+        equity = v.equity()
+        total = v.total_reserved()
+        committed = v.position_risk(limits.default_stop_pct, limits.stop_gap_allowance_pct) \
+            + total.at_risk
+        for code, realized, limit, label in (
+            (Reason.DAILY_LOSS_LIMIT, v.realized_today(), limits.daily_limit(equity), "today"),
+            (Reason.WEEKLY_LOSS_LIMIT, v.realized_this_week(), limits.weekly_limit(equity),
+             "this week"),
+        ):
+            used = -realized + committed
+            if used + extra > limit:
+                reasons.append(_r(code, f"loosening the stop adds {extra:.2f} to the loss "
+                                        f"{label} ({used:.2f}) beyond {limit:.2f}",
+                                  realized=_q(realized), open_risk=_q(committed),
+                                  order_risk=_q(extra), limit=_q(limit)))
+    if reasons:
+        return _reject(intent, v.now, reasons)
+    return RiskApproved(
+        ts=v.now, intent_id=intent.intent_id,
+        client_order_id=client_order_id_for(intent.intent_id), strategy=intent.strategy,
+        symbol=sym, side=target.side,  # type: ignore[arg-type]
+        order_type=target.order_type,  # type: ignore[arg-type]
+        qty=remaining, notional=None, limit_price=target.limit_price,
+        time_in_force=target.time_in_force, reference_price=mark.quantize(PRICE_STEP),
+        estimated_notional=ZERO, at_risk=ZERO, reduce_only=True, order_class=target.order_class,
+        stop_price=intent.stop_price, trail_price=intent.trail_price,
+        trail_percent=intent.trail_percent, protective=True, risk_stop=new_level,
+        replaces=target.client_order_id)
 
 
 def _size(intent: OrderIntent, price: Decimal, fractionable: bool, limits: RiskLimits,

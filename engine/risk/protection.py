@@ -110,11 +110,11 @@ def check(i: OrderIntent, last: Decimal | None, fractional: bool,
         return
     buy = i.side == "buy"
     # A stop order's own trigger: a sell stop below the market, a buy stop above it.
-    if i.order_type in ("stop", "stop_limit") and i.stop_price is not None:
-        if (i.stop_price > last - CENT) if not buy else (i.stop_price < last + CENT):
-            reasons.append(_r(Reason.STOP_WRONG_SIDE,
-                              f"a {i.side} stop at {i.stop_price} is on the wrong side of the "
-                              f"market {last}", stop_price=i.stop_price, last=last))
+    if i.order_type in ("stop", "stop_limit") and i.stop_price is not None and (
+            (i.stop_price > last - CENT) if not buy else (i.stop_price < last + CENT)):
+        reasons.append(_r(Reason.STOP_WRONG_SIDE,
+                          f"a {i.side} stop at {i.stop_price} is on the wrong side of the "
+                          f"market {last}", stop_price=i.stop_price, last=last))
     if not advanced:
         return
     if i.order_class == "oco":

@@ -117,6 +117,9 @@ class GateView:
                           else left * price * default_stop_pct)
         return total
 
+    def order(self, client_order_id: str) -> Order | None:
+        return self.proj.orders.orders.get(client_order_id)
+
     def protection(self, symbol: str) -> list[Order]:
         """The stops protecting `symbol`'s position now."""
         return armed_stops(self.proj.orders, symbol)

@@ -462,6 +462,26 @@ class StrategyContext:
                               limit_price=stop_limit, **common)
         return self.order(side, order_type="stop", stop_price=stop, **common)
 
+    def move_stop(self, symbol: str | None = None, *, stop: Decimal | None = None,
+                  trail_percent: Decimal | None = None, trail_price: Decimal | None = None,
+                  order: str | None = None, reason: str = "move stop") -> OrderIntent | None:
+        """Move the stop protecting `symbol` (the oldest one, or the order `order`) to `stop`
+        (or a new trail, in the unit it was placed with), through the gate and the broker's
+        replace. None when nothing protects the position."""
+        sym = symbol or self._symbol or ""
+        stops = self.protection(sym)
+        target = next((o for o in stops if order is None or o.client_order_id == order), None)
+        if target is None:
+            return None
+        ours = self._proj.orders.orders[target.client_order_id]
+        remaining = (ours.qty or ZERO) - ours.filled_qty
+        intent = self.order(ours.side, symbol=sym, qty=remaining,  # type: ignore[arg-type]
+                            order_type=ours.order_type, limit_price=ours.limit_price,
+                            stop_price=stop, trail_percent=trail_percent,
+                            trail_price=trail_price, time_in_force=ours.time_in_force,
+                            reduce_only=True, reason=reason)
+        return msgspec.structs.replace(intent, replaces=ours.client_order_id)
+
     def ensure_stop(self, symbol: str | None = None, *, stop_pct: Decimal,
                     reason: str = "protect the fill") -> OrderIntent | None:
         """A stop at avg cost -/+ `stop_pct`% for a position that no protective order

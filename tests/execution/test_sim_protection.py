@@ -190,3 +190,40 @@ async def _story(path: Path) -> str:
 
 async def test_protected_runs_are_byte_identical(tmp_path: Path) -> None:
     assert await _story(tmp_path / "a.sqlite") == await _story(tmp_path / "b.sqlite")
+
+
+async def test_moving_a_stop_goes_through_the_gate_and_the_broker(log_path: Path) -> None:
+    from engine.risk.limits import RiskLimits
+    limits = RiskLimits(max_order_notional=D(10**6), max_symbol_exposure=D(10**6),
+                        max_gross_exposure=D(10**6), max_open_positions=50,
+                        daily_loss_limit=D(60), daily_loss_limit_pct=None,
+                        weekly_loss_limit_pct=D(1), max_orders_per_minute=10**6,
+                        day_trade_mode="off")
+    async with sim_world(log_path, limits=limits) as w:
+        d, tp, sl = await entered(w)  # 10 shares, stop 98: 20 + gap of the 60 budget
+        await w.bar(mk_bar("AAPL", 1, "100"))
+        move = dict(side="sell", qty="10", order_type="stop", time_in_force="gtc",
+                    replaces=sl.client_order_id)
+        up = await w.order(**move, stop_price=D("99.5"))
+        assert isinstance(up, RiskApproved) and up.replaces == sl.client_order_id
+        new = w.proj.orders.orders[up.client_order_id]
+        assert (sl.status, new.status, new.stop_price, new.parent_id) == (
+            S.REPLACED, S.ACCEPTED, D("99.5"), d.client_order_id)
+        assert w.broker._by_coid[up.client_order_id].request.stop_price == D("99.5")
+        # Loosening to 90 would hold 10 x 10 = 100 of a 60 budget: refused; 96 fits.
+        far = await w.order(**{**move, "replaces": new.client_order_id}, stop_price=D(90))
+        assert isinstance(far, RiskRejected) and {r.code for r in far.reasons} == {
+            "DAILY_LOSS_LIMIT"}
+        wrong = await w.order(**{**move, "replaces": new.client_order_id},
+                              stop_price=D("100.5"))
+        assert isinstance(wrong, RiskRejected) and {r.code for r in wrong.reasons} == {
+            "STOP_WRONG_SIDE"}
+        bogus = await w.order(**{**move, "replaces": tp.client_order_id}, stop_price=D(97))
+        assert isinstance(bogus, RiskRejected) and {r.code for r in bogus.reasons} == {
+            "REPLACE_TARGET_INVALID"}
+        ok = await w.order(**{**move, "replaces": new.client_order_id}, stop_price=D(96))
+        assert isinstance(ok, RiskApproved)
+        assert w.proj.orders.orders[ok.client_order_id].stop_price == D(96)
+        await w.bar(mk_bar("AAPL", 2, "97", lo="95.5"))
+        assert await fills(w, ok.client_order_id) == [(D(10), D(96))]
+        assert tp.status == S.CANCELED and w.proj.positions.positions["AAPL"].qty == 0
