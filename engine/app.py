@@ -45,7 +45,7 @@ from engine.strategies.base import Strategy, StrategyConfigError
 from engine.strategies.registry import default_registry
 from engine.strategies.runner import StrategyRunner
 from events.base import Event
-from events.catalogue import AssetInfo, BarReceived, FillReceived, StrategyError
+from events.catalogue import AssetInfo, BarReceived, FillModel, FillReceived, StrategyError
 from events.market import Bar
 from events.store import EventLog
 from projections.state import Projections, encode_snapshot, rebuild_from_path, write_snapshot
@@ -102,7 +102,8 @@ def make_broker(settings: Settings, clock: Clock) -> Broker:
             config=SimConfig(slippage_bps=s.slippage_bps, fee_per_share=s.fee_per_share,
                              fee_bps=s.fee_bps, min_fee=s.min_fee,
                              volume_participation=s.volume_participation,
-                             fill_at_signal_close=s.fill_at_signal_close))
+                             fill_at_signal_close=s.fill_at_signal_close,
+                             zero_volume=s.zero_volume))
     from engine.brokers.alpaca import AlpacaBroker, AlpacaConfig
 
     a = settings.alpaca
@@ -141,6 +142,18 @@ class Engine:
     def sim(self) -> SimulatedBroker | None:
         return self.broker if isinstance(self.broker, SimulatedBroker) else None
 
+    def fill_model(self) -> FillModel | None:
+        """The simulated broker's fill model with the strategies' time in force; None when a
+        real broker fills."""
+        sim = self.sim
+        if sim is None:
+            return None
+        tifs = {s.instance_name: s.params.time_in_force for s in self.runner.strategies}
+        kinds = set(tifs.values())
+        tif = (kinds.pop() if len(kinds) == 1 else
+               ", ".join(f"{k}={v}" for k, v in sorted(tifs.items()))) if tifs else "day"
+        return sim.config.fill_model(tif)
+
     # --- lifecycle -----------------------------------------------------------------------
 
     async def warm_up(self, bars_per_symbol: int = 390) -> int:
@@ -172,7 +185,8 @@ class Engine:
         self.report = await recover(
             self.log, self.proj, self.clock, self.reconciler, self.settings.risk,
             run_id=self.run_id, code_version=code_version(),
-            settings_hash=self.settings.fingerprint(), mode=self.settings.mode, prepare=prepare)
+            settings_hash=self.settings.fingerprint(), mode=self.settings.mode, prepare=prepare,
+            fill_model=self.fill_model())
         for out in self.runner.start():
             await self._act(out)
         return self.report

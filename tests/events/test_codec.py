@@ -59,6 +59,8 @@ def strategy_for(tp: Any) -> st.SearchStrategy[Any]:
     if tp is RejectReason:
         return st.builds(RejectReason, code=st.text(max_size=10), message=st.text(max_size=20),
                          values=st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3))
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):  # a nested record
+        return events_of(tp)
     if origin is typing.Literal:
         return st.sampled_from(args)
     if origin in (typing.Union, types.UnionType):
