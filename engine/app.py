@@ -38,6 +38,7 @@ from engine.marketdata.assets import read_assets_csv, sample_assets_path
 from engine.marketdata.types import MarketItem
 from engine.marketdata.validator import BarValidator
 from engine.recovery.killswitch import KillSwitch
+from engine.recovery.loss_watch import LossLimitWatch
 from engine.recovery.reconcile import ReconcilePolicy, Reconciler
 from engine.recovery.startup import RecoveryReport, end_run, recover
 from engine.risk.gate import RiskGate
@@ -132,6 +133,7 @@ class Engine:
     validator: BarValidator
     run_id: str
     step_mode: bool
+    loss_watch: LossLimitWatch
     report: RecoveryReport | None = None
     _fills: list[FillReceived] = field(default_factory=list)
     bars_seen: int = 0
@@ -250,6 +252,8 @@ class Engine:
         if bar is None:
             return
         self.bars_seen += 1
+        if self.step_mode and await self.loss_watch.check(attempts=1):
+            await self.pump()  # the kill switch's cancels, before any strategy sees the bar
         for out in self.runner.on_bar(bar):
             await self._act(out)
         await self._feed_fills()
@@ -315,6 +319,10 @@ async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None
             unexplained_position=rc.unexplained_position, foreign_orders=rc.foreign_orders,
             max_mismatch_value=rc.max_mismatch_value), account_id=account_id)
         kill = KillSwitch(event_log, proj, the_broker, execution, router, clock)
+        ks = settings.kill_switch
+        loss_watch = LossLimitWatch(proj, kill, clock, settings.risk, enabled=ks.on_loss_limit,
+                                    flatten=ks.flatten)
+        event_log.subscribe(loss_watch.on_event)
         # On the wall clock a bar can arrive while our clock still lags the exchange's by a
         # little; refusing it as from the future would drop live data.
         skew = timedelta(0) if isinstance(clock, SimClock) else LIVE_CLOCK_SKEW
@@ -326,6 +334,7 @@ async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None
         engine = Engine(settings=settings, clock=clock, log=event_log, proj=proj,
                         broker=the_broker, gate=gate, execution=execution, router=router,
                         reconciler=reconciler, kill=kill, runner=runner, validator=validator,
+                        loss_watch=loss_watch,
                         run_id=run_id or run_id_for(settings, clock),
                         step_mode=sim_step if step_mode is None else step_mode)
         event_log.subscribe(engine._on_event)
