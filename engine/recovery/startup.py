@@ -22,8 +22,8 @@ from engine.clock import Clock
 from engine.recovery.reconcile import Reconciler
 from engine.risk.limits import RiskLimits
 from events.catalogue import (
-    RecoveryCompleted,
     FillModel,
+    RecoveryCompleted,
     RecoveryStep,
     RunEnded,
     RunSealed,
