@@ -792,8 +792,8 @@ def fill_model_text(m: FillModel | None) -> str:
         fee += f" (min ${_bps(m.min_fee)})"
     zero = "fill at the bar's prices" if m.zero_volume == "fill" else "no fill"
     return (f"{m.fill_rule}; slippage {_bps(m.slippage_bps)} bps; fees {fee}; volume cap "
-            f"{m.volume_participation * 100:.4g}% of a bar's volume; zero-volume bars: {zero}; "
-            f"time in force: {m.time_in_force}")
+            f"{_bps(m.volume_participation * 100)}% of a bar's volume; zero-volume bars: "
+            f"{zero}; time in force: {m.time_in_force}")
 
 
 def _annual(r: Report, text: str) -> str:
