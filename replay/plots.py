@@ -140,7 +140,9 @@ def equity_png(report: Report, *, max_points: int = MAX_POINTS) -> bytes:
                        linewidth=0)
     ax_dd.set_ylabel("drawdown %")
     ax_dd.grid(True, axis="y", alpha=0.3)
-    _trading_axis(ax_dd, [p.ts for p in curve])
+    times = [p.ts for p in curve]
+    _trading_axis(ax, times)  # the session separators on both panels
+    _trading_axis(ax_dd, times)
     ax_dd.set_xlabel("trading time (sessions joined)")
     return _png(fig)
 

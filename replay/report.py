@@ -773,7 +773,10 @@ def _ts(t: datetime | None) -> str:
 
 
 def _money(d: Decimal | None) -> str:
-    return "-" if d is None else f"{d.quantize(Decimal('0.01')):,}"
+    if d is None:
+        return "-"
+    q = d.quantize(CENT)
+    return f"{abs(q) if q == 0 else q:,}"  # never "-0.00"
 
 
 def _bps(d: Decimal) -> str:
