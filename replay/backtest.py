@@ -182,7 +182,8 @@ async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log:
                        progress: Callable[[int], None] | None = None,
                        notice: Callable[[str], None] | None = None,
                        symbol: str | None = None,
-                       run_rows: int = RUN_ROWS) -> BacktestResult:
+                       run_rows: int = RUN_ROWS,
+                       progress_every: int = 10_000) -> BacktestResult:
     """Run one backtest, writing a new event log at `out_log` (which must not exist).
 
     `data`: a bar file, several, a directory of them, or a recorded event log. `notice`
@@ -245,7 +246,7 @@ async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log:
                     first = first or item.start
                     last = item.start
                     bars += 1
-                    if progress is not None and bars % 10_000 == 0:
+                    if progress is not None and bars % progress_every == 0:
                         progress(bars)
                 await engine.on_item(item)
 
@@ -253,6 +254,8 @@ async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log:
                 await feed(item)
             async for item in items:
                 await feed(item)
+            if progress is not None:
+                progress(bars)
             stuck = stuck_orders(engine.proj)
             await engine.stop("backtest complete")
             intents = engine.intents_sent
@@ -291,24 +294,6 @@ def stuck_orders_line(orders: Sequence[StuckOrder]) -> str | None:
 
 def _plain(d: Decimal | None) -> str:
     return "-" if d is None else format(d.normalize(), "f")
-
-
-def stderr_progress(total: int | None) -> Callable[[int], None]:
-    """A one-line progress bar on stderr (only when it is a terminal)."""
-    tty = sys.stderr.isatty()
-
-    def show(n: int) -> None:
-        if not tty:
-            return
-        if total:
-            width = 30
-            done = int(width * n / total)
-            sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {n:,}/{total:,} bars")
-        else:
-            sys.stderr.write(f"\r{n:,} bars")
-        sys.stderr.flush()
-
-    return show
 
 
 def count_rows(data: Path | Sequence[Path]) -> int | None:
