@@ -14,7 +14,9 @@ Fill model (documented, default-safe; see also replay/README):
   default: nobody traded, so neither did we); with `zero_volume="fill"` it fills in full at
   the prices above (the bar's open for market orders), as bar-based backtesters do.
 - Fees: `fee_per_share` x qty + `fee_bps` of notional, at least `min_fee` per fill.
-- Day orders expire when a bar of a later New York trading day arrives.
+- Day orders belong to the session they were sent in, or to the next one when sent at or
+  after a session's close (as Alpaca queues them): a daily bar's signal, sent at the close,
+  fills at the next session's open. They expire when a bar of a later trading day arrives.
 - `fill_at_signal_close=True` fills market orders at once at the last close: that looks ahead
   (the strategy saw that close) and exists only for comparisons; it logs a warning.
 
@@ -52,7 +54,7 @@ from engine.brokers.base import (
 from engine.clock import Clock
 from events.catalogue import FillModel
 from events.market import Bar
-from projections.calendar import trading_day
+from projections.calendar import order_session, trading_day
 
 log = logging.getLogger(__name__)
 ZERO = Decimal(0)
@@ -280,7 +282,7 @@ class SimulatedBroker:
         if book:
             day = trading_day(bar.start)
             for o in list(book.values()):
-                if o.request.time_in_force == "day" and trading_day(o.submitted_at) < day:
+                if o.request.time_in_force == "day" and order_session(o.submitted_at) < day:
                     self._close(o, "expired")
         for o in list(self._open.get(bar.symbol, {}).values()):
             if o.submitted_at > bar.start:
