@@ -40,8 +40,12 @@ def ny(day: date, hh: int, mm: int) -> datetime:
     return datetime.combine(day, time(hh, mm), tzinfo=NEW_YORK).astimezone(UTC)
 
 
+LAST_MONDAY_BAR = time(15, 49)
+
+
 class BuyAtTheClose(Strategy):
-    """Buys one share on the session's last minute bar (15:59 New York), once."""
+    """Buys one share on Monday's last bar in the file (15:49 New York: the symbol stopped
+    trading before the close, so the order is sent during the session), once."""
 
     name = "buy_at_close"
     Params = StrategyParams
@@ -51,17 +55,19 @@ class BuyAtTheClose(Strategy):
         self.done = False
 
     def on_bar(self, bar: Bar, ctx: StrategyContext) -> list[OrderIntent] | None:
-        if self.done or bar.start.astimezone(NEW_YORK).time() != time(15, 59):
+        if self.done or bar.start.astimezone(NEW_YORK).time() != LAST_MONDAY_BAR:
             return None
         self.done = True
         return [ctx.order("buy", qty=D(1), reason="last bar of the session")]
 
 
 def write_two_sessions(path: Path) -> None:
-    """WHOLE: Monday 15:50-15:59 and Tuesday 09:30-09:39, opens rising by one cent a bar."""
+    """WHOLE: Monday 15:40-15:49 and Tuesday 09:30-09:39, opens rising by one cent a bar.
+    (A day order sent at or after the close would be queued for the next session, as at
+    Alpaca; this one is sent at 15:50, in the session, and has no bar left in it.)"""
     rows = ["symbol,timestamp,open,high,low,close,volume"]
     i = 0
-    for day, (hh, mm) in ((MONDAY, (15, 50)), (MONDAY + timedelta(days=1), (9, 30))):
+    for day, (hh, mm) in ((MONDAY, (15, 40)), (MONDAY + timedelta(days=1), (9, 30))):
         for k in range(10):
             px = D("50") + D("0.01") * i
             ts = ny(day, hh, mm + k).strftime("%Y-%m-%dT%H:%M:%SZ")
