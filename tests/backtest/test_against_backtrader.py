@@ -24,7 +24,7 @@ import pytest
 from engine.config import load_settings
 from events.catalogue import FillReceived
 from events.store import LogReader
-from projections.calendar import NEW_YORK
+from projections.calendar import NEW_YORK, is_business_day
 from replay.backtest import run_backtest
 
 bt = pytest.importorskip("backtrader")
@@ -50,7 +50,7 @@ class Row:
 def sessions(first: date, n: int) -> list[date]:
     out, d = [], first
     while len(out) < n:
-        if d.weekday() < 5:
+        if is_business_day(d):
             out.append(d)
         d += timedelta(days=1)
     return out
@@ -74,6 +74,15 @@ def minute_rows(seed: int, days: int = 5) -> dict[str, list[Row]]:
     rng = random.Random(seed)
     starts = [datetime.combine(d, time(9, 30), tzinfo=NEW_YORK).astimezone(UTC)
               + timedelta(minutes=m) for d in sessions(date(2026, 11, 2), days) for m in range(390)]
+    return {s: random_walk(s, starts, rng) for s in SYMBOLS}
+
+
+def daily_rows(seed: int, days: int = 1000) -> dict[str, list[Row]]:
+    """Daily bars: each row is a session, stamped (in the file) with its date only; the
+    engine reads that as the session from 09:30 New York, so the rows here start there."""
+    rng = random.Random(seed)
+    starts = [datetime.combine(d, time(9, 30), tzinfo=NEW_YORK).astimezone(UTC)
+              for d in sessions(date(2023, 1, 3), days)]
     return {s: random_walk(s, starts, rng) for s in SYMBOLS}
 
 
@@ -203,4 +212,25 @@ async def test_sma_crossover_matches_backtrader_on_sorted_minute_bars(tmp_path: 
     rows = minute_rows(seed=12)
     data = tmp_path / "bars.csv"
     write_csv(data, rows, grouped=False)
+    compare(await ours(tmp_path, data), theirs(rows), noisy_signal_bars(rows))
+
+
+async def test_sma_crossover_matches_backtrader_on_rows_grouped_by_symbol(
+        tmp_path: Path) -> None:
+    """All of AAA's rows, then all of BBB's, as many exports write them."""
+    rows = minute_rows(seed=21)
+    data = tmp_path / "grouped.csv"
+    write_csv(data, rows, grouped=True)
+    assert data.read_text().splitlines()[1].startswith("AAA,")
+    assert data.read_text().splitlines()[-1].startswith("BBB,")
+    compare(await ours(tmp_path, data), theirs(rows), noisy_signal_bars(rows))
+
+
+async def test_sma_crossover_matches_backtrader_on_date_only_daily_bars(tmp_path: Path) -> None:
+    """Daily bars stamped with a date only (as Yahoo or Stooq export them), grouped by symbol:
+    a signal at a session's close fills at the next session's open, in both."""
+    rows = daily_rows(seed=33)
+    data = tmp_path / "daily.csv"
+    write_csv(data, rows, grouped=True, date_only=True)
+    assert data.read_text().splitlines()[1].split(",")[1] == "2023-01-03"
     compare(await ours(tmp_path, data), theirs(rows), noisy_signal_bars(rows))
