@@ -82,6 +82,23 @@ class KillSwitch:
                   result.attempts, result.open_orders, result.flat)
         return result
 
+    async def verify(self, *, flatten: bool) -> bool:
+        """Look once (no cancels, no orders): record `KillSwitchVerified` if the broker shows
+        nothing open and, when flattening was asked, no position. For callers that can not
+        wait within a step (backtests) and look again after later bars."""
+        try:
+            open_orders = await self._broker.open_orders()
+            positions = await self._broker.positions()
+        except BrokerError as e:
+            log.warning("kill switch: broker check failed (%s)", e)
+            return False
+        flat = all(p.qty == 0 for p in positions)
+        if open_orders or (flatten and not flat):
+            return False
+        await self._log.append(KillSwitchVerified(ts=self._clock.now(), open_orders=0,
+                                                  flat=flat, attempts=1))
+        return True
+
     async def _cancel_everything(self) -> None:
         for coid in sorted(self._proj.orders.open_ids):
             await self._exec.cancel(coid, reason="kill switch", actor="kill_switch")

@@ -67,7 +67,15 @@ class LossLimitWatch:
         if not self._dirty:
             return False
         self._dirty = False
-        if not self.enabled or self._proj.risk.kill_switch != "off":
+        risk = self._proj.risk
+        if attempts is not None and risk.kill_switch == "engaged" \
+                and risk.kill_actor == "loss-limit":
+            # Step mode: the flatten orders the trip sent fill on later bars; once the broker
+            # shows nothing open (and flat, if asked) the halt is verified. Only looking:
+            # canceling and re-sending them each bar would keep them from ever filling.
+            await self._kill.verify(flatten=risk.kill_flatten)
+            return False
+        if not self.enabled or risk.kill_switch != "off":
             return False
         hit = self.breach()
         if hit is None:

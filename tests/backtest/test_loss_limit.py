@@ -189,3 +189,45 @@ async def _bars(path: Path) -> Any:
     async with CsvBarProvider(path) as p:
         async for item in p.stream():
             yield item
+
+
+class AlsoHoldOther(BuyHighSellLow):
+    """As BuyHighSellLow on WHOLE, and buys 10 OTHER at Monday's open to hold."""
+
+    name = "also_hold_other"
+
+    def on_bar(self, bar: Bar, ctx: StrategyContext) -> list[OrderIntent] | None:
+        if bar.symbol == "OTHER":
+            t = bar.start.astimezone(NEW_YORK)
+            if t.date() == MONDAY and t.time() == time(9, 30):
+                return [ctx.order("buy", qty=D(10), reason="hold")]
+            return None
+        return super().on_bar(bar, ctx)
+
+
+async def test_a_flattening_halt_sells_what_is_held_and_is_verified_once_flat(
+        tmp_path: Path) -> None:
+    bars = tmp_path / "bars.csv"
+    write_bars(bars)
+    lines = bars.read_text().splitlines()
+    # OTHER trades at a flat 20 beside WHOLE, bar for bar
+    extra = [ln.replace("WHOLE,", "OTHER,").rsplit(",", 5)[0] + ",20,20,20,20,100000"
+             for ln in lines[1:]]
+    bars.write_text("\n".join([lines[0], *sorted(lines[1:] + extra,
+                                                 key=lambda x: x.split(",")[1])]) + "\n")
+    base = settings_for(tmp_path)
+    (tmp_path / "assets.csv").write_text("symbol,tradable,fractionable,shortable\n"
+                                         "WHOLE,true,false,false\nOTHER,true,false,false\n")
+    s = base.model_copy(update={"kill_switch": base.kill_switch.model_copy(
+        update={"flatten": True})})
+    res = await run_backtest(s, bars, tmp_path / "bt.sqlite", strategies=[AlsoHoldOther()])
+    ev = await events_of(res.log_path)
+    engaged = [(q, e) for q, e in ev if isinstance(e, KillSwitchEngaged)]
+    assert len(engaged) == 1 and engaged[0][1].flatten
+    other = [e for _, e in ev if isinstance(e, FillReceived) and e.symbol == "OTHER"]
+    assert [(f.side, f.qty) for f in other] == [("buy", 10), ("sell", 10)]
+    sell_seq = next(q for q, e in ev if isinstance(e, FillReceived) and e.symbol == "OTHER"
+                    and e.side == "sell")
+    verified = [(q, e) for q, e in ev if isinstance(e, KillSwitchVerified)]
+    assert len(verified) == 1
+    assert verified[0][0] > sell_seq > engaged[0][0] and verified[0][1].flat
