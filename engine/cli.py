@@ -267,8 +267,9 @@ def check_strategy(name: str, params: dict[str, Any]) -> None:
 
 
 def quiet_unless_verbose(args: argparse.Namespace, settings: Settings) -> None:
-    """A backtest books thousands of fills: its story is the report, not a line per fill."""
-    if not args.verbose and "log_level" not in settings.model_fields_set:
+    """A backtest books thousands of fills: its story is the report, not a line per fill
+    (`log_level` is the service's; --verbose shows everything here)."""
+    if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)
 
 
