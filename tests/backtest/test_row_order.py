@@ -8,6 +8,7 @@ import hashlib
 import tracemalloc
 from collections import Counter
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import msgspec
@@ -19,7 +20,10 @@ from engine.marketdata.ordered import OrderedFileProvider, OrderStats, ordered_b
 from events.catalogue import BarReceived, DataRejected, FillReceived
 from events.market import Bar
 from events.store import LogReader
-from replay.backtest import NoBarsError, run_backtest
+from engine.strategies.base import Strategy
+from engine.strategies.context import StrategyContext
+from events.catalogue import OrderIntent
+from replay.backtest import NoBarsError, run_backtest, stuck_orders_line
 from tests.backtest.test_backtest_determinism import payload_digest
 from tests.owndata import business_days, grouped, minute_rows, shuffled, write_csv
 
@@ -143,3 +147,37 @@ async def test_the_provider_reports_what_it_read(tmp_path: Path) -> None:
         items = [i async for i in provider.stream()]
     assert provider.stats.symbols == {"AAA", "BBB"} and provider.stats.bars == len(items)
     assert {i.interval_s for i in items if isinstance(i, Bar)} == {300}
+
+
+class _BuyOnBar(Strategy):
+    """Buys 10 shares of each symbol on its `n`-th bar (a test strategy)."""
+
+    name = "buy_on_bar"
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.seen: Counter[str] = Counter()
+
+    def on_bar(self, bar: Bar, ctx: StrategyContext) -> list[OrderIntent] | None:
+        self.seen[bar.symbol] += 1
+        if self.seen[bar.symbol] == self.n:
+            return [ctx.order("buy", symbol=bar.symbol, qty=Decimal(10), reason="test")]
+        return None
+
+
+async def test_an_order_the_data_ended_under_is_reported(tmp_path: Path) -> None:
+    # AAA's file ends after 30 bars, BBB's runs all day: an order on AAA's last bar can never
+    # fill, and the result must say so rather than end as if nothing were pending.
+    rows = minute_rows(["AAA", "BBB"], DAYS[:1])
+    aaa = [r for r in rows if r[0] == "AAA"][:30]
+    files = [write_csv(tmp_path / "aaa.csv", aaa),
+             write_csv(tmp_path / "bbb.csv", [r for r in rows if r[0] == "BBB"])]
+    res = await run_backtest(_settings(tmp_path), files, tmp_path / "s.sqlite",
+                             strategies=[_BuyOnBar(30)])
+    assert [(o.symbol, o.side, o.qty) for o in res.open_orders] == [("AAA", "buy", 10)]
+    assert res.open_orders[0].last_bar is not None
+    line = stuck_orders_line(res.open_orders)
+    assert line is not None and line.startswith("1 order(s) still open when the data ended")
+    fills = [e for e in await _events(res.log_path) if isinstance(e, FillReceived)]
+    assert [f.symbol for f in fills] == ["BBB"]
