@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import strategy_params, build_parser
+from engine.cli import build_parser, strategy_params
 from engine.config import load_settings
 from replay.progress import Progress
 from tests.owndata import business_days, grouped, minute_rows, write_csv, yahoo_daily

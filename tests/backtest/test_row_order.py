@@ -17,12 +17,11 @@ import pytest
 from engine.config import load_settings
 from engine.marketdata.csv_io import CsvBarProvider
 from engine.marketdata.ordered import OrderedFileProvider, OrderStats, ordered_batches
-from events.catalogue import BarReceived, DataRejected, FillReceived
-from events.market import Bar
-from events.store import LogReader
 from engine.strategies.base import Strategy
 from engine.strategies.context import StrategyContext
-from events.catalogue import OrderIntent
+from events.catalogue import BarReceived, DataRejected, FillReceived, OrderIntent
+from events.market import Bar
+from events.store import LogReader
 from replay.backtest import NoBarsError, run_backtest, stuck_orders_line
 from tests.backtest.test_backtest_determinism import payload_digest
 from tests.owndata import business_days, grouped, minute_rows, shuffled, write_csv
@@ -30,7 +29,7 @@ from tests.owndata import business_days, grouped, minute_rows, shuffled, write_c
 DAYS = business_days(date(2026, 3, 2), 2)
 
 
-def _settings(tmp_path: Path):  # noqa: ANN202
+def _settings(tmp_path: Path):
     return load_settings(data_dir=tmp_path, sim={"cash": "100000"}, strategies=[
         {"name": "sma_crossover", "params": {"fast": 5, "slow": 20}}])
 

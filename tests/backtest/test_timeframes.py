@@ -22,7 +22,7 @@ from tests.owndata import business_days, walk, write_csv, yahoo_daily
 DAYS = business_days(date(2026, 9, 1), 80)
 
 
-def _settings(tmp_path: Path, **data: object):  # noqa: ANN202
+def _settings(tmp_path: Path, **data: object):
     return load_settings(data_dir=tmp_path, sim={"cash": "100000"}, data=data, strategies=[
         {"name": "sma_crossover", "params": {"fast": 3, "slow": 8}}])
 
