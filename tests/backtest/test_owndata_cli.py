@@ -174,3 +174,47 @@ def test_progress_draws_bars_on_a_terminal_and_sums_up_otherwise() -> None:
     q.update("bars", 50)
     q.close("backtest: 50 bars")
     assert re.fullmatch(r"backtest: 50 bars in \d+\.\d s\n", plain.getvalue())
+
+
+def test_a_settings_file_after_the_command_merges_with_the_flags(tmp_path: Path,
+                                                                  mine: Path) -> None:
+    toml = tmp_path / "bt.toml"
+    toml.write_text("[sim]\nfee_bps = 10\n")
+    r = cli(tmp_path, "backtest", "--strategy", "sma_crossover", "--data", str(mine),
+            "--cash", "100000", "--no-plots", "--out", str(tmp_path / "o"), "--config",
+            str(toml))
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = _report(tmp_path / "o")
+    assert doc["summary"]["trades"] > 0 and float(doc["summary"]["fees"]) > 0
+    assert float(doc["summary"]["starting_equity"]) == 100000
+
+
+def test_a_replay_on_a_terminal_shows_progress(tmp_path: Path, mine: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.service.procs import engine_env
+
+    master, slave = pty.openpty()
+    env = engine_env(tmp_path, {"MQD_DATA__SOURCE": "csv", "MQD_DATA__PATH": str(mine),
+                                "MQD_SIM__CASH": "100000", "COLUMNS": "120"})
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "run"], cwd=tmp_path, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out, _ = proc.communicate(timeout=120)
+    os.close(master)
+    assert proc.returncode == 0, seen[-2000:]
+    text = seen.decode(errors="replace")
+    assert "replay" in text and "1560/1560" in text, text[-500:]
+    assert b"run finished: data finished" in out
