@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import socket
@@ -145,7 +146,23 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         stem = "demo" if settings.data.source == "sample" else f"paper-{settings.data.source}"
         settings = settings.model_copy(update={"log_file": next_run_log(settings, stem)})
     print(f"MiniQuantDesk {settings.mode}: log {settings.log_path}", file=sys.stderr)
-    result = anyio.run(run_service, settings)
+    bar = None
+    if replay and sys.stderr.isatty():  # a long accelerated replay: show how far it is
+        from engine.marketdata.assets import sample_bars_path
+        from replay.backtest import count_rows
+        from replay.progress import Progress
+
+        bar = Progress()
+        path = sample_bars_path() if settings.data.source == "sample" else settings.data.path
+        bar.add("bars", "replay", count_rows(path) if path is not None and
+                settings.data.source != "log" else None)
+    try:
+        result = anyio.run(functools.partial(
+            run_service, settings,
+            progress=(lambda n: bar.update("bars", n)) if bar is not None else None))
+    finally:
+        if bar is not None:
+            bar.close()
     print(asyncio.run(summary_text(settings.log_path, settings, result.reason)))
     return EXIT_OK if result.reason in ("clean", "data finished", "signal") else EXIT_CHECK_FAILED
 
@@ -267,8 +284,9 @@ def check_strategy(name: str, params: dict[str, Any]) -> None:
 
 
 def quiet_unless_verbose(args: argparse.Namespace, settings: Settings) -> None:
-    """A backtest books thousands of fills: its story is the report, not a line per fill."""
-    if not args.verbose and "log_level" not in settings.model_fields_set:
+    """A backtest books thousands of fills: its story is the report, not a line per fill
+    (`log_level` is the service's; --verbose shows everything here)."""
+    if not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)
 
 

@@ -16,6 +16,7 @@ import logging
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,8 +101,10 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                       provider: BarProvider | None = None, broker: Any = None,
                       stop_after_data: bool | None = None,
                       task_status: TaskStatus[Engine] = anyio.TASK_STATUS_IGNORED,
-                      log_path: Path | None = None) -> ServiceResult:
-    """Run until the data ends (file sources), a signal, or a failure."""
+                      log_path: Path | None = None,
+                      progress: Callable[[int], None] | None = None) -> ServiceResult:
+    """Run until the data ends (file sources), a signal, or a failure. `progress(bars)` is
+    called now and then with the bars handled so far (a display for long replays)."""
     replaying = settings.data.source in FILE_SOURCES
     if clock is None:
         # Bars from files are replayed at accelerated simulated time on the simulated broker;
@@ -146,7 +149,7 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                 log.info("engine ready: trading state %s", engine.proj.risk.trading_state,
                          extra={"seq": engine.log.last_seq})
                 done = anyio.Event()
-                tg.start_soon(_market, engine, source, done)
+                tg.start_soon(_market, engine, source, done, progress)
                 with anyio.CancelScope() as wait_scope:
                     async with anyio.create_task_group() as waiters:
                         async def first(ev: anyio.Event, why: str) -> None:
@@ -192,11 +195,18 @@ async def _signals(stop: anyio.Event) -> None:
             return
 
 
-async def _market(engine: Engine, source: BarProvider, done: anyio.Event) -> None:
+async def _market(engine: Engine, source: BarProvider, done: anyio.Event,
+                  progress: Callable[[int], None] | None = None) -> None:
     async with source, aclosing(source.stream()) as items:
         item: MarketItem
+        n = 0
         async for item in items:
             await engine.on_item(item)
+            n += 1
+            if progress is not None and n % 1000 == 0:
+                progress(engine.bars_seen)
+        if progress is not None:
+            progress(engine.bars_seen)
     await engine.log.flush()
     done.set()
 

@@ -145,3 +145,10 @@ def order_session(ts: datetime) -> date:
     if is_business_day(d) and ts < session_close(d):
         return d
     return next_business_day(d)
+
+
+def sessions_after_close(d: date, n: int) -> datetime:
+    """When the `n`-th session after business day `d` closes (`d`'s own close for n=0)."""
+    for _ in range(n):
+        d = next_business_day(d)
+    return session_close(d)

@@ -17,7 +17,6 @@ Symbols the assets file does not list are traded as whole-share, tradable, not s
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field

@@ -115,7 +115,7 @@ def _run_on_processes(jobs: list[tuple[Any, ...]], processes: int | None,
         updates = manager.Queue() if manager is not None else None
         rows: list[dict[str, Any] | None] = [None] * len(jobs)
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(run_point, *job, updates, verbose): job[7] for job in jobs}
+            futures = {pool.submit(_run_job, job, updates, verbose): job[7] for job in jobs}
             pending = set(futures)
             while pending:
                 # Wake for finished points, and every 0.2 s for the progress display.
@@ -124,13 +124,19 @@ def _run_on_processes(jobs: list[tuple[Any, ...]], processes: int | None,
                 _drain(updates, on_progress)
                 for f in done:
                     i = futures[f]
-                    rows[i] = f.result()
+                    row = rows[i] = f.result()
                     if on_done is not None:
-                        on_done(i, rows[i])  # type: ignore[arg-type]
+                        on_done(i, row)
         return [r for r in rows if r is not None]
     finally:
         if manager is not None:
             manager.shutdown()
+
+
+def _run_job(job: tuple[Any, ...], updates: Any, verbose: bool) -> dict[str, Any]:
+    settings_json, strategy, params, data, log, start, end, index = job
+    return run_point(settings_json, strategy, params, data, log, start, end, index, updates,
+                     verbose)
 
 
 def _drain(updates: Any, on_progress: Callable[[int, int], None] | None) -> None:

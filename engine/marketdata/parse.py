@@ -33,9 +33,10 @@ are then read as sessions like date-only timestamps.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable, Mapping
 from collections import Counter
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -317,7 +318,7 @@ def infer_interval(keys: list[tuple[str, datetime]]) -> int | None:
     gaps: Counter[int] = Counter()
     for starts in by_symbol.values():
         starts.sort()
-        for a, b in zip(starts, starts[1:]):
+        for a, b in itertools.pairwise(starts):
             gap = int((b - a).total_seconds())
             if gap > 0:
                 gaps[gap] += 1

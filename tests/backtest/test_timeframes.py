@@ -22,7 +22,7 @@ from tests.owndata import business_days, walk, write_csv, yahoo_daily
 DAYS = business_days(date(2026, 9, 1), 80)
 
 
-def _settings(tmp_path: Path, **data: object):  # noqa: ANN202
+def _settings(tmp_path: Path, **data: object):
     return load_settings(data_dir=tmp_path, sim={"cash": "100000"}, data=data, strategies=[
         {"name": "sma_crossover", "params": {"fast": 3, "slow": 8}}])
 
@@ -97,8 +97,18 @@ async def test_hourly_bars_trade_across_nights(tmp_path: Path) -> None:
     fills = [e for e in events if isinstance(e, FillReceived)]
     assert len(fills) >= 4 and not [e for e in events if isinstance(e, OrderExpired)]
     starts = sorted(e.bar.start for e in events if isinstance(e, BarReceived))
-    for f in fills:  # at a bar's open, the bar after the one whose close made the signal
-        assert f.broker_time in starts and f.broker_time > starts[0]
+    intents = {e.intent_id: e for e in events if isinstance(e, OrderIntent)}
+    approved = {e.client_order_id: e for e in events if isinstance(e, RiskApproved)}
+    overnight = 0
+    for f in fills:  # at the open of the bar after the one whose close made the signal
+        signal = intents[approved[f.client_order_id].intent_id].ts
+        i = starts.index(f.broker_time)
+        assert starts[i - 1] < signal <= starts[i]
+        if f.broker_time.astimezone(NEW_YORK).date() != signal.astimezone(NEW_YORK).date():
+            overnight += 1  # a signal on the day's last bar: a day order for the next session
+            assert f.broker_time.astimezone(NEW_YORK).time() == datetime.min.time().replace(
+                hour=9, minute=30)
+    assert overnight >= 1, "the seed must give a signal at a session's last bar"
 
 
 async def test_declared_timeframe_wins_over_the_inferred_one(tmp_path: Path) -> None:
@@ -114,3 +124,24 @@ async def test_declared_timeframe_wins_over_the_inferred_one(tmp_path: Path) -> 
     declared = await run_backtest(_settings(tmp_path, timeframe="5m"), path,
                                   tmp_path / "x.sqlite")
     assert inferred.interval == "10m" and declared.interval == "5m"
+
+
+def test_staleness_of_daily_bars_counts_sessions_not_hours() -> None:
+    from engine.risk.decide import _session_bar_fresh
+
+    fri = date(2026, 11, 20)
+    start = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)  # Friday's session bar
+    two = Decimal(2)
+    # Monday morning, 65 hours later: a weekend is not two missing bars
+    assert _session_bar_fresh(start, 23400, datetime(2026, 11, 23, 15, tzinfo=UTC), two)
+    # until Tuesday's close (two sessions after Friday) it is fresh; after it, stale
+    tue_close = session_close(date(2026, 11, 24))
+    assert _session_bar_fresh(start, 23400, tue_close, two)
+    assert not _session_bar_fresh(start, 23400, tue_close + timedelta(seconds=1), two)
+    # Thanksgiving is no session: Wednesday's bar stays fresh until Monday's close
+    wed = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)
+    assert _session_bar_fresh(wed, 23400, session_close(date(2026, 11, 30)), two)
+    # an intraday bar is judged in hours as before
+    assert not _session_bar_fresh(datetime(2026, 11, 20, 15, tzinfo=UTC), 3600,
+                                  datetime(2026, 11, 20, 16, tzinfo=UTC), two)
+    assert fri.weekday() == 4
