@@ -186,11 +186,13 @@ class StrategyContext:
         "_signal_time",
         "_stamp",
         "_symbol",
+        "_tif",
     )
 
     def __init__(self, name: str, projections: Projections, clock: Clock,
-                 history: BarHistory) -> None:
+                 history: BarHistory, *, time_in_force: str = "day") -> None:
         self._name = name
+        self._tif = time_in_force
         self._proj = projections
         self._clock = clock
         self._history = history
@@ -320,7 +322,14 @@ class StrategyContext:
 
     # --- sizing --------------------------------------------------------------------------
 
+    @property
+    def time_in_force(self) -> str:
+        """The strategy's default time in force ("day" or "gtc")."""
+        return self._tif
+
     def _fractionable(self, symbol: str) -> bool:
+        if self._tif != "day":
+            return False  # fractional orders must be day orders: size in whole shares
         info = self._proj.market.assets.get(symbol)
         # Unknown eligibility is treated as whole shares only: the safe assumption.
         return info is not None and info.fractionable
@@ -366,14 +375,15 @@ class StrategyContext:
     def order(self, side: Side, *, symbol: str | None = None, qty: Decimal | None = None,
               notional: Decimal | None = None, size: Size | None = None,
               order_type: str = "market", limit_price: Decimal | None = None,
-              stop_price: Decimal | None = None, time_in_force: str = "day",
+              stop_price: Decimal | None = None, time_in_force: str | None = None,
               reduce_only: bool = False, allow_notional: bool = False,
               reason: str = "", stop_loss: Decimal | None = None,
               stop_loss_limit: Decimal | None = None, take_profit: Decimal | None = None,
               trail_price: Decimal | None = None, trail_percent: Decimal | None = None,
               ) -> OrderIntent:
         """An intent with the next deterministic id. Bad arguments raise (inside a hook, the
-        runner then records the error and pauses the strategy).
+        runner then records the error and pauses the strategy). `time_in_force` defaults to
+        the strategy's, except that a fractional order is always a day order.
 
         `stop_loss=` / `take_profit=` attach legs the broker holds: both make a bracket, one
         an OTO (whole shares only; the gate says so otherwise). `stop_price` is a stop /
@@ -403,6 +413,10 @@ class StrategyContext:
                              "other types take none")
         if stop_loss_limit is not None and stop_loss is None:
             raise ValueError("stop_loss_limit needs stop_loss")
+        if time_in_force is None:
+            fractional = notional is not None or (qty is not None
+                                                  and qty != qty.to_integral_value())
+            time_in_force = "day" if fractional else self._tif
         sym = symbol or self._symbol
         if not sym:
             raise ValueError("no symbol: pass symbol= outside on_bar")
