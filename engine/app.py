@@ -33,6 +33,7 @@ from engine.brokers.simulated import SimConfig, SimulatedBroker
 from engine.clock import Clock, SimClock
 from engine.config import Settings
 from engine.execution.router import OrderRouter
+from engine.protection_watch import engine_side_exits
 from engine.execution.service import ExecutionService
 from engine.marketdata.assets import read_assets_csv, sample_assets_path
 from engine.marketdata.types import MarketItem
@@ -254,6 +255,8 @@ class Engine:
         self.bars_seen += 1
         if self.step_mode and await self.loss_watch.check(attempts=1):
             await self.pump()  # the kill switch's cancels, before any strategy sees the bar
+        for exit_ in engine_side_exits(self.proj, bar, self.clock.now()):
+            await self._act(exit_)  # a stop the broker could not hold (see protection_watch)
         for out in self.runner.on_bar(bar):
             await self._act(out)
         await self._feed_fills()

@@ -284,6 +284,8 @@ class OrdersState(msgspec.Struct, kw_only=True):
     by_intent: dict[str, str] = {}
     # Open protective stop-type orders (legs included, armed or not), by symbol.
     stops: dict[str, set[str]] = {}
+    # The latest entry per symbol whose protection the engine holds (engine-side stops).
+    engine_side: dict[str, str] = {}
 
 
 def would_move(order: Order, tag: str) -> bool:
@@ -420,6 +422,8 @@ def apply_approved(state: OrdersState, seq: int, e: RiskApproved) -> None:
     )
     state.orders[e.client_order_id] = order
     state.by_intent.setdefault(e.intent_id, e.client_order_id)
+    if e.engine_side:
+        state.engine_side[e.symbol] = e.client_order_id
     _set_status(state, order, S.NEW, seq)
     for leg in e.legs:
         if leg.client_order_id in state.orders:

@@ -30,12 +30,9 @@ class Protection(msgspec.Struct, frozen=True, kw_only=True):
 
 def _engine_side(proj: Projections, symbol: str) -> Order | None:
     """The latest filled entry of `symbol` whose protection the engine holds, if any."""
-    best: Order | None = None
-    for o in proj.orders.orders.values():
-        if o.symbol == symbol and o.engine_side and o.filled_qty > 0 and not o.protective \
-                and (best is None or o.created_seq > best.created_seq):
-            best = o
-    return best
+    coid = proj.orders.engine_side.get(symbol)
+    o = proj.orders.orders.get(coid) if coid is not None else None
+    return o if o is not None and o.filled_qty > 0 else None
 
 
 def protection_of(proj: Projections, symbol: str) -> Protection:

@@ -359,6 +359,14 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
     limit_price = intent.take_profit.limit_price if oco and intent.take_profit else \
         intent.limit_price
     stop_level = protection.protective_stop_level(intent)
+    engine_side = bool(opening > 0 and sizing.fractional and limits.require_protection
+                       and limits.engine_side_protection)
+    risk_stop = stop_level if stop_level is not None else (
+        intent.stop_price if intent.order_type in ("market", "limit") else None)
+    if engine_side and risk_stop is None:
+        # The engine watches this one: it needs a level, the default stop from the price.
+        f = limits.default_stop_pct
+        risk_stop = (price * (ONE - f) if buy else price * (ONE + f)).quantize(CENT)
     return RiskApproved(
         ts=now, intent_id=intent.intent_id, client_order_id=coid,
         strategy=intent.strategy, symbol=sym, side=side,  # type: ignore[arg-type]
@@ -374,10 +382,7 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
         legs=protection.legs_for(intent, coid, qty),
         # Closes only, with a stop or as an OCO: it protects a position, exposes nothing.
         protective=opening == 0 and (oco or intent.order_type in STOP_ORDER_TYPES),
-        risk_stop=stop_level if stop_level is not None else (
-            intent.stop_price if intent.order_type in ("market", "limit") else None),
-        engine_side=bool(opening > 0 and sizing.fractional and limits.require_protection
-                         and limits.engine_side_protection),
+        risk_stop=risk_stop, engine_side=engine_side,
     )
 
 
