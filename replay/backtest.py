@@ -271,6 +271,9 @@ def stuck_orders(proj: Projections) -> list[StuckOrder]:
     out = []
     for coid in sorted(proj.orders.open_ids):
         o = proj.orders.orders[coid]
+        pos = proj.positions.positions.get(o.symbol)
+        if o.protective and pos is not None and pos.qty:
+            continue  # the stop of a position held at the end: protection, not a stuck order
         last = proj.market.last_bar.get(o.symbol)
         out.append(StuckOrder(client_order_id=coid, symbol=o.symbol, side=o.side, qty=o.qty,
                               notional=o.notional, status=o.status.value,

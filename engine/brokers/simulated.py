@@ -382,7 +382,8 @@ class SimulatedBroker:
     def _reserved_buys(self) -> Decimal:
         total = ZERO
         for o in self._open_orders():
-            if o.request.side == "buy":
+            # A leg (a short's buy stop, its take-profit) only covers: it needs no cash.
+            if o.request.side == "buy" and o.parent is None:
                 r = o.request
                 if r.notional is not None:
                     total += r.notional - o.filled_notional

@@ -383,7 +383,8 @@ class StrategyContext:
               ) -> OrderIntent:
         """An intent with the next deterministic id. Bad arguments raise (inside a hook, the
         runner then records the error and pauses the strategy). `time_in_force` defaults to
-        the strategy's, except that a fractional order is always a day order.
+        the strategy's, except that a fractional order is always a day order and an entry
+        with legs good till canceled (its stop must outlive the session).
 
         `stop_loss=` / `take_profit=` attach legs the broker holds: both make a bracket, one
         an OTO (whole shares only; the gate says so otherwise). `stop_price` is a stop /
@@ -416,7 +417,10 @@ class StrategyContext:
         if time_in_force is None:
             fractional = notional is not None or (qty is not None
                                                   and qty != qty.to_integral_value())
-            time_in_force = "day" if fractional else self._tif
+            # Legs share their entry's time in force: good till canceled, so a stop does
+            # not expire with the session while its position stays open.
+            legs = stop_loss is not None or take_profit is not None
+            time_in_force = "day" if fractional else ("gtc" if legs else self._tif)
         sym = symbol or self._symbol
         if not sym:
             raise ValueError("no symbol: pass symbol= outside on_bar")
