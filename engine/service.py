@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ def restore_simulated(engine: Engine) -> None:
     opened = []
     parents: dict[str, str] = {}
     held: set[str] = set()
+    hwms: dict[str, Decimal] = {}
     for coid in sorted(p.orders.open_ids):
         o = p.orders.orders[coid]
         if o.broker_order_id is None:
@@ -78,12 +80,15 @@ def restore_simulated(engine: Engine) -> None:
             parents[coid] = o.parent_id
         if o.status.value == "held":
             held.add(coid)
+        if o.hwm is not None:
+            hwms[coid] = o.hwm
     seen = [int(o.broker_order_id[4:]) for o in p.orders.orders.values()
             if o.broker_order_id and o.broker_order_id.startswith("sim-")
             and o.broker_order_id[4:].isdigit()]
     cash = p.account.cash_now if p.account.known else sim.cash
     sim.restore(cash, positions, opened, orders_seen=max(seen, default=0),
-                executions_seen=len(p.orders.execution_ids), held=held, parents=parents)
+                executions_seen=len(p.orders.execution_ids), held=held, parents=parents,
+                hwms=hwms)
 
 
 class BrokerErrorMonitor:

@@ -42,6 +42,7 @@ from engine.brokers.base import (
     OrderNotFoundError,
     OrderRejectedError,
     OrderRequest,
+    TRAILING_STOP_MOVED,
     StreamConnected,
     TradeUpdate,
     UnparsedMessage,
@@ -65,6 +66,7 @@ from events.catalogue import (
     OrderSubmitted,
     ReplaceRequested,
     RiskApproved,
+    TrailingStopUpdated,
     UnknownBrokerMessage,
 )
 from events.store import EventLog
@@ -393,6 +395,11 @@ class ExecutionService:
         elif ev == "replaced":
             if t.status != S.REPLACED:
                 self._record_replaced(t, o, "stream")
+        elif ev == TRAILING_STOP_MOVED:
+            if o.hwm is not None and o.stop_price is not None:
+                self._note(TrailingStopUpdated(
+                    ts=now, client_order_id=t.client_order_id, hwm=o.hwm,
+                    stop_price=o.stop_price, broker_time=u.timestamp, symbol=o.symbol))
         else:
             self._note(UnknownBrokerMessage(
                 ts=now, source=self._broker.name, raw=f"event {ev!r} for {o.client_order_id}",
