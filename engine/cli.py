@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import socket
 import sys
 import traceback
@@ -395,6 +396,42 @@ def cmd_halt_resume(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if answer.get("ok") else EXIT_CHECK_FAILED
 
 
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.dashboard.security import BindError
+    from engine.dashboard.server import DashboardStartError, run_dashboard
+    from engine.dashboard.setup import announce_token, build_config
+    from engine.service import control_socket_path
+
+    if not settings.log_path.exists():
+        raise UsageError(f"no event log at {settings.log_path} (has the engine run? "
+                         "see --log / MQD_LOG_FILE)")
+    bind = args.bind or settings.dashboard.bind
+    try:
+        cfg, host, port = build_config(
+            log_path=settings.log_path, socket_path=control_socket_path(settings),
+            data_dir=settings.data_dir, limits=settings.risk, bind=bind,
+            allow_remote=args.allow_remote or settings.dashboard.allow_remote)
+    except BindError as e:
+        raise UsageError(str(e)) from None
+    announce_token(cfg.token)
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as tg:
+            try:
+                served = await tg.start(run_dashboard, cfg, host, port)
+            except DashboardStartError as e:
+                raise UsageError(str(e)) from None
+            print(f"dashboard {served.url} (log {settings.log_path}); Ctrl-C to stop",
+                  file=sys.stderr, flush=True)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    break
+            tg.cancel_scope.cancel()
+
+    anyio.run(serve)
+    return EXIT_OK
+
+
 # --- parser ----------------------------------------------------------------------------------
 
 
@@ -405,8 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where logs and reports go (default: mqd-data)")
     p.add_argument("--log", help="event log path (default: <data-dir>/events.sqlite)")
     sub = p.add_subparsers(dest="command", metavar="command")
-    sub.add_parser("run", help="run the engine (no settings: the demo on sample data)")
-    sub.add_parser("demo", help="the embedded demo: $200 simulated account, sample data, VWAP")
+    runp = sub.add_parser("run", help="run the engine (no settings: the demo on sample data)")
+    demop = sub.add_parser("demo", help="the embedded demo: $200 simulated account, sample data, VWAP")
+    for rp in (runp, demop):
+        rp.add_argument("--pace", type=float, default=None, metavar="SECONDS",
+                        help="wall-clock seconds between replayed bars, to watch it trade")
+        rp.add_argument("--dashboard", action="store_true",
+                        help="serve the dashboard (dashboard.bind, default 127.0.0.1:8765)")
     c = sub.add_parser("config", help="print the effective settings (secrets masked)")
     c.add_argument("--json", action="store_true", help="(always JSON)")
     b = sub.add_parser("backtest", help="replay bars or a log through the engine")
@@ -432,6 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--json", action="store_true")
     s = sub.add_parser("status", help="trading state, positions, orders, P&L vs limits")
     s.add_argument("--json", action="store_true")
+    d = sub.add_parser("dashboard", help="the operator's dashboard in the browser, on any log")
+    d.add_argument("--bind", help="HOST:PORT (default: dashboard.bind, 127.0.0.1:8765)")
+    d.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback bind (every request then needs the token)")
     for name, helptext in (("halt", "engage the kill switch"), ("resume", "release it")):
         h = sub.add_parser(name, help=helptext)
         h.add_argument("--reason", required=True)
@@ -452,9 +498,23 @@ def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _run_overrides(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    """--pace / --dashboard of run and demo, merged over the settings they would load."""
+    out: dict[str, Any] = {}
+    if getattr(args, "pace", None) is not None or getattr(args, "dashboard", False):
+        base = load_settings(**overrides)
+        if args.pace is not None:
+            if args.pace < 0:
+                raise UsageError("--pace must be >= 0 seconds")
+            out["data"] = base.data.model_copy(update={"pace_s": args.pace})
+        if args.dashboard:
+            out["dashboard"] = base.dashboard.model_copy(update={"enabled": True})
+    return out
+
+
 COMMANDS = {"run": cmd_run, "demo": cmd_run, "config": cmd_config, "backtest": cmd_backtest,
             "sweep": cmd_sweep, "status": cmd_status, "halt": cmd_halt_resume,
-            "resume": cmd_halt_resume}
+            "resume": cmd_halt_resume, "dashboard": cmd_dashboard}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -471,6 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "demo":
             # The demo ignores configured brokers/data: it is always the embedded default.
             overrides.update(broker="simulated", data={"source": "sample"})
+        overrides.update(_run_overrides(args, overrides))
         settings = load_settings(**overrides)
         setup_logging(settings, args.verbose)
         return COMMANDS[command](args, settings)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import time
 from collections import deque
 from contextlib import aclosing
@@ -139,16 +140,24 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                 stop = anyio.Event()
                 tg.start_soon(_signals, stop)
                 await tg.start(_control_server, engine, control_socket_path(settings))
+                if settings.notify.webhook_url:
+                    from engine.notify.service import Notifier
+
+                    await tg.start(Notifier(engine.log, engine.clock, settings.notify).run)
+                if settings.dashboard.enabled:
+                    await tg.start(_dashboard, engine, settings)
                 if not engine.step_mode:
                     await tg.start(engine.execution.run_updates)
                     tg.start_soon(_reconcile_loop, engine, settings.reconcile.interval_s)
+                    if hasattr(engine.broker, "stream_health"):
+                        tg.start_soon(_stream_watch, engine)
                 tg.start_soon(_kill_monitors, engine, monitor, settings)
                 tg.start_soon(_snapshots, engine, settings.snapshot_every)
                 task_status.started(engine)
                 log.info("engine ready: trading state %s", engine.proj.risk.trading_state,
                          extra={"seq": engine.log.last_seq})
                 done = anyio.Event()
-                tg.start_soon(_market, engine, source, done)
+                tg.start_soon(_market, engine, source, done, settings.data.pace_s)
                 with anyio.CancelScope() as wait_scope:
                     async with anyio.create_task_group() as waiters:
                         async def first(ev: anyio.Event, why: str) -> None:
@@ -194,11 +203,17 @@ async def _signals(stop: anyio.Event) -> None:
             return
 
 
-async def _market(engine: Engine, source: BarProvider, done: anyio.Event) -> None:
+async def _market(engine: Engine, source: BarProvider, done: anyio.Event,
+                  pace_s: float = 0.0) -> None:
     async with source, aclosing(source.stream()) as items:
         item: MarketItem
         async for item in items:
             await engine.on_item(item)
+            if pace_s:
+                # a replay slowed to a watchable pace (wall time between bars; the engine's
+                # simulated clock still moves by bar time)
+                await engine.log.flush()
+                await anyio.sleep(pace_s)
     await engine.log.flush()
     done.set()
 
@@ -210,6 +225,43 @@ async def _snapshots(engine: Engine, every: int) -> None:
         await engine.clock.sleep(30.0)
         if engine.log.last_seq - engine.snapshot_seq >= every:
             await engine.save_snapshot()
+
+
+async def _dashboard(engine: Engine, settings: Settings, *,
+                     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """The operator's dashboard on this service's log (a reader like any other; its
+    commands come back through the control socket)."""
+    from engine.dashboard.server import run_dashboard
+    from engine.dashboard.setup import announce_token, build_config
+
+    d = settings.dashboard
+    cfg, host, port = build_config(
+        log_path=engine.log.path, socket_path=control_socket_path(settings),
+        data_dir=settings.data_dir, limits=settings.risk, bind=d.bind,
+        allow_remote=d.allow_remote, now=lambda _: engine.clock.now())
+    announce_token(cfg.token)
+    async with anyio.create_task_group() as tg:
+        served = await tg.start(run_dashboard, cfg, host, port)
+        print(f"dashboard {served.url}", file=sys.stderr, flush=True)
+        log.info("dashboard at %s", served.url)
+        task_status.started()
+
+
+async def _stream_watch(engine: Engine, every_s: float = 1.0) -> None:
+    """Record the broker stream's state when it changes, so the dashboard and the alerts
+    can tell from the log how long it has been down."""
+    from events.catalogue import BrokerStreamStatus
+
+    last: tuple[str, bool] | None = None
+    while True:
+        health = engine.broker.stream_health()  # type: ignore[attr-defined]
+        now = (health.state, health.state == "listening")
+        if now != last and health.state != "idle":
+            last = now
+            await engine.log.append(BrokerStreamStatus(
+                ts=engine.clock.now(), state=health.state, connected=now[1],
+                detail=(health.last_error or "")[:300]))
+        await anyio.sleep(every_s)  # polled: the SDK's reconnect loop has no callback
 
 
 async def _reconcile_loop(engine: Engine, interval_s: float) -> None:
