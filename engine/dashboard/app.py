@@ -91,6 +91,9 @@ def make_app(follower: LogFollower, cfg: DashboardConfig) -> Starlette:
         return Response(body, media_type=STATIC[name],
                         headers={"Cache-Control": "no-cache"})
 
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204)
+
     async def overview(request: Request) -> Response:
         return JSONResponse(views.overview(follower.proj, follower.fold, context()))
 
@@ -108,7 +111,9 @@ def make_app(follower: LogFollower, cfg: DashboardConfig) -> Starlette:
         which = request.query_params.get("status", "open")
         if which not in ("open", "all"):
             raise views.BadQuery("status must be 'open' or 'all'")
-        limit = _int(request, "limit", 200) or 200
+        limit = _int(request, "limit", 200) or 0
+        if not 1 <= limit <= 10_000:
+            raise views.BadQuery("limit must be between 1 and 10000")
         p = follower.proj
         if which == "open":
             picked = [p.orders.orders[c] for c in p.orders.open_ids]
@@ -141,8 +146,8 @@ def make_app(follower: LogFollower, cfg: DashboardConfig) -> Starlette:
             follower.fold, types=types, symbol=request.query_params.get("symbol") or None,
             order=request.query_params.get("order") or None,
             after_seq=_int(request, "after_seq", 0) or 0,
-            before_seq=_int(request, "before_seq", None), limit=_int(request, "limit", 200)
-            or 200) | {"last_seq": follower.last_seq})
+            before_seq=_int(request, "before_seq", None),
+            limit=_int(request, "limit", 200) or 0) | {"last_seq": follower.last_seq})
 
     async def equity_chart(request: Request) -> Response:
         scope = request.query_params.get("scope", "run")
@@ -223,7 +228,7 @@ def make_app(follower: LogFollower, cfg: DashboardConfig) -> Starlette:
         return _error(500, "internal error (the dashboard's log has the details)")
 
     routes = [
-        Route("/", index), Route("/static/{name}", static),
+        Route("/", index), Route("/static/{name}", static), Route("/favicon.ico", favicon),
         Route("/api/overview", overview), Route("/api/positions", positions),
         Route("/api/positions/{symbol}/fills", fills), Route("/api/orders", orders),
         Route("/api/chain/{id:path}", chain), Route("/api/timeline", timeline),

@@ -10,7 +10,7 @@ from html import escape
 from engine.dashboard.fold import CurvePoint
 
 
-def equity_svg(points: Sequence[CurvePoint], *, width: int = 640, height: int = 180,
+def equity_svg(points: Sequence[CurvePoint], *, width: int = 1200, height: int = 200,
                title: str = "equity") -> str:
     pad_l, pad_r, pad_t, pad_b = 64, 10, 18, 22
     w, h = width - pad_l - pad_r, height - pad_t - pad_b

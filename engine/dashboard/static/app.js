@@ -65,7 +65,7 @@ function render(o) {
     signed(cell(tr, m2(x.unrealized_pnl), "num unrealized"), x.unrealized_pnl); signed(cell(tr, m2(x.realized_pnl), "num realized"), x.realized_pnl);
     cell(tr, m2(x.fees), "num");
     const pr = x.protection;
-    cell(tr, !pr ? "-" : pr.stop_price ? `stop ${pr.stop_price}${pr.live_at_broker ? " (live)" : " (intent)"}` : "none", pr && pr.stop_price ? "" : "neg");
+    cell(tr, !pr ? "-" : pr.stop_price ? `stop ${pr.stop_price}${pr.live_at_broker ? " (live)" : " (intent)"}` : "none", pr && !pr.stop_price ? "neg protection" : "protection");
     const ev = el("td");
     if (x.fill_seqs.length) ev.appendChild(link(`${x.fill_seqs.length} fill(s)`, () => showFills(x.symbol)));
     tr.appendChild(ev);
