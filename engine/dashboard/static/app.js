@@ -22,7 +22,12 @@ function num(v) { return v === null || v === undefined ? "-" : v; }
 // the API's numbers are exact decimal strings; the page rounds money to cents for reading
 function m2(v) { return v === null || v === undefined ? "-" : Number(v).toFixed(2); }
 function q6(v) { return v === null || v === undefined ? "-" : String(Number(Number(v).toFixed(6))); }
-function signed(td, v) { if (v !== null && v !== undefined) td.classList.add(Number(v) < 0 ? "neg" : Number(v) > 0 ? "pos" : ""); return td; }
+function signed(td, v) {
+  td.classList.remove("pos", "neg");
+  const n = v === null || v === undefined ? 0 : Number(v);
+  if (n < 0) td.classList.add("neg"); else if (n > 0) td.classList.add("pos");
+  return td;
+}
 function cell(tr, v, cls) { const td = el("td", num(v), cls); tr.appendChild(td); return td; }
 function link(text, onclick) { const a = el("button", text, "link"); a.addEventListener("click", onclick); return a; }
 function badge(id, text, kind) { const b = $(id); b.textContent = text; b.className = "badge " + (kind || ""); }
@@ -224,12 +229,12 @@ async function follow() {
           const data = chunk.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
           if (!data) continue;
           const msg = JSON.parse(data);
-          addTimeline(msg.timeline);
-          render(msg.overview);
           state.lastSeq = msg.overview.last_seq;
+          try { addTimeline(msg.timeline); render(msg.overview); }
+          catch (e) { console.error("dashboard render: " + e + " " + (e.stack || "")); } // keep following
         }
       }
-    } catch (e) { /* reconnect below */ }
+    } catch (e) { console.error("dashboard stream: " + e + " " + (e.stack || "")); }
     badge("live", "reconnecting", "warn");
     await new Promise((ok) => setTimeout(ok, 1000));
   }
