@@ -164,10 +164,12 @@ def make_app(follower: LogFollower, cfg: DashboardConfig) -> Starlette:
 
         async def events() -> AsyncIterator[str]:
             sent = after
-            while True:
+            while not follower.closing:
                 if follower.last_seq == sent and sent != 0:
                     with anyio.move_on_after(cfg.keepalive_s) as idle:
                         await follower.changed()
+                    if follower.closing:
+                        return
                     if idle.cancelled_caught:
                         yield ": keepalive\n\n"
                         continue

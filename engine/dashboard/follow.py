@@ -33,6 +33,7 @@ class LogFollower:
         self.reader = LogReader(path)
         self._changed = anyio.Event()
         self._opened = False
+        self.closing = False  # set when the server shuts down: streams end, not hang
 
     @property
     def last_seq(self) -> int:
@@ -70,6 +71,10 @@ class LogFollower:
     def _wake(self) -> None:
         old, self._changed = self._changed, anyio.Event()
         old.set()
+
+    def close_streams(self) -> None:
+        self.closing = True
+        self._wake()
 
     async def changed(self) -> None:
         """Return once events beyond what was folded when called have been folded."""

@@ -91,6 +91,7 @@ async def run_dashboard(cfg: DashboardConfig, host: str, port: int, *,
                 task_status.started(served)
                 await anyio.sleep_forever()
             finally:
+                follower.close_streams()  # open event streams end, so shutdown is prompt
                 server.should_exit = True
     finally:
         sock.close()
