@@ -247,14 +247,14 @@ async def _dashboard(engine: Engine, settings: Settings, *,
         task_status.started()
 
 
-async def _stream_watch(engine: Engine, every_s: float = 1.0) -> None:
+async def _stream_watch(engine: Engine, every_s: float = 0.2) -> None:
     """Record the broker stream's state when it changes, so the dashboard and the alerts
     can tell from the log how long it has been down."""
     from events.catalogue import BrokerStreamStatus
 
     last: tuple[str, bool] | None = None
     while True:
-        health = engine.broker.stream_health()  # type: ignore[attr-defined]
+        health = engine.broker.stream_health  # type: ignore[attr-defined]  (a property)
         now = (health.state, health.state == "listening")
         if now != last and health.state != "idle":
             last = now

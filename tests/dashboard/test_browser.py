@@ -8,6 +8,7 @@ Set MQD_SCREENSHOT=docs/dashboard.png to refresh the README's screenshot."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import pytest
 
 from events.catalogue import KillSwitchEngaged, KillSwitchVerified
 from events.store import LogReader
+from tests.notify.webhook_server import webhook
 from tests.service.procs import service
 
 pytestmark = pytest.mark.slow
@@ -59,8 +61,10 @@ def test_browser_watches_the_demo_trade_opens_a_chain_and_halts(tmp_path: Path,
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    env = {"MQD_DASHBOARD__BIND": "127.0.0.1:0"}
-    with service(tmp_path, env, args=("demo", "--pace", "0.01", "--dashboard")) as svc:
+    with webhook() as hook, service(tmp_path, {
+            "MQD_DASHBOARD__BIND": "127.0.0.1:0",
+            "MQD_NOTIFY__WEBHOOK_URL": json.dumps([hook.url])},
+            args=("demo", "--pace", "0.01", "--dashboard")) as svc:
         line = svc.wait_for("dashboard http://", timeout=120)
         url = re.search(r"http://127\.0\.0\.1:\d+/", line).group(0)  # type: ignore[union-attr]
         log = next((tmp_path / "data" / "runs").glob("demo-*.sqlite"))
@@ -125,6 +129,13 @@ def test_browser_watches_the_demo_trade_opens_a_chain_and_halts(tmp_path: Path,
         assert (evs[0].actor, evs[0].reason) == ("dashboard", "browser drill")
         assert any(isinstance(e, KillSwitchVerified) for e in evs[1:])
         assert token not in d.page_source
+
+        # the service told the webhook, and recorded that it did
+        hook.wait_for(1)  # raises on timeout
+        assert hook.received[0]["kind"] == "kill_switch_engaged"
+        assert "dashboard" in hook.received[0]["summary"]
+        wait.until(lambda d: "kill switch engaged by dashboard" in
+                   d.find_element(By.ID, "alerts").text)
 
         shot = tmp_path / "dashboard.png"
         d.execute_script("window.scrollTo(0, 0)")
