@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import itertools
 import json
-import subprocess
 import sys
 import tempfile
 import threading
@@ -54,7 +54,6 @@ async def write(path: Path, rate: int, seconds: float, out: Path) -> None:
 
 def one_run(rate: int, seconds: float) -> dict[str, float]:
     from engine.dashboard.app import DashboardConfig
-    from engine.dashboard.follow import LogFollower
     from engine.dashboard.security import load_or_create_token
     from engine.dashboard.server import run_dashboard
     from engine.risk.limits import RiskLimits
@@ -75,7 +74,7 @@ def one_run(rate: int, seconds: float) -> dict[str, float]:
             cfg = DashboardConfig(log_path=path, socket_path=Path(tmp) / "none.sock",
                                   limits=RiskLimits(), token=load_or_create_token(Path(tmp)),
                                   read_needs_token=False,
-                                  now=lambda f: datetime.now(UTC))  # noqa: ARG005
+                                  now=lambda f: datetime.now(UTC))
             async with anyio.create_task_group() as tg:
                 served = await tg.start(run_dashboard, cfg, "127.0.0.1", 0)
 
@@ -110,7 +109,7 @@ def one_run(rate: int, seconds: float) -> dict[str, float]:
             if 0 < seq and i < len(seqs):
                 lags.append((at - times[i]) * 1000)
         lags.sort()
-        pushes = [b[0] - a[0] for a, b in zip(received, received[1:]) if b[0] > a[0]]
+        pushes = [b[0] - a[0] for a, b in itertools.pairwise(received) if b[0] > a[0]]
         final_seq, final_at = w["marks"][-1]
         caught = next(t for s, t in received if s >= final_seq)
         return {"write_rate": w["events"] / w["elapsed"],

@@ -254,7 +254,7 @@ async def _stream_watch(engine: Engine, every_s: float = 0.2) -> None:
 
     last: tuple[str, bool] | None = None
     while True:
-        health = engine.broker.stream_health  # type: ignore[attr-defined]  (a property)
+        health = engine.broker.stream_health  # type: ignore[attr-defined]
         now = (health.state, health.state == "listening")
         if now != last and health.state != "idle":
             last = now

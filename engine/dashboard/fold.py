@@ -12,7 +12,6 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from events.base import Event, tag_of
 from events.catalogue import (
@@ -111,47 +110,45 @@ class DashboardFold:
     def apply(self, seq: int, e: Event, proj: Projections) -> None:
         self.events += 1
         self.last_ts = e.ts
-        t = type(e)
-        if t is BarReceived:
+        if isinstance(e, BarReceived):
             self._curve(seq, e, proj)
-            # bars are most of a log; the timeline keeps them (filterable) like anything else
         entry = make_entry(seq, e)
-        self.timeline.append(entry)
-        if t is FillReceived:
-            self._fill(seq, e, proj)  # type: ignore[arg-type]
-        elif t is OrderIntent:
-            if e.stop_price is not None:  # type: ignore[attr-defined]
-                self.intent_stops[e.intent_id] = e.stop_price  # type: ignore[attr-defined]
-        elif t is RiskRejected:
+        self.timeline.append(entry)  # bars too: the timeline filters, it does not forget
+        if isinstance(e, FillReceived):
+            self._fill(seq, e, proj)
+        elif isinstance(e, OrderIntent):
+            if e.stop_price is not None:
+                self.intent_stops[e.intent_id] = e.stop_price
+        elif isinstance(e, RiskRejected):
             self.recent_rejections.append(entry)
-            for r in e.reasons:  # type: ignore[attr-defined]
+            for r in e.reasons:
                 self.rejections[r.code] += 1
                 self.rejection_examples[r.code] = entry
-        elif t in (DiscrepancyFound, OrphanOrderAdopted, OrphanOrderCanceled):
+        elif isinstance(e, (DiscrepancyFound, OrphanOrderAdopted, OrphanOrderCanceled)):
             self.discrepancies.append(entry)
             self.discrepancy_count += 1
-        elif t is PositionAdjusted:
+        elif isinstance(e, PositionAdjusted):
             self.discrepancies.append(entry)
             self.discrepancy_count += 1
-            self.position_adjustments.setdefault(e.symbol, []).append(seq)  # type: ignore[attr-defined]
-            if proj.positions.positions.get(e.symbol) is None or \
-                    not proj.positions.positions[e.symbol].qty:  # type: ignore[attr-defined]
-                self.position_fills.pop(e.symbol, None)  # type: ignore[attr-defined]
-        elif t in (DataRejected, DataGap, UnknownBrokerMessage, IllegalTransition):
+            self.position_adjustments.setdefault(e.symbol, []).append(seq)
+            pos = proj.positions.positions.get(e.symbol)
+            if pos is None or not pos.qty:
+                self.position_fills.pop(e.symbol, None)
+        elif isinstance(e, (DataRejected, DataGap, UnknownBrokerMessage, IllegalTransition)):
             self.data_problems.append(entry)
-        elif t is StrategyError:
+        elif isinstance(e, StrategyError):
             self.strategy_errors.append(entry)
-        elif t is AlertSent:
+        elif isinstance(e, AlertSent):
             self.alerts.append(entry)
-            if e.delivered:  # type: ignore[attr-defined]
+            if e.delivered:
                 self.alerts_sent += 1
             else:
                 self.alerts_failed += 1
-        elif t is BrokerStreamStatus:
-            if self.stream.connected != e.connected or self.stream.state != e.state:  # type: ignore[attr-defined]
-                self.stream = StreamInfo(state=e.state, connected=e.connected,  # type: ignore[attr-defined]
-                                         since=e.ts, detail=e.detail, seq=seq)  # type: ignore[attr-defined]
-        elif t is RunStarted:
+        elif isinstance(e, BrokerStreamStatus):
+            if self.stream.connected != e.connected or self.stream.state != e.state:
+                self.stream = StreamInfo(state=e.state, connected=e.connected, since=e.ts,
+                                         detail=e.detail, seq=seq)
+        elif isinstance(e, RunStarted):
             self.run_start_seq = seq
 
     def _fill(self, seq: int, e: FillReceived, proj: Projections) -> None:
@@ -166,7 +163,7 @@ class DashboardFold:
         refs.append(FillRef(seq=seq, ts=e.ts, client_order_id=e.client_order_id, side=e.side,
                             qty=e.qty, price=e.price, fee=e.fee))
 
-    def _curve(self, seq: int, e: Any, proj: Projections) -> None:
+    def _curve(self, seq: int, e: BarReceived, proj: Projections) -> None:
         ts = e.bar.end
         if self.curve and self.curve[-1].ts == ts:
             self.curve[-1] = CurvePoint(seq, ts, proj.equity())  # same bar time, newer marks

@@ -38,7 +38,7 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.ready = anyio.Event()
 
-    def capture_signals(self) -> Any:  # type: ignore[override]
+    def capture_signals(self) -> Any:
         import contextlib
 
         return contextlib.nullcontext()

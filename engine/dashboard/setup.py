@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 from engine.dashboard.app import DashboardConfig
 from engine.dashboard.follow import LogFollower
@@ -14,14 +15,14 @@ from engine.dashboard.security import Token, is_loopback, load_or_create_token, 
 from engine.risk.limits import RiskLimits
 
 
-def announce_token(token: Token, out: object = None) -> None:
+def announce_token(token: Token, out: TextIO | None = None) -> None:
     """Show the token the one time it is created; afterwards only where it is."""
     stream = out or sys.stderr
     if token.created:
         print(f"dashboard control token (shown once; also in {token.path}, mode 0600): "
-              f"{token.value}", file=stream)  # type: ignore[call-overload]
+              f"{token.value}", file=stream, flush=True)
     else:
-        print(f"dashboard control token: in {token.path}", file=stream)  # type: ignore[call-overload]
+        print(f"dashboard control token: in {token.path}", file=stream, flush=True)
 
 
 def wall_or_log_time(log_path: Path) -> Callable[[LogFollower], datetime]:

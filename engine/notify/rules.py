@@ -58,7 +58,7 @@ class AlertRules:
         if t is KillSwitchEngaged:
             assert isinstance(e, KillSwitchEngaged)
             self._kill_pending = (seq, e.ts, f"{e.actor}: {e.reason}")
-            out = [Alert(f"kill_switch_engaged:{seq}", "kill_switch_engaged",
+            out: list[Alert | None] = [Alert(f"kill_switch_engaged:{seq}", "kill_switch_engaged",
                          f"kill switch engaged by {e.actor}: {e.reason}"
                          + (" (flatten)" if e.flatten else ""), e.ts, seq,
                          {"actor": e.actor, "reason": e.reason, "flatten": e.flatten})]

@@ -43,7 +43,7 @@ def post_json(url: str, body: bytes, timeout_s: float) -> int:
     req = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/json", "User-Agent": "miniquantdesk-alerts"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - http(s) only
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as e:
         return int(e.code)

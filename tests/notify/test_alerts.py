@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 from pydantic import SecretStr
 
@@ -194,7 +195,7 @@ async def test_timed_alert_fires_on_the_engine_clock(tmp_path: Path) -> None:
             await wait_for_alerts(log, 1)
             for s in range(1, 8):
                 clock.set(T0 + timedelta(seconds=s))
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             await wait_for_alerts(log, 1)
             tg.cancel_scope.cancel()
     kinds = [r.kind for _, r in await alerts_in(path)]
