@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,6 @@ from engine.config import Settings
 from engine.marketdata.types import BarProvider, MarketItem
 from engine.recovery.startup import end_run
 from engine.sources import FILE_SOURCES, data_symbols, first_bar_start, make_provider
-from projections.calendar import trading_day
-from projections.risk import realized_on
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +102,10 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                       provider: BarProvider | None = None, broker: Any = None,
                       stop_after_data: bool | None = None,
                       task_status: TaskStatus[Engine] = anyio.TASK_STATUS_IGNORED,
-                      log_path: Path | None = None) -> ServiceResult:
-    """Run until the data ends (file sources), a signal, or a failure."""
+                      log_path: Path | None = None,
+                      progress: Callable[[int], None] | None = None) -> ServiceResult:
+    """Run until the data ends (file sources), a signal, or a failure. `progress(bars)` is
+    called now and then with the bars handled so far (a display for long replays)."""
     replaying = settings.data.source in FILE_SOURCES
     if clock is None:
         # Bars from files are replayed at accelerated simulated time on the simulated broker;
@@ -157,7 +158,7 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                 log.info("engine ready: trading state %s", engine.proj.risk.trading_state,
                          extra={"seq": engine.log.last_seq})
                 done = anyio.Event()
-                tg.start_soon(_market, engine, source, done, settings.data.pace_s)
+                tg.start_soon(_market, engine, source, done, progress, settings.data.pace_s)
                 with anyio.CancelScope() as wait_scope:
                     async with anyio.create_task_group() as waiters:
                         async def first(ev: anyio.Event, why: str) -> None:
@@ -204,16 +205,23 @@ async def _signals(stop: anyio.Event) -> None:
 
 
 async def _market(engine: Engine, source: BarProvider, done: anyio.Event,
+                  progress: Callable[[int], None] | None = None,
                   pace_s: float = 0.0) -> None:
     async with source, aclosing(source.stream()) as items:
         item: MarketItem
+        n = 0
         async for item in items:
             await engine.on_item(item)
+            n += 1
+            if progress is not None and n % 1000 == 0:
+                progress(engine.bars_seen)
             if pace_s:
                 # a replay slowed to a watchable pace (wall time between bars; the engine's
                 # simulated clock still moves by bar time)
                 await engine.log.flush()
                 await anyio.sleep(pace_s)
+        if progress is not None:
+            progress(engine.bars_seen)
     await engine.log.flush()
     done.set()
 
@@ -287,29 +295,10 @@ async def _kill_monitors(engine: Engine, monitor: BrokerErrorMonitor, settings: 
                                             f"{monitor.window_s:.0f}s (last: {monitor.last})",
                                      flatten=False)
 
-    async def loss_limit() -> None:
-        if not settings.kill_switch.on_loss_limit:
-            return
-        last = -1
-        while True:
-            await engine.clock.sleep(1.0)
-            if engine.proj.last_seq == last or engine.proj.risk.kill_switch != "off":
-                continue
-            last = engine.proj.last_seq
-            equity = engine.proj.account.equity
-            if equity <= 0:
-                continue
-            today = realized_on(engine.proj.risk, trading_day(engine.clock.now()))
-            limit = settings.risk.daily_limit(equity)
-            if today <= -limit:
-                await engine.kill.engage(actor="loss-limit",
-                                         reason=f"daily loss {today} reached the limit {limit}",
-                                         flatten=settings.kill_switch.flatten)
-
     async with anyio.create_task_group() as tg:
         tg.start_soon(broker_errors)
-        if not engine.step_mode:
-            tg.start_soon(loss_limit)
+        if not engine.step_mode:  # in step mode the engine checks after each bar itself
+            tg.start_soon(engine.loss_watch.run)
 
 
 async def _control_server(engine: Engine, path: Path, *,

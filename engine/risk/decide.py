@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -20,6 +21,7 @@ from engine.risk.codes import Reason
 from engine.risk.limits import RiskLimits
 from engine.risk.view import GateView
 from events.catalogue import OrderIntent, RejectReason, RiskApproved, RiskRejected
+from projections.calendar import session_open, sessions_after_close, trading_day
 from projections.risk import Decision
 
 ZERO = Decimal(0)
@@ -128,7 +130,8 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
     else:
         max_age = _max_age(bar.interval_s, limits.stale_after_bars)
         age = now - bar.end
-        if age > max_age:
+        if age > max_age and not _session_bar_fresh(bar.start, bar.interval_s, now,
+                                                    limits.stale_after_bars):
             reasons.append(_r(Reason.STALE_DATA,
                               f"last valid {sym} bar closed {age.total_seconds():.0f}s ago",
                               age_s=int(age.total_seconds()),
@@ -406,6 +409,18 @@ def _shrink(intent: OrderIntent, dollars: Decimal, price: Decimal,
 @functools.lru_cache(maxsize=256)
 def _max_age(interval_s: int, bars: Decimal) -> timedelta:
     return timedelta(seconds=float(interval_s * bars))
+
+
+def _session_bar_fresh(start: datetime, interval_s: int, now: datetime, bars: Decimal) -> bool:
+    """A daily (session) bar counts its staleness in sessions, not in hours: it is fresh
+    until `bars` later sessions have closed without a newer bar (nights, weekends and
+    holidays are not missing bars)."""
+    if interval_s < 3 * 3600:
+        return False
+    day = trading_day(start)
+    if start != session_open(day):
+        return False
+    return now <= sessions_after_close(day, math.ceil(bars))
 
 
 def _day_trade_allowance(v: GateView, limits: RiskLimits) -> int | None:
