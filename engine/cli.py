@@ -602,13 +602,12 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     from engine.dashboard.setup import announce_token, build_config
     from engine.service import control_socket_path
 
-    if not settings.log_path.exists():
-        raise UsageError(f"no event log at {settings.log_path} (has the engine run? "
-                         "see --log / MQD_LOG_FILE)")
+    log_path, chosen = status_log(settings)  # --log, else the most recent run's
+    settings = settings.model_copy(update={"log_file": log_path})
     bind = args.bind or settings.dashboard.bind
     try:
         cfg, host, port = build_config(
-            log_path=settings.log_path, socket_path=control_socket_path(settings),
+            log_path=log_path, socket_path=control_socket_path(settings),
             data_dir=settings.data_dir, limits=settings.risk, bind=bind,
             allow_remote=args.allow_remote or settings.dashboard.allow_remote)
     except BindError as e:
@@ -621,7 +620,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
                 served = await tg.start(run_dashboard, cfg, host, port)
             except DashboardStartError as e:
                 raise UsageError(str(e)) from None
-            print(f"dashboard {served.url} (log {settings.log_path}); Ctrl-C to stop",
+            print(f"dashboard {served.url} (log {log_path}, {chosen}); Ctrl-C to stop",
                   file=sys.stderr, flush=True)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:

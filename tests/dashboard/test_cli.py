@@ -32,9 +32,10 @@ def test_dashboard_command_serves_a_finished_demo_log(tmp_path: Path) -> None:
         assert o["account"]["equity"] == f"{float(status['account']['equity']):.2f}"
         assert o["run"]["running"] is False and o["control"]["available"] is False
         assert svc.stop(signal.SIGTERM) == 0
-    with service(tmp_path, args=("--log", str(log), "dashboard", "--bind",
-                                 "127.0.0.1:0")) as svc:
+    # no --log: the most recent run's log, like `status`
+    with service(tmp_path, args=("dashboard", "--bind", "127.0.0.1:0")) as svc:
         line = svc.wait_for("dashboard control token")
+        assert str(log.name) in svc.wait_for("dashboard http://")
         assert token not in line and "dashboard.token" in line  # never shown again
         svc.stop(signal.SIGINT)
 
@@ -44,5 +45,5 @@ def test_non_loopback_bind_needs_the_flag(tmp_path: Path) -> None:
     log = next((tmp_path / "data" / "runs").glob("demo-*.sqlite"))
     r = cli(tmp_path, "--log", str(log), "dashboard", "--bind", "0.0.0.0:0")
     assert r.returncode == 2 and "allow_remote" in r.stderr and "Traceback" not in r.stderr
-    r = cli(tmp_path, "--log", str(tmp_path / "no.sqlite"), "dashboard", "--bind", "127.0.0.1:0")
+    r = cli(tmp_path, "dashboard", "--bind", "127.0.0.1:0", "--log", str(tmp_path / "no.sqlite"))
     assert r.returncode == 2 and "no event log" in r.stderr
