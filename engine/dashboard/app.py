@@ -167,8 +167,9 @@ def make_app(follower: LogFollower, cfg: DashboardConfig) -> Starlette:
 
         async def events() -> AsyncIterator[str]:
             sent = after
+            first = True  # the first update goes out at once, even for an empty log
             while not follower.closing:
-                if follower.last_seq == sent and sent != 0:
+                if not first and follower.last_seq == sent:
                     with anyio.move_on_after(cfg.keepalive_s) as idle:
                         await follower.changed()
                     if follower.closing:
@@ -179,7 +180,8 @@ def make_app(follower: LogFollower, cfg: DashboardConfig) -> Starlette:
                 tl = views.timeline_view(follower.fold, after_seq=sent, limit=1000)
                 payload = {"overview": views.overview(follower.proj, follower.fold, context()),
                            "timeline": tl["entries"]}
-                sent = follower.last_seq or -1
+                sent = follower.last_seq
+                first = False
                 yield f"event: update\ndata: {json.dumps(payload)}\n\n"
                 # one push per interval at most: everything folded meanwhile goes together
                 await anyio.sleep(cfg.push_interval_s)

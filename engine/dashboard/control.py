@@ -19,7 +19,9 @@ class ControlUnavailable(Exception):
 
 
 def service_running(log_path: Path, socket_path: Path) -> bool:
-    return writer_is_running(log_path) and socket_path.exists()
+    # the socket first: probing the writer lock takes it for an instant when nobody holds
+    # it, and a service starting in that instant would find its log "locked"
+    return socket_path.exists() and writer_is_running(log_path)
 
 
 async def send_command(socket_path: Path, request: dict[str, Any], *,

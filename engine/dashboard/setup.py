@@ -28,10 +28,12 @@ def announce_token(token: Token, out: TextIO | None = None) -> None:
 def wall_or_log_time(log_path: Path) -> Callable[[LogFollower], datetime]:
     """'Now' for a reader: the wall clock while a service writes the log (a live view), the
     log's last event time otherwise (a finished run is shown as it ended)."""
-    from events.store import writer_is_running
+    from engine.dashboard.control import service_running
+
+    socket_path = log_path.with_name(log_path.name + ".sock")
 
     def now(f: LogFollower) -> datetime:
-        if writer_is_running(log_path) or f.fold.last_ts is None:
+        if f.fold.last_ts is None or service_running(log_path, socket_path):
             return datetime.now(UTC)  # a reader's display time, not engine logic
         return f.fold.last_ts
 
