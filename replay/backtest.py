@@ -69,6 +69,18 @@ class BacktestResult:
     default_assets: list[str] = field(default_factory=list)  # symbols traded by default
     interval: str | None = None  # the bars' interval as read ("1m", "1d sessions", ...)
     refused_rows: dict[str, int] = field(default_factory=dict)  # input rows refused, by reason
+    first_refusal: str | None = None  # the first refused row's detail (file and line)
+
+    def refused_rows_line(self) -> str | None:
+        """One line on the input rows that never became bars (None when all did)."""
+        if not self.refused_rows:
+            return None
+        ranked = sorted(self.refused_rows.items(), key=lambda kv: (-kv[1], kv[0]))
+        total = sum(self.refused_rows.values())
+        fix = _FIXES.get(ranked[0][0])
+        return (f"{total:,} input row(s) refused: "
+                + ", ".join(f"{k} {v:,}" for k, v in ranked)
+                + f"; first: {self.first_refusal}" + (f"; fix: {fix}" if fix else ""))
 
 
 BAR_FILE_SUFFIXES = {".csv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -262,7 +274,8 @@ async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log:
                           first_bar=first, last_bar=last, open_orders=stuck,
                           default_assets=defaulted,
                           interval=describe_interval(stats) if stats is not None else None,
-                          refused_rows=dict(stats.refused) if stats is not None else {})
+                          refused_rows=dict(stats.refused) if stats is not None else {},
+                          first_refusal=stats.first_refusal if stats is not None else None)
 
 
 def stuck_orders(proj: Projections) -> list[StuckOrder]:
