@@ -355,6 +355,9 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
                      result.refused_rows_line()):
             if line:
                 print(line)
+        if result.bars and not refused.intents:
+            print(f"the strategy sent no orders on {result.bars:,} bars (no signal, or no "
+                  "size it could afford: see its parameters and --cash)")
         print(f"bars {result.bars:,}" + (f" ({result.interval})" if result.interval else "")
               + f"; log {result.log_path}; report {report_dir / 'report.json'}")
         for w in written:
