@@ -25,8 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from engine.app import make_broker, open_engine
-from engine.brokers.base import BrokerAsset
-from engine.brokers.simulated import SimulatedBroker
+from engine.brokers.simulated import SimulatedBroker, default_assets_line
 from engine.clock import SimClock
 from engine.config import Settings
 from engine.marketdata.csv_io import CsvBarProvider
@@ -232,16 +231,9 @@ async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log:
         if isinstance(broker, SimulatedBroker):
             in_data = stats.symbols if stats is not None else {
                 i.symbol for i in pending if isinstance(i, Bar)}
-            defaulted = sorted(set(in_data) - set(broker.assets))
-            if defaulted:
-                broker.assets = {**broker.assets, **{s: BrokerAsset(
-                    symbol=s, tradable=True, fractionable=False, shortable=False)
-                    for s in defaulted}}
-                if notice is not None:
-                    shown = ", ".join(defaulted[:8]) + (", ..." if len(defaulted) > 8 else "")
-                    notice(f"{len(defaulted)} symbol(s) not in the assets file, traded as "
-                           f"tradable whole-share, not shortable: {shown} (an assets file "
-                           "with --assets decides otherwise)")
+            defaulted = broker.add_default_assets(in_data)
+            if defaulted and notice is not None:
+                notice(default_assets_line(defaulted))
         async with open_engine(settings, clock=clock, broker=broker, strategies=strategies,
                                run_id=run_id, log_path=out_log, step_mode=True) as engine:
             seen = sorted({i.symbol for i in pending if isinstance(i, Bar)} |
