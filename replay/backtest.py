@@ -226,7 +226,8 @@ async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log:
         run_id = "bt-" + hashlib.sha256(
             f"{digest}|{settings.fingerprint()}|{start}|{end}|{symbols}".encode()
         ).hexdigest()[:16]
-        broker = make_broker(settings, clock)
+        # The simulated broker is ours to shape (default assets); any other is open_engine's.
+        broker = make_broker(settings, clock) if settings.broker == "simulated" else None
         defaulted: list[str] = []
         if isinstance(broker, SimulatedBroker):
             in_data = stats.symbols if stats is not None else {
