@@ -61,6 +61,9 @@ class SimSettings(BaseModel):
     volume_participation: Decimal = Field(D("0.1"), gt=0, le=1)
     fill_at_signal_close: bool = Field(
         False, description="LOOKS AHEAD: fill market orders at the signal bar's close")
+    zero_volume: Literal["no_fill", "fill"] = Field(
+        "no_fill", description="a bar with volume 0: fills nothing (no_fill), or fills "
+                               "orders in full at its prices as any bar would (fill)")
 
 
 class DataSettings(BaseModel):

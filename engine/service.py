@@ -39,8 +39,6 @@ from engine.sources import (
     first_bar_start,
     make_provider,
 )
-from projections.calendar import trading_day
-from projections.risk import realized_on
 
 log = logging.getLogger(__name__)
 
@@ -260,29 +258,10 @@ async def _kill_monitors(engine: Engine, monitor: BrokerErrorMonitor, settings: 
                                             f"{monitor.window_s:.0f}s (last: {monitor.last})",
                                      flatten=False)
 
-    async def loss_limit() -> None:
-        if not settings.kill_switch.on_loss_limit:
-            return
-        last = -1
-        while True:
-            await engine.clock.sleep(1.0)
-            if engine.proj.last_seq == last or engine.proj.risk.kill_switch != "off":
-                continue
-            last = engine.proj.last_seq
-            equity = engine.proj.account.equity
-            if equity <= 0:
-                continue
-            today = realized_on(engine.proj.risk, trading_day(engine.clock.now()))
-            limit = settings.risk.daily_limit(equity)
-            if today <= -limit:
-                await engine.kill.engage(actor="loss-limit",
-                                         reason=f"daily loss {today} reached the limit {limit}",
-                                         flatten=settings.kill_switch.flatten)
-
     async with anyio.create_task_group() as tg:
         tg.start_soon(broker_errors)
-        if not engine.step_mode:
-            tg.start_soon(loss_limit)
+        if not engine.step_mode:  # in step mode the engine checks after each bar itself
+            tg.start_soon(engine.loss_watch.run)
 
 
 async def _control_server(engine: Engine, path: Path, *,

@@ -286,11 +286,27 @@ class AssetInfo(Event, frozen=True, tag="asset_info"):
 # --- lifecycle ---------------------------------------------------------------------------
 
 
+class FillModel(msgspec.Struct, frozen=True, kw_only=True):
+    """How the simulated broker fills, as the run used it (see engine/brokers/simulated.py)."""
+
+    fill_rule: str  # e.g. "next bar open; limit on trade-through"
+    slippage_bps: Decimal
+    fee_per_share: Decimal
+    fee_bps: Decimal
+    min_fee: Decimal
+    volume_participation: Decimal
+    zero_volume: str  # "no_fill" | "fill"
+    time_in_force: str  # the strategies' default, e.g. "day" or "sma_crossover=gtc, x=day"
+
+
 class RunStarted(Event, frozen=True, tag="run_started"):
     run_id: str
     code_version: str
     settings_hash: str
     mode: str
+    # Added later (optional, so older logs replay): the simulated fill model, None when a
+    # real broker fills.
+    fill_model: FillModel | None = None
 
 
 class RunEnded(Event, frozen=True, tag="run_ended"):

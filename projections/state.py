@@ -51,9 +51,15 @@ from events.codec import Codec, default_codec
 from events.store import REPLAY_COLUMNS, LogReader, ts_to_us
 from projections import market, orders, positions, risk
 from projections.market import AccountState, BarReceivedView, MarketState, RunsState
-from projections.orders import OrdersState
+from projections.orders import OrdersState, OrderStatus
 from projections.positions import PositionsState
 from projections.risk import RiskState
+
+ZERO = Decimal(0)
+# Orders the broker has acknowledged: its account figures already reserve for them. An order
+# whose submit is still in flight may or may not be there; it is treated as not (the safe way).
+BROKER_KNOWN = frozenset({OrderStatus.SUBMITTED, OrderStatus.ACCEPTED,
+                          OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL})
 
 SNAPSHOT_VERSION = 1
 
@@ -100,11 +106,24 @@ class Projections:
             market.apply_bar(m, seq, e)
 
         def on_fill(seq: int, e: FillReceived) -> None:
+            order = o.orders.get(e.client_order_id)
+            counted = order.counted_notional if order is not None else ZERO
             if not orders.apply_fill(o, seq, e):
                 return  # this execution was already booked
             realized, before, after = positions.apply_fill(p, seq, e)
             risk.apply_fill(r, e, realized, before, after, o.orders.get(e.client_order_id))
             market.apply_fill_cash(a, e)
+            if (order is not None and e.side == "buy" and a.netted_buys
+                    and a.as_of is not None and e.broker_time <= a.as_of):
+                # Executed before the broker was asked: its figure had no reservation left
+                # for this part, so neither may what we add back.
+                a.netted_buys = max(a.netted_buys - (counted - order.counted_notional), ZERO)
+
+        def on_snapshot(seq: int, e: AccountSnapshot) -> None:
+            market.apply_snapshot(a, e)
+            a.netted_buys = sum((o.orders[c].counted_notional for c in o.open_ids
+                                 if o.orders[c].side == "buy"
+                                 and o.orders[c].status in BROKER_KNOWN), ZERO)
 
         def on_approved(seq: int, e: RiskApproved) -> None:
             risk.apply_decision(r, e)
@@ -125,7 +144,7 @@ class Projections:
             RiskRejected: lambda seq, e: risk.apply_decision(r, e),
             OrphanOrderAdopted: lambda seq, e: orders.apply_adopted(o, seq, e),
             PositionAdjusted: lambda seq, e: positions.apply_adjustment(p, seq, e),
-            AccountSnapshot: lambda seq, e: market.apply_snapshot(a, e),
+            AccountSnapshot: on_snapshot,
             AssetInfo: lambda seq, e: m.assets.__setitem__(e.symbol, e),
             RunStarted: on_run_started,
             RunEnded: lambda seq, e: market.apply_run_ended(runs, seq, e),

@@ -10,7 +10,9 @@ Fill model (documented, default-safe; see also replay/README):
   assumed to go open -> high -> low -> close when both sides could matter; with only market
   and limit orders the fill price above does not depend on that path.
 - Each bar fills at most `volume_participation` x its volume per order (partial fills carry on
-  into later bars); a zero-volume bar fills nothing.
+  into later bars). A zero-volume bar fills nothing with `zero_volume="no_fill"` (the
+  default: nobody traded, so neither did we); with `zero_volume="fill"` it fills in full at
+  the prices above (the bar's open for market orders), as bar-based backtesters do.
 - Fees: `fee_per_share` x qty + `fee_bps` of notional, at least `min_fee` per fill.
 - Day orders belong to the session they were sent in, or to the next one when sent at or
   after a session's close (as Alpaca queues them): a daily bar's signal, sent at the close,
@@ -50,6 +52,7 @@ from engine.brokers.base import (
     TradeUpdate,
 )
 from engine.clock import Clock
+from events.catalogue import FillModel
 from events.market import Bar
 from projections.calendar import order_session, trading_day
 
@@ -69,6 +72,16 @@ class SimConfig:
     allow_short: bool = False
     fill_at_signal_close: bool = False
     account_id: str = "sim-account"
+    zero_volume: str = "no_fill"  # or "fill"
+
+    def fill_model(self, time_in_force: str = "day") -> FillModel:
+        """This configuration as recorded in `RunStarted` and printed in reports."""
+        rule = ("at the signal bar's close (LOOKS AHEAD)" if self.fill_at_signal_close
+                else "market at the next bar's open; limit when a later bar trades through")
+        return FillModel(fill_rule=rule, slippage_bps=self.slippage_bps,
+                         fee_per_share=self.fee_per_share, fee_bps=self.fee_bps,
+                         min_fee=self.min_fee, volume_participation=self.volume_participation,
+                         zero_volume=self.zero_volume, time_in_force=time_in_force)
 
 
 @dataclass
@@ -297,7 +310,10 @@ class SimulatedBroker:
         else:
             remaining = ((r.notional or ZERO) - o.filled_notional) / price
             remaining = remaining.quantize(QTY_STEP, ROUND_DOWN)
-        cap = remaining if immediate else bar.volume * self.config.volume_participation
+        if immediate or (bar.volume == 0 and self.config.zero_volume == "fill"):
+            cap = remaining
+        else:
+            cap = bar.volume * self.config.volume_participation
         whole = r.qty is not None and r.qty == r.qty.to_integral_value()
         qty = min(remaining, cap)
         if whole:

@@ -47,14 +47,17 @@ class KillSwitch:
         self._attempts = verify_attempts
         self._backoff = verify_backoff_s
 
-    async def engage(self, *, actor: str, reason: str, flatten: bool = False) -> KillResult:
-        """Halt first (durably), then cancel and flatten at the broker, then verify there."""
+    async def engage(self, *, actor: str, reason: str, flatten: bool = False,
+                     attempts: int | None = None) -> KillResult:
+        """Halt first (durably), then cancel and flatten at the broker, then verify there
+        (up to `attempts` times, default the configured number, waiting between tries)."""
+        tries = attempts or self._attempts
         if self._proj.risk.kill_switch == "off":
             await self._log.append(KillSwitchEngaged(ts=self._clock.now(), actor=actor,
                                                      reason=reason, flatten=flatten))
         result = KillResult(verified=False, attempts=0, open_orders=-1, flat=False)
         flatten_sent: set[str] = set()
-        for attempt in range(1, self._attempts + 1):
+        for attempt in range(1, tries + 1):
             result.attempts = attempt
             await self._cancel_everything()
             if flatten:
@@ -73,10 +76,28 @@ class KillSwitch:
                     ts=self._clock.now(), open_orders=0, flat=result.flat, attempts=attempt))
                 result.verified = True
                 return result
-            await self._clock.sleep(self._backoff * min(attempt, 8))
+            if attempt < tries:
+                await self._clock.sleep(self._backoff * min(attempt, 8))
         log.error("kill switch NOT verified after %d attempts: %d open orders, flat=%s",
                   result.attempts, result.open_orders, result.flat)
         return result
+
+    async def verify(self, *, flatten: bool) -> bool:
+        """Look once (no cancels, no orders): record `KillSwitchVerified` if the broker shows
+        nothing open and, when flattening was asked, no position. For callers that can not
+        wait within a step (backtests) and look again after later bars."""
+        try:
+            open_orders = await self._broker.open_orders()
+            positions = await self._broker.positions()
+        except BrokerError as e:
+            log.warning("kill switch: broker check failed (%s)", e)
+            return False
+        flat = all(p.qty == 0 for p in positions)
+        if open_orders or (flatten and not flat):
+            return False
+        await self._log.append(KillSwitchVerified(ts=self._clock.now(), open_orders=0,
+                                                  flat=flat, attempts=1))
+        return True
 
     async def _cancel_everything(self) -> None:
         for coid in sorted(self._proj.orders.open_ids):

@@ -114,7 +114,10 @@ class GateView:
 
     @property
     def buying_power(self) -> Decimal:
-        return self.proj.account.buying_power_now
+        """The broker's buying power before any of our open buys: its own figure nets the
+        buys it already had (Alpaca and the simulated broker both), so those are added back
+        and the gate subtracts every open buy exactly once."""
+        return self.proj.account.buying_power_before_orders
 
     @property
     def broker_daytrade_count(self) -> int | None:

@@ -182,11 +182,13 @@ class StrategyContext:
         "_signal_time",
         "_stamp",
         "_symbol",
+        "_tif",
     )
 
     def __init__(self, name: str, projections: Projections, clock: Clock,
-                 history: BarHistory) -> None:
+                 history: BarHistory, *, time_in_force: str = "day") -> None:
         self._name = name
+        self._tif = time_in_force
         self._proj = projections
         self._clock = clock
         self._history = history
@@ -313,7 +315,14 @@ class StrategyContext:
 
     # --- sizing --------------------------------------------------------------------------
 
+    @property
+    def time_in_force(self) -> str:
+        """The strategy's default time in force ("day" or "gtc")."""
+        return self._tif
+
     def _fractionable(self, symbol: str) -> bool:
+        if self._tif != "day":
+            return False  # fractional orders must be day orders: size in whole shares
         info = self._proj.market.assets.get(symbol)
         # Unknown eligibility is treated as whole shares only: the safe assumption.
         return info is not None and info.fractionable
@@ -359,11 +368,12 @@ class StrategyContext:
     def order(self, side: Side, *, symbol: str | None = None, qty: Decimal | None = None,
               notional: Decimal | None = None, size: Size | None = None,
               order_type: str = "market", limit_price: Decimal | None = None,
-              stop_price: Decimal | None = None, time_in_force: str = "day",
+              stop_price: Decimal | None = None, time_in_force: str | None = None,
               reduce_only: bool = False, allow_notional: bool = False,
               reason: str = "") -> OrderIntent:
         """An intent with the next deterministic id. Bad arguments raise (inside a hook, the
-        runner then records the error and pauses the strategy)."""
+        runner then records the error and pauses the strategy). `time_in_force` defaults to
+        the strategy's, except that a fractional order is always a day order."""
         if size is not None:
             if qty is not None or notional is not None:
                 raise ValueError("give size, or qty/notional, not both")
@@ -380,6 +390,10 @@ class StrategyContext:
             raise ValueError(f"order_type must be 'market' or 'limit', got {order_type!r}")
         if (order_type == "limit") != (limit_price is not None):
             raise ValueError("a limit order needs limit_price; a market order takes none")
+        if time_in_force is None:
+            fractional = notional is not None or (qty is not None
+                                                  and qty != qty.to_integral_value())
+            time_in_force = "day" if fractional else self._tif
         sym = symbol or self._symbol
         if not sym:
             raise ValueError("no symbol: pass symbol= outside on_bar")
