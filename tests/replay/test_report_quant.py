@@ -206,11 +206,11 @@ async def test_html_opens_with_no_network(tmp_path: Path) -> None:
 def test_trading_time_axis_joins_sessions() -> None:
     fri, mon = date(2026, 11, 27), date(2026, 11, 30)
     times = [ny(fri, 15, 58), ny(fri, 15, 59), ny(fri, 16, 0), ny(mon, 9, 31), ny(mon, 9, 32)]
-    starts, shown, labels = _session_ticks(times)
+    starts, shown, labels = _session_ticks(list(enumerate(times)))
     # the weekend takes no room: Monday starts right after Friday's last bar (index 3)
-    assert starts == [0, 3] and labels == ["2026-11-27", "2026-11-30"]
+    assert starts == shown == [0, 3] and labels == ["2026-11-27", "2026-11-30"]
     many = [ny(date(2026, 1, 5) + timedelta(days=d), 16, 0) for d in range(300)]
-    _, _, labels = _session_ticks(many, max_labels=12)
+    _, _, labels = _session_ticks(list(enumerate(many)), max_labels=12)
     assert len(labels) <= 12
 
 
