@@ -235,3 +235,12 @@ async def test_per_symbol_plot_with_hundreds_of_trades(tmp_path: Path) -> None:
     png = trades_png(r, "AAPL")
     assert png.startswith(b"\x89PNG")
     assert set(render_plots(r)) == {"equity.png", "trades_AAPL.png"}
+
+
+def test_display_never_shows_minus_zero_and_names_the_bar_interval() -> None:
+    from replay.report import _interval, _money, _pct
+
+    assert _pct(-0.00001, 1) == "0.0%" and _pct(-0.0012, 1) == "-0.1%"
+    assert _money(D("-0.004")) == "0.00" and _money(D("-0.006")) == "-0.01"
+    assert [_interval(x) for x in (60, 3600, 23_400, 12_600, 86_400)] == [
+        "1m", "1h", "1 session (daily)", "1 session (daily)", "1d"]
