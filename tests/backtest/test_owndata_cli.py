@@ -218,3 +218,15 @@ def test_a_replay_on_a_terminal_shows_progress(tmp_path: Path, mine: Path) -> No
     text = seen.decode(errors="replace")
     assert "replay" in text and "1560/1560" in text, text[-500:]
     assert b"run finished: data finished" in out
+
+
+def test_the_service_replays_own_files_with_their_symbols_tradable(tmp_path: Path,
+                                                                  mine: Path) -> None:
+    r = cli(tmp_path, "run", extra={"MQD_DATA__SOURCE": "csv", "MQD_DATA__PATH": str(mine),
+                                    "MQD_SIM__CASH": "100000",
+                                    "MQD_STRATEGIES": '[{"name": "sma_crossover"}]'})
+    assert r.returncode == 0, r.stderr[-2000:]
+    notes = [x for x in r.stderr.splitlines() if "not in the assets file" in x]
+    assert len(notes) == 1 and "AAA, BBB" in notes[0]
+    fills = int(re.search(r"fills (\d+);", r.stdout).group(1))  # type: ignore[union-attr]
+    assert fills > 0 and "SYMBOL_UNKNOWN" not in r.stdout
