@@ -353,9 +353,12 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         print(rep.render_table(report))
         print()
         for line in (refused.line(), stuck_orders_line(result.open_orders),
-                     _refused_rows_line(result.refused_rows)):
+                     result.refused_rows_line()):
             if line:
                 print(line)
+        if result.bars and not refused.intents:
+            print(f"the strategy sent no orders on {result.bars:,} bars (no signal, or no "
+                  "size it could afford: see its parameters and --cash)")
         print(f"bars {result.bars:,}" + (f" ({result.interval})" if result.interval else "")
               + f"; log {result.log_path}; report {report_dir / 'report.json'}")
         for w in written:
@@ -364,14 +367,6 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {refused.verdict()}", file=sys.stderr)
         return EXIT_CHECK_FAILED
     return EXIT_OK
-
-
-def _refused_rows_line(rows: dict[str, int]) -> str | None:
-    if not rows:
-        return None
-    total = sum(rows.values())
-    top = ", ".join(f"{k} {v:,}" for k, v in sorted(rows.items(), key=lambda kv: -kv[1]))
-    return f"{total:,} input row(s) refused: {top} (each is a data_rejected event in the log)"
 
 
 def next_free(path: Path) -> Path:

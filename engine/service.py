@@ -28,11 +28,18 @@ from anyio.abc import TaskStatus
 
 from engine.app import Engine, open_engine
 from engine.brokers.base import BrokerError
+from engine.brokers.simulated import default_assets_line
 from engine.clock import Clock, LiveClock, SimClock
 from engine.config import Settings
 from engine.marketdata.types import BarProvider, MarketItem
 from engine.recovery.startup import end_run
-from engine.sources import FILE_SOURCES, data_symbols, first_bar_start, make_provider
+from engine.sources import (
+    FILE_SOURCES,
+    data_symbols,
+    file_preview,
+    first_bar_start,
+    make_provider,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +114,14 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
     """Run until the data ends (file sources), a signal, or a failure. `progress(bars)` is
     called now and then with the bars handled so far (a display for long replays)."""
     replaying = settings.data.source in FILE_SOURCES
+    # Your own bar files on the simulated broker: their symbols trade out of the box.
+    preview = await file_preview(settings) if (
+        replaying and settings.broker == "simulated" and broker is None
+        and settings.data.source in ("csv", "parquet")) else None
     if clock is None:
         # Bars from files are replayed at accelerated simulated time on the simulated broker;
         # anything else runs on the wall clock.
-        clock = SimClock(await first_bar_start(settings)) \
+        clock = SimClock(preview[0] if preview else await first_bar_start(settings)) \
             if replaying and settings.broker == "simulated" else LiveClock()
     source = provider or make_provider(settings, clock)
     finite = replaying if stop_after_data is None else stop_after_data
@@ -118,6 +129,10 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
     async with open_engine(settings, clock=clock, broker=broker, log_path=log_path) as engine:
         restore_simulated(engine)
         sim = engine.sim
+        if sim is not None and preview is not None:
+            defaulted = sim.add_default_assets(preview[1])
+            if defaulted:
+                log.warning("%s", default_assets_line(defaulted))
         symbols = sorted(set(data_symbols(settings)) | set(sim.assets if sim is not None else ()))
         monitor = BrokerErrorMonitor(settings.kill_switch.max_broker_errors,
                                      settings.kill_switch.broker_error_window_s)
