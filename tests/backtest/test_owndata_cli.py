@@ -257,3 +257,19 @@ def test_fill_model_flags_reach_the_run(tmp_path: Path, mine: Path) -> None:
     assert (m.zero_volume, m.time_in_force, str(m.slippage_bps), str(m.fee_bps),
             str(m.min_fee), str(m.volume_participation)) == ("fill", "gtc", "0", "5", "1", "0.5")
     assert float(_report(tmp_path / "o")["summary"]["fees"]) > 0
+
+
+def test_sweep_reports_progress_per_point_and_overall(tmp_path: Path, mine: Path) -> None:
+    from replay.sweep import run_sweep
+
+    settings = load_settings(data_dir=tmp_path, sim={"cash": "100000"},
+                             strategies=[{"name": "sma_crossover"}])
+    progress: dict[int, list[int]] = {}
+    done: list[int] = []
+    rows = run_sweep(settings, "sma_crossover", {"fast": [5, 10]}, [mine], tmp_path / "sw",
+                     processes=2, on_progress=lambda i, n: progress.setdefault(i, []).append(n),
+                     on_done=lambda i, row: done.append(i))
+    assert sorted(done) == [0, 1] and len(rows) == 2
+    # each worker reported its bars as it went (every 2,000 bars and at the end)
+    assert set(progress) == {0, 1}
+    assert all(ns == sorted(ns) and ns[-1] == 1560 for ns in progress.values()), progress
