@@ -81,7 +81,8 @@ def make_app(follower: LogFollower, cfg: DashboardConfig) -> Starlette:
         return views.ViewContext(
             limits=cfg.limits, now=cfg.now(follower),
             control_available=service_running(cfg.log_path, cfg.socket_path),
-            read_needs_token=cfg.read_needs_token, log_name=str(cfg.log_path))
+            read_needs_token=cfg.read_needs_token, log_name=str(cfg.log_path),
+            caught_up=follower.caught_up)
 
     async def index(request: Request) -> Response:
         return await static(request, "index.html")

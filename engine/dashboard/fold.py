@@ -42,7 +42,8 @@ CURVE_POINTS = 4000
 
 @dataclass(frozen=True)
 class Entry:
-    """One timeline row: enough to filter on and to link to its chain."""
+    """One timeline row: enough to filter on and to link to its chain. The sentence is made
+    when shown (most rows of a long log scroll out of the kept tail unread)."""
 
     seq: int
     ts: datetime
@@ -50,7 +51,11 @@ class Entry:
     symbol: str | None
     client_order_id: str | None
     intent_id: str | None
-    summary: str
+    event: Event
+
+    @property
+    def summary(self) -> str:
+        return summarize(self.event)
 
 
 @dataclass(frozen=True)
@@ -181,4 +186,4 @@ class DashboardFold:
 def make_entry(seq: int, e: Event) -> Entry:
     iid, coid, sym = correlation(e)
     return Entry(seq=seq, ts=e.ts, type=tag_of(type(e)), symbol=sym, client_order_id=coid,
-                 intent_id=iid, summary=summarize(e))
+                 intent_id=iid, event=e)

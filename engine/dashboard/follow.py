@@ -34,6 +34,7 @@ class LogFollower:
         self._changed = anyio.Event()
         self._opened = False
         self.closing = False  # set when the server shuts down: streams end, not hang
+        self.caught_up = False  # the log's head at start has been folded
 
     @property
     def last_seq(self) -> int:
@@ -76,6 +77,10 @@ class LogFollower:
         self.closing = True
         self._wake()
 
+    async def wait_caught_up(self) -> None:
+        while not self.caught_up:
+            await self.changed()
+
     async def changed(self) -> None:
         """Return once events beyond what was folded when called have been folded."""
         await self._changed.wait()
@@ -84,8 +89,12 @@ class LogFollower:
         """Catch up, tell the caller, then keep following until cancelled. Polling the file
         (its committed head) is the only way a separate process learns of new rows."""
         try:
-            await self.catch_up()
+            # started at once: a long log is caught up in the background (the page shows it
+            # arriving), so a service never waits for its dashboard before trading
             task_status.started()
+            await self.catch_up()
+            self.caught_up = True
+            self._wake()
             while True:
                 if not await self.catch_up(limit=50_000):
                     await anyio.sleep(self.poll_s)

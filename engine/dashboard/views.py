@@ -28,6 +28,7 @@ class ViewContext:
     control_available: bool
     read_needs_token: bool
     log_name: str
+    caught_up: bool = True
 
 
 def dec(d: Decimal | None) -> str | None:
@@ -157,7 +158,7 @@ def overview(proj: Projections, fold: DashboardFold, ctx: ViewContext) -> dict[s
     shown = current or last_run
     dt_limit = limits.day_trade_limit if limits.day_trade_mode == "limit" else None
     return {
-        "log": ctx.log_name, "last_seq": proj.last_seq,
+        "log": ctx.log_name, "last_seq": proj.last_seq, "caught_up": ctx.caught_up,
         "as_of": fold.last_ts.isoformat() if fold.last_ts else None, "now": ctx.now.isoformat(),
         "run": {"id": shown.run_id if shown else None, "mode": shown.mode if shown else None,
                 "running": current is not None,

@@ -76,6 +76,8 @@ async def dashboard(log_path: Path, data_dir: Path, *, limits: RiskLimits | None
     follower = LogFollower(log_path, poll_s=poll_s)
     async with anyio.create_task_group() as tg:
         served = await tg.start(partial(run_dashboard, follower=follower), cfg, "127.0.0.1", 0)
+        with anyio.fail_after(30):
+            await follower.wait_caught_up()
         try:
             yield Running(served, cfg, follower)
         finally:

@@ -40,7 +40,7 @@ async def test_overview_numbers_equal_the_projections(scripted: Path, tmp_path: 
     now = later(10)
     async with dashboard(scripted, tmp_path, now=now) as d:
         o = (await d.get("/api/overview")).json()
-    assert o["last_seq"] == proj.last_seq
+    assert o["last_seq"] == proj.last_seq and o["caught_up"] is True
     assert D(o["account"]["equity"]) == proj.equity().quantize(D("0.01"))
     assert o["account"]["equity"] == "1045.50"  # cash 1000 - 1000.5 + 416, 6 AAPL at 105
     day = trading_day(now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,10 @@ def test_dashboard_command_serves_a_finished_demo_log(tmp_path: Path) -> None:
         assert token in shown  # shown the one time it is created
         url = re.search(r"http://127\.0\.0\.1:\d+/", svc.wait_for("dashboard http://"))
         assert url is not None
-        o = request(url.group(0) + "api/overview").json()
+        # the log is read in the background: the overview says when it has caught up
+        deadline = time.monotonic() + 60
+        while not (o := request(url.group(0) + "api/overview").json())["caught_up"]:
+            assert time.monotonic() < deadline, "never caught up"
         status = json.loads(cli(tmp_path, "--log", str(log), "status", "--json").stdout)
         assert o["last_seq"] == status["last_seq"]
         assert o["account"]["equity"] == f"{float(status['account']['equity']):.2f}"

@@ -36,6 +36,7 @@ function fill(tbody, rows) { tbody.replaceChildren(...rows); }
 function render(o) {
   state.overview = o;
   $("last-seq").textContent = o.last_seq;
+  $("catch-up").textContent = o.caught_up ? "" : " (still reading the log)";
   $("as-of").textContent = o.as_of ? o.as_of.replace("T", " ").slice(0, 19) + " UTC" : "-";
   $("run").textContent = o.run.id ? `${o.run.id} · ${o.run.mode} · ${o.run.running ? "running" : "ended: " + (o.run.ended || "-")}` : "no run";
   const t = o.trading;
