@@ -291,6 +291,16 @@ def quiet_unless_verbose(args: argparse.Namespace, settings: Settings) -> None:
         logging.getLogger().setLevel(logging.WARNING)
 
 
+def backtest_stem(strategy: str, paths: Sequence[Path]) -> str:
+    """The default name of a backtest's log and report: the strategy and what it ran on.
+    Several files are named by their stems (up to three) or else their folder; resolve() so
+    files given relative to the working directory still have a folder name."""
+    source = paths[0].stem if len(paths) == 1 else (
+        "+".join(p.stem for p in paths) if len(paths) <= 3
+        else paths[0].resolve().parent.name)
+    return f"{strategy}-{source}"
+
+
 def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     from replay import outcome
     from replay.backtest import count_rows, data_paths, run_backtest, stuck_orders_line
@@ -308,7 +318,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     quiet_unless_verbose(args, settings)
     out_dir = Path(args.out) if args.out else settings.data_dir / "backtests"
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.strategy}-{paths[0].stem if len(paths) == 1 else paths[0].parent.name}"
+    stem = backtest_stem(args.strategy, paths)
     log_path = next_free(out_dir / f"{stem}.sqlite")
     symbols = [s.strip() for s in args.symbols.split(",")] if args.symbols else None
     bar = Progress()
@@ -401,7 +411,12 @@ def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
     overrides["strategies"] = ({"name": args.strategy, "params": base},)
     settings = load_settings(**{**_settings_overrides(args), **overrides})
     quiet_unless_verbose(args, settings)
-    stem = f"{args.strategy}-{paths[0].stem if len(paths) == 1 else paths[0].parent.name}"
+    # Several files relative to the working directory have no parent name: name them by
+    # their stems instead, so the default name never ends in a bare dash.
+    source = paths[0].stem if len(paths) == 1 else (
+        paths[0].resolve().parent.name if paths[0].is_dir() or len(paths) > 3
+        else "+".join(p.stem for p in paths))
+    stem = f"{args.strategy}-{source}"
     out_dir = Path(args.out) if args.out else next_free(settings.data_dir / "sweeps" / stem)
     bar = Progress()
     if bar.live:

@@ -273,3 +273,13 @@ def test_sweep_reports_progress_per_point_and_overall(tmp_path: Path, mine: Path
     # each worker reported its bars as it went (every 2,000 bars and at the end)
     assert set(progress) == {0, 1}
     assert all(ns == sorted(ns) and ns[-1] == 1560 for ns in progress.values()), progress
+
+
+def test_default_names_say_what_ran_even_for_relative_files() -> None:
+    from engine.cli import backtest_stem
+
+    assert backtest_stem("sma", [Path("SPY.csv")]) == "sma-SPY"
+    # two files in the working directory: their parent's name is "", never a bare "sma-"
+    assert backtest_stem("sma", [Path("SPY.csv"), Path("QQQ.csv")]) == "sma-SPY+QQQ"
+    many = [Path(f"{s}.csv") for s in "ABCD"]
+    assert backtest_stem("sma", many) == f"sma-{Path.cwd().name}"
