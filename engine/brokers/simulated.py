@@ -54,7 +54,7 @@ outcome, like Alpaca's 422).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -619,8 +619,25 @@ class SimulatedBroker:
         n = [int(b.removeprefix("sim-")) for b in self._orders if b.removeprefix("sim-").isdigit()]
         self._n_orders = max([self._n_orders, *n])
 
+    def add_default_assets(self, symbols: Iterable[str]) -> list[str]:
+        """Symbols the assets file does not list become tradable, whole-share, not shortable
+        (your own data trades out of the box; a listed symbol keeps what the file says).
+        Returns the symbols added."""
+        added = sorted(set(symbols) - set(self.assets))
+        if added:
+            self.assets = {**self.assets, **{s: BrokerAsset(
+                symbol=s, tradable=True, fractionable=False, shortable=False) for s in added}}
+        return added
+
     # --- test and operator hooks ---------------------------------------------------------
 
     def set_position(self, symbol: str, qty: Decimal, avg: Decimal) -> None:
         """Someone traded by hand at the broker: no trade update is sent."""
         self._positions[symbol] = _Position(qty=qty, avg=avg)
+
+
+def default_assets_line(symbols: list[str]) -> str:
+    """The one line telling a user which symbols `add_default_assets` added."""
+    shown = ", ".join(symbols[:8]) + (", ..." if len(symbols) > 8 else "")
+    return (f"{len(symbols)} symbol(s) not in the assets file, traded as tradable whole-share, "
+            f"not shortable: {shown} (an assets file with --assets decides otherwise)")
