@@ -79,8 +79,8 @@ class DataSettings(BaseModel):
     symbols: tuple[str, ...] = ()
     interval_s: int = Field(60, ge=1, le=86400, description="bar length of the synthetic feed")
     seed: int = Field(7, description="seed of the synthetic feed")
-    pace_s: float = Field(0.0, ge=0, le=60, description="wall-clock seconds between replayed "
-                                                         "bars (0: as fast as it goes), to watch a demo")
+    pace_s: float = Field(0.0, ge=0, le=60, description=(
+        "wall-clock seconds between bars of a replay (0: as fast as it goes), to watch a demo"))
 
 
 class StrategySettings(BaseModel):

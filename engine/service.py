@@ -187,7 +187,9 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                 log.info("engine ready: trading state %s", engine.proj.risk.trading_state,
                          extra={"seq": engine.log.last_seq})
                 done = anyio.Event()
-                tg.start_soon(_market, engine, source, done, progress, settings.data.pace_s)
+                # pacing slows replays only: live bars come at their own pace
+                tg.start_soon(_market, engine, source, done, progress,
+                              settings.data.pace_s if replaying else 0.0)
                 with anyio.CancelScope() as wait_scope:
                     async with anyio.create_task_group() as waiters:
                         async def first(ev: anyio.Event, why: str) -> None:
