@@ -282,6 +282,8 @@ class EventLog:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpoint_wake = asyncio.Event()
         self._rows_since_checkpoint = 0
+        # (first seq, last seq) of queued `append_many` batches: the writer never splits one.
+        self._units: collections.deque[tuple[int, int]] = collections.deque()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -400,10 +402,42 @@ class EventLog:
         """Queue `event`; its place in the log is fixed now. The future gives its seq once
         durable (or the write error). Raises at once if the log is closed or failed, or if the
         event cannot be encoded."""
+        self._check_open()
+        return self._enqueue_one(self._row(event, self._next_seq, self._prev_hash), event)
+
+    async def append(self, event: Event) -> int:
+        """Append one event; returns its seq once committed."""
+        return await self.append_nowait(event)
+
+    def append_many_nowait(self, events: Sequence[Event]) -> list[asyncio.Future[int]]:
+        """Queue `events` as one unit: every one is encoded before any is queued (one that
+        cannot be encoded raises and queues none), and the writer commits them in a single
+        transaction, so all or none of them become durable."""
+        self._check_open()
+        rows: list[Row] = []
+        seq, prev = self._next_seq, self._prev_hash
+        for event in events:
+            row = self._row(event, seq, prev)
+            rows.append(row)
+            seq, prev = seq + 1, row[8]
+        if len(rows) > 1:
+            # The writer may split what is queued; never inside this range.
+            self._units.append((rows[0][0], rows[-1][0]))
+        return self._enqueue(rows, list(events))
+
+    async def append_many(self, events: Sequence[Event]) -> list[int]:
+        """Append several events in one transaction (all or none are durable)."""
+        return [await f for f in self.append_many_nowait(events)]
+
+    def _check_open(self) -> None:
         if self._failed is not None:
             raise self._failed
         if self._closing or self._closed:
             raise LogClosedError(f"{self.path}: log is closed")
+
+    def _row(self, event: Event, seq: int, prev: bytes) -> Row:
+        """The stored row of `event` at `seq` chained onto `prev`; changes no state, so a
+        batch can be encoded whole before any of it is queued."""
         cls = type(event)
         meta = self._tags.get(cls)
         if meta is None:
@@ -415,14 +449,22 @@ class EventLog:
         tag, version = meta
         payload = self.codec.encode(event)
         intent_id, coid, symbol = self._correlation[cls](event)
-        seq = self._next_seq
         ts_us = ts_to_us(event.ts)
-        h = row_hash(self._prev_hash, seq, ts_us, version, payload)
-        self._next_seq = seq + 1
-        self._prev_hash = h
+        h = row_hash(prev, seq, ts_us, version, payload)
+        return (seq, ts_us, tag, version, intent_id, coid, symbol, payload, h)
+
+    def _enqueue(self, rows: list[Row], events: Sequence[Event]) -> list[asyncio.Future[int]]:
+        return [self._enqueue_one(row, event) for row, event in zip(rows, events)]
+
+    def _enqueue_one(self, row: Row, event: Event) -> asyncio.Future[int]:
+        """Fix the place of a prepared row in the log: the chain head moves, subscribers fold
+        it, the writer is woken."""
         assert self._loop is not None
+        seq = row[0]
+        self._next_seq = seq + 1
+        self._prev_hash = row[8]
         fut: asyncio.Future[int] = self._loop.create_future()
-        self._rows.append((seq, ts_us, tag, version, intent_id, coid, symbol, payload, h))
+        self._rows.append(row)
         self._events.append(event)
         self._futs.append(fut)
         for fn in self._subscribers:
@@ -435,15 +477,6 @@ class EventLog:
         if not self._wake.is_set():
             self._wake.set()
         return fut
-
-    async def append(self, event: Event) -> int:
-        """Append one event; returns its seq once committed."""
-        return await self.append_nowait(event)
-
-    async def append_many(self, events: Sequence[Event]) -> list[int]:
-        """Append several events in one transaction (all or none are durable)."""
-        futs = [self.append_nowait(e) for e in events]
-        return [await f for f in futs]
 
     async def flush(self) -> None:
         """Wait until everything appended so far is durable (or raise the write error)."""
@@ -505,16 +538,30 @@ class EventLog:
             # half right after, which keeps it busy while the first half's appenders run
             # again. Otherwise closed-loop appenders all land in one group and the loop and the
             # thread take turns instead of overlapping.
-            h = len(rows) // 2
-            group = _Group(rows[:h], events[:h], futs[:h])
-            self._rows, self._events, self._futs = rows[h:], events[h:], futs[h:]
+            h = self._cut(rows, len(rows) // 2)
         else:
-            group = _Group(rows, events, futs)
-            self._rows, self._events, self._futs = [], [], []
+            h = len(rows)
+        group = _Group(rows[:h], events[:h], futs[:h])
+        self._rows, self._events, self._futs = rows[h:], events[h:], futs[h:]
+        units = self._units
+        while units and units[0][1] <= group.rows[-1][0]:
+            units.popleft()
         task = asyncio.ensure_future(
             db._execute(_commit_batch, conn, group.rows, guard))  # type: ignore[no-untyped-call]
         task.add_done_callback(on_done)
         return group, task
+
+    def _cut(self, rows: list[Row], h: int) -> int:
+        """`h`, moved forward past the end of an `append_many` batch it would split (so a
+        batch is one transaction, as its docstring promises)."""
+        first = rows[0][0]
+        at = first + h
+        for lo, hi in self._units:
+            if lo < at <= hi:
+                return min(hi + 1 - first, len(rows))
+            if lo >= at:
+                break
+        return h
 
     def _committed(self, group: _Group) -> None:
         rows, events, futs = group.rows, group.events, group.futs
@@ -565,6 +612,7 @@ class EventLog:
                 fut.set_exception(err)
                 fut.add_done_callback(_mark_retrieved)
         self._rows, self._events, self._futs = [], [], []
+        self._units.clear()
         for fn in self._failure_listeners:
             try:
                 fn(err)

@@ -15,7 +15,7 @@ import pytest
 
 from events.catalogue import OrderIntent, RunEnded
 from events.errors import CorruptLogError, DecodeError, LogWriteError, SchemaTooNewError
-from events.store import EventLog, LogReader
+from events.store import _SCHEMA, EventLog, LogReader
 from tests.factories import T0, approved, bar, fill
 
 UTC = timezone.utc
@@ -214,6 +214,69 @@ async def test_failed_commit_fails_the_append_and_poisons_the_log(log_path: Path
     async with LogReader(log_path) as r:
         v = await r.verify()
         assert v.ok and v.rows_checked == 1  # nothing half-written
+
+
+def _refuse_insert_of(path: Path, seq: int) -> None:
+    """A real SQLite failure in the middle of a group: a trigger that aborts the INSERT of
+    one row (the store's schema is IF NOT EXISTS, so the trigger survives the open)."""
+    if not path.exists():
+        sqlite3.connect(path).executescript(_SCHEMA)
+    con = sqlite3.connect(path)
+    con.execute(f"CREATE TRIGGER inject BEFORE INSERT ON events WHEN NEW.seq = {seq} "
+                "BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+    con.commit()
+    con.close()
+
+
+async def _durable_seqs(path: Path) -> list[int]:
+    con = sqlite3.connect(path)
+    con.execute("DROP TRIGGER IF EXISTS inject")
+    con.commit()
+    con.close()
+    async with LogReader(path) as r:
+        assert (await r.verify()).ok
+        return [s async for s, _ in r.read()]
+
+
+async def test_append_many_on_an_idle_log_is_one_transaction(log_path: Path) -> None:
+    """An idle writer splits what is queued to start committing early; a batch must not be
+    split with it: a failure at its last row leaves none of it on disk."""
+    async with EventLog.open(log_path) as log:
+        await log.append(intent(0))
+    _refuse_insert_of(log_path, 41)
+    async with EventLog.open(log_path) as log:
+        with pytest.raises(LogWriteError, match="failed"):
+            await log.append_many([intent(i) for i in range(1, 41)])  # seqs 2..41
+    assert await _durable_seqs(log_path) == [1]
+
+
+async def test_append_many_behind_other_appends_is_one_transaction(log_path: Path) -> None:
+    """A batch queued behind single appends (and while a group commits) is committed whole
+    or not at all; the appends before it are unaffected."""
+    _refuse_insert_of(log_path, 60)
+    async with EventLog.open(log_path) as log:
+        singles = [log.append_nowait(intent(i)) for i in range(1, 21)]  # seqs 1..20
+        with pytest.raises(LogWriteError, match="failed"):
+            await log.append_many([intent(i) for i in range(21, 61)])  # seqs 21..60
+        done = [f.result() for f in singles if f.done() and f.exception() is None]
+    durable = await _durable_seqs(log_path)
+    assert not set(durable) & set(range(21, 61)), "part of the batch reached the disk"
+    assert durable == done and set(durable) <= set(range(1, 21))
+
+
+async def test_append_many_with_an_unencodable_event_appends_nothing(log_path: Path) -> None:
+    class NotCatalogued(msgspec.Struct, frozen=True, tag="not_catalogued"):
+        ts: object
+
+    async with EventLog.open(log_path) as log:
+        seen: list[int] = []
+        log.subscribe(lambda seq, _e: seen.append(seq))
+        await log.append(intent(0))
+        with pytest.raises(Exception, match="not in the event catalogue"):
+            await log.append_many([intent(1), NotCatalogued(ts=T0), intent(2)])  # type: ignore[list-item]
+        assert log.assigned_seq == 1 and seen == [1]
+        assert await log.append(intent(3)) == 2  # the chain continues where it was
+    assert await _durable_seqs(log_path) == [1, 2]
 
 
 async def test_full_synchronous_mode(log_path: Path) -> None:
