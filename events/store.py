@@ -26,7 +26,7 @@ import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -92,6 +92,92 @@ def ts_to_us(ts: datetime) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def us_to_ts(us: int) -> datetime:
+    """The inverse of `ts_to_us` (exact: integer microseconds)."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """Rows whose `column` ("symbol" or "intent_id") is `value`, or that belong to an order
+    some row of that value names, or to one of the orders in `also` (replacements, whose
+    rows name only their own id)."""
+
+    column: Literal["symbol", "intent_id"]
+    value: str
+    also: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Which rows a read selects, in the log's index columns; every condition given holds
+    (AND). A tuple is "any of" (empty: nothing matches); None is no condition. `since` and
+    `until` compare the recorded ts, both inclusive."""
+
+    types: tuple[str, ...] | None = None
+    symbols: tuple[str, ...] | None = None
+    client_order_ids: tuple[str, ...] | None = None
+    intent_ids: tuple[str, ...] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    families: tuple[Family, ...] = ()
+
+    @classmethod
+    def of(cls, *, types: Iterable[str] = (), symbols: Iterable[str] | None = None,
+           client_order_ids: Iterable[str] | None = None,
+           intent_ids: Iterable[str] | None = None) -> Match:
+        """`types` empty means any type (the common "no filter" spelling)."""
+        t = tuple(types)
+        return cls(types=t or None,
+                   symbols=None if symbols is None else tuple(symbols),
+                   client_order_ids=None if client_order_ids is None else tuple(client_order_ids),
+                   intent_ids=None if intent_ids is None else tuple(intent_ids))
+
+    def also(self, other: Match) -> Match:
+        """Both matches' conditions (a field set on both: `other`'s)."""
+        return Match(
+            types=other.types if other.types is not None else self.types,
+            symbols=other.symbols if other.symbols is not None else self.symbols,
+            client_order_ids=(other.client_order_ids if other.client_order_ids is not None
+                              else self.client_order_ids),
+            intent_ids=other.intent_ids if other.intent_ids is not None else self.intent_ids,
+            since=other.since if other.since is not None else self.since,
+            until=other.until if other.until is not None else self.until,
+            families=self.families + other.families)
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """The condition ("" for none) and its parameters; values are always parameters."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column, values in (("type", self.types), ("symbol", self.symbols),
+                               ("client_order_id", self.client_order_ids),
+                               ("intent_id", self.intent_ids)):
+            if values is None:
+                continue
+            if not values:
+                clauses.append("0")
+                continue
+            clauses.append(f"{column} IN ({','.join('?' * len(values))})")
+            args += values
+        if self.since is not None:
+            clauses.append("ts >= ?")
+            args.append(ts_to_us(self.since))
+        if self.until is not None:
+            clauses.append("ts <= ?")
+            args.append(ts_to_us(self.until))
+        for fam in self.families:
+            col = "symbol" if fam.column == "symbol" else "intent_id"
+            # The family's orders as a subquery, so their number never matters.
+            cond = (f"{col} = ? OR client_order_id IN (SELECT client_order_id FROM events "
+                    f"WHERE {col} = ? AND client_order_id IS NOT NULL)")
+            args += [fam.value, fam.value]
+            if fam.also:
+                cond += f" OR client_order_id IN ({','.join('?' * len(fam.also))})"
+                args += fam.also
+            clauses.append(f"({cond})")
+        return " AND ".join(f"({c})" for c in clauses), args
 
 
 _HEAD = struct.Struct(">qqH")
@@ -176,6 +262,11 @@ def correlation_of(cls: type[Event]) -> Correlation:
         e.client_order_id if has_c else None,
         e.symbol if has_s else None,
     )
+
+
+def correlation(event: Event) -> tuple[str | None, str | None, str | None]:
+    """(intent_id, client_order_id, symbol) of `event`, as the log indexes them."""
+    return correlation_of(type(event))(event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -721,9 +812,12 @@ class LogReader:
         params: Iterable[Any] = (),
         batch_size: int = 5000,
         columns: str = _ROW_COLUMNS,
+        match: Match | None = None,
+        limit: int | None = None,
     ) -> AsyncGenerator[list[Any], None]:
         """Raw rows in seq order, in batches (all columns unless `columns` says otherwise;
-        `seq` must come first). `where` is an extra SQL condition (trusted).
+        `seq` must come first), those `match` selects (at most `limit` of them). `where` is
+        an extra SQL condition (trusted; kept for older callers — say it with `match`).
 
         The next batch is fetched on the connection's thread while the caller works on this
         one."""
@@ -735,7 +829,15 @@ class LogReader:
         if where:
             sql += f" AND ({where})"
             args.extend(params)
+        if match is not None:
+            cond, more = match.sql()
+            if cond:
+                sql += f" AND {cond}"
+                args += more
         sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
         last = from_seq - 1
         try:
             async with self.db.execute(sql, args) as cur:
@@ -753,6 +855,11 @@ class LogReader:
                         ahead.cancel()
                     with anyio.CancelScope(shield=True):
                         await asyncio.wait((ahead,))
+                    if not ahead.cancelled():
+                        # A consumer that stopped early (verify at a bad row) never awaits
+                        # the read-ahead: if it failed on a damaged page behind that row, its
+                        # error is dropped here, not reported as "never retrieved".
+                        ahead.exception()
         except sqlite3.DatabaseError as e:
             raise CorruptLogError(
                 f"{self.path}: log is damaged after seq {last}: {e}", seq=last + 1
@@ -766,23 +873,114 @@ class LogReader:
         batch_size: int = 5000,
         where: str = "",
         params: Iterable[Any] = (),
+        types: Iterable[str] = (),
+        symbols: Iterable[str] | None = None,
+        client_order_ids: Iterable[str] | None = None,
+        match: Match | None = None,
+        limit: int | None = None,
     ) -> AsyncGenerator[tuple[int, Event], None]:
-        """Decoded events in seq order. A row that fails to decode raises `DecodeError` naming
-        its seq; nothing is ever skipped silently."""
+        """Decoded events in seq order, those of the given `types` (log tags), `symbols` and
+        `client_order_ids` (each: any of; None: no condition) and `match`, at most `limit`.
+        A row that fails to decode raises `DecodeError` naming its seq; nothing is ever
+        skipped silently."""
         decode = self.codec.decode
+        sel = Match.of(types=types, symbols=symbols, client_order_ids=client_order_ids)
+        if match is not None:
+            sel = sel.also(match)
         # aclosing: when the caller stops early (a decode error, a break), the cursor and
         # its read-ahead are closed now, not by the loop after the connection is gone.
         async with contextlib.aclosing(self.rows(from_seq, to_seq, where=where, params=params,
-                                                 batch_size=batch_size)) as batches:
+                                                 batch_size=batch_size, match=sel,
+                                                 limit=limit)) as batches:
             async for batch in batches:
                 for row in batch:
                     yield row[0], decode(row[2], row[3], row[7], row[0])
 
     async def by_intent(self, intent_id: str) -> list[tuple[int, Event]]:
-        return [x async for x in self.read(where="intent_id = ?", params=(intent_id,))]
+        return [x async for x in self.read(match=Match.of(intent_ids=(intent_id,)))]
 
     async def by_client_order_id(self, client_order_id: str) -> list[tuple[int, Event]]:
-        return [x async for x in self.read(where="client_order_id = ?", params=(client_order_id,))]
+        return [x async for x in self.read(client_order_ids=(client_order_id,))]
+
+    # --- point queries (indexes and the primary key; what projections, forensics and the
+    # engine ask of the log besides a scan) -------------------------------------------------
+
+    async def _one(self, sql: str, args: Sequence[Any]) -> Any:
+        try:
+            async with self.db.execute(sql, args) as cur:
+                return await cur.fetchone()
+        except sqlite3.DatabaseError as e:
+            raise CorruptLogError(f"{self.path}: cannot read log: {e}") from None
+
+    async def seq_at(self, ts: datetime) -> int:
+        """The last seq recorded at or before `ts` (0: none)."""
+        row = await self._one("SELECT MAX(seq) FROM events WHERE ts <= ?", (ts_to_us(ts),))
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def ts_at(self, seq: int) -> datetime | None:
+        """The recorded time of the row at `seq` (None if there is none)."""
+        row = await self._one("SELECT ts FROM events WHERE seq = ?", (seq,))
+        return us_to_ts(int(row[0])) if row is not None else None
+
+    async def hash_at(self, seq: int) -> bytes | None:
+        """The chain hash of the row at `seq` (None if there is none)."""
+        row = await self._one("SELECT hash FROM events WHERE seq = ?", (seq,))
+        return bytes(row[0]) if row is not None else None
+
+    async def has_intent(self, intent_id: str) -> bool:
+        return await self._one("SELECT 1 FROM events WHERE intent_id = ? LIMIT 1",
+                               (intent_id,)) is not None
+
+    async def has_client_order_id(self, client_order_id: str) -> bool:
+        return await self._one("SELECT 1 FROM events WHERE client_order_id = ? LIMIT 1",
+                               (client_order_id,)) is not None
+
+    async def client_order_ids(self, *, symbol: str | None = None,
+                               intent_id: str | None = None) -> set[str]:
+        """Client order ids on rows of `symbol` / `intent_id` (both given: of both)."""
+        sel = Match.of(symbols=None if symbol is None else (symbol,),
+                       intent_ids=None if intent_id is None else (intent_id,))
+        cond, args = sel.sql()
+        sql = "SELECT DISTINCT client_order_id FROM events WHERE client_order_id IS NOT NULL"
+        if cond:
+            sql += f" AND {cond}"
+        try:
+            async with self.db.execute(sql, args) as cur:
+                return {r[0] for r in await cur.fetchall()}
+        except sqlite3.DatabaseError as e:
+            raise CorruptLogError(f"{self.path}: cannot read log: {e}") from None
+
+    async def _bars(self, sql: str, args: Sequence[Any]) -> list[tuple[int, Event]]:
+        decode = self.codec.decode
+        try:
+            async with self.db.execute(sql, args) as cur:
+                rows = await cur.fetchall()
+        except sqlite3.DatabaseError as e:
+            raise CorruptLogError(f"{self.path}: cannot read log: {e}") from None
+        return [(seq, decode(tag, v, payload, seq)) for seq, tag, v, payload in rows]
+
+    async def bars_before(self, symbol: str, before_seq: int,
+                          limit: int = 64) -> list[tuple[int, Event]]:
+        """The last `limit` bars of `symbol` recorded before `before_seq`, newest first
+        (a backward walk of the primary key)."""
+        return await self._bars(
+            f"SELECT {REPLAY_COLUMNS} FROM events WHERE seq < ? AND type = 'bar' AND "
+            "symbol = ? ORDER BY seq DESC LIMIT ?", (before_seq, symbol, limit))
+
+    async def bars_near(self, symbol: str, seq: int, rows: int) -> list[tuple[int, Event]]:
+        """The bars of `symbol` within `rows` seqs either side of `seq`, in seq order."""
+        return await self._bars(
+            f"SELECT {REPLAY_COLUMNS} FROM events WHERE type = 'bar' AND symbol = ? AND "
+            "seq BETWEEN ? AND ? ORDER BY seq", (symbol, seq - rows, seq + rows))
+
+    async def newest_bars(self, count: int) -> list[tuple[int, Event]]:
+        """The newest `count` bar events of the log (all symbols), in seq order."""
+        if count <= 0:
+            return []
+        row = await self._one("SELECT seq FROM events WHERE type = 'bar' "
+                              "ORDER BY seq DESC LIMIT 1 OFFSET ?", (count - 1,))
+        first = int(row[0]) if row else 1
+        return [x async for x in self.read(first, types=("bar",))]
 
     async def verify(self, *, decode: bool = True) -> VerifyResult:
         """Walk the hash chain from the first row; report the first bad seq.
@@ -793,10 +991,6 @@ class LogReader:
         prev = GENESIS_HASH
         expected = 1
         n = 0
-
-        def correlation(event: Event) -> tuple[str | None, str | None, str | None]:
-            return correlation_of(type(event))(event)
-
         try:
             async with contextlib.aclosing(self.rows(batch_size=10_000)) as batches:
                 async for batch in batches:

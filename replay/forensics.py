@@ -10,16 +10,16 @@ and `engine.replay` (`python -m engine.replay`) is the command line over both.
 - `rebuild_at` / `state_view` / `state_at`: every projection as of a seq or a time.
 - `explain`: the causal chain behind one order or intent, from the bar the strategy saw to
   the fills.
-- `verify_chain` / `verify_log`: the hash chain and a full decode of every row.
+- `verify_log`: `LogReader.verify` (the hash chain and a full decode of every row) on a file.
 - `load_broker_snapshot` / `diff_broker`: our positions against a broker's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sqlite3
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,9 @@ from events.catalogue import (
     RiskRejected,
 )
 from events.codec import Codec
-from events.errors import CorruptLogError, DecodeError
+from events.errors import CorruptLogError
 from events.market import Bar
-from events.store import GENESIS_HASH, LogReader, correlation_of, row_hash, ts_to_us
+from events.store import Family, LogReader, Match, correlation
 from projections.calendar import iso_week, trading_day
 from projections.market import last_price
 from projections.orders import Anomaly, Order, open_orders
@@ -48,7 +48,6 @@ from projections.risk import day_trades_in_window, realized_in_week, realized_on
 from projections.state import Projections, load_snapshot, rebuild
 
 ZERO = Decimal(0)
-_ALL_COLUMNS = "seq, ts, type, schema_version, intent_id, client_order_id, symbol, payload, hash"
 
 
 class ForensicsError(Exception):
@@ -58,19 +57,6 @@ class ForensicsError(Exception):
 
 class NotFoundError(ForensicsError):
     """The id asked about is not in the log."""
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def us_to_ts(us: int) -> datetime:
-    """The inverse of `events.store.ts_to_us` (exact: integer microseconds)."""
-    return _EPOCH + timedelta(microseconds=us)
-
-
-def correlation(event: Event) -> tuple[str | None, str | None, str | None]:
-    """(intent_id, client_order_id, symbol) as the log indexes them."""
-    return correlation_of(type(event))(event)
 
 
 # --- timeline ------------------------------------------------------------------------------
@@ -132,10 +118,9 @@ async def _successors(reader: LogReader, coids: set[str]) -> set[str]:
     found = set(coids)
     frontier = set(coids)
     while frontier:
-        marks = ",".join("?" * len(frontier))
         new: set[str] = set()
-        async for _, e in reader.read(where=f"type = 'order_replaced' AND client_order_id IN "
-                                            f"({marks})", params=sorted(frontier)):
+        async for _, e in reader.read(types=("order_replaced",),
+                                      client_order_ids=sorted(frontier)):
             assert isinstance(e, OrderReplaced)
             if e.new_client_order_id not in found:
                 new.add(e.new_client_order_id)
@@ -144,87 +129,38 @@ async def _successors(reader: LogReader, coids: set[str]) -> set[str]:
     return found
 
 
-async def _coids_where(reader: LogReader, where: str, params: Sequence[Any]) -> set[str]:
-    sql = f"SELECT DISTINCT client_order_id FROM events WHERE client_order_id IS NOT NULL " \
-          f"AND ({where})"
-    async with reader.db.execute(sql, list(params)) as cur:
-        return {r[0] for r in await cur.fetchall()}
-
-
-async def _timeline_sql(reader: LogReader, flt: TimelineFilter) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if flt.types:
-        tags = resolve_types(flt.types, reader.codec)
-        clauses.append(f"type IN ({','.join('?' * len(tags))})")
-        params += tags
-    if flt.since is not None:
-        clauses.append("ts >= ?")
-        params.append(ts_to_us(flt.since))
-    if flt.until is not None:
-        clauses.append("ts <= ?")
-        params.append(ts_to_us(flt.until))
-    if flt.order is not None:
-        clauses.append("client_order_id = ?")
-        params.append(flt.order)
+async def _timeline_match(reader: LogReader, flt: TimelineFilter) -> Match:
+    families: list[Family] = []
     for value, column in ((flt.symbol, "symbol"), (flt.intent, "intent_id")):
         if value is None:
             continue
-        # Orders of this symbol/intent, as a subquery so its size never matters; their
-        # replacements (rare) are listed explicitly.
-        own = await _coids_where(reader, f"{column} = ?", (value,))
-        extra = sorted(await _successors(reader, own) - own)
-        cond = (f"{column} = ? OR client_order_id IN (SELECT client_order_id FROM events "
-                f"WHERE {column} = ? AND client_order_id IS NOT NULL)")
-        params += [value, value]
-        if extra:
-            cond += f" OR client_order_id IN ({','.join('?' * len(extra))})"
-            params += extra
-        clauses.append(cond)
-    return " AND ".join(f"({c})" for c in clauses), params
+        # Orders of this symbol/intent are matched in the store (a subquery, so their number
+        # never matters); their replacements (rare) are listed explicitly.
+        own = await (reader.client_order_ids(symbol=value) if column == "symbol"
+                     else reader.client_order_ids(intent_id=value))
+        extra = tuple(sorted(await _successors(reader, own) - own))
+        families.append(Family("symbol" if column == "symbol" else "intent_id", value, extra))
+    return Match(types=resolve_types(flt.types, reader.codec) if flt.types else None,
+                 client_order_ids=None if flt.order is None else (flt.order,),
+                 since=flt.since, until=flt.until, families=tuple(families))
 
 
 async def iter_timeline(reader: LogReader, flt: TimelineFilter | None = None, *,
                         batch_size: int = 1000) -> AsyncGenerator[TimelineEntry, None]:
     """Events in seq order that match `flt`; a row that does not decode raises naming its seq.
-
-    Queries the connection directly (with the limit in SQL) rather than through
-    `LogReader.read`, whose inner generator is left to the garbage collector when a consumer
-    stops early. Close this one with `contextlib.aclosing` if you may stop early yourself."""
+    Close it with `contextlib.aclosing` if you may stop early (its cursor is closed then)."""
     flt = flt or TimelineFilter()
     if flt.limit is not None and flt.limit <= 0:
         return
-    where, params = await _timeline_sql(reader, flt)
-    sql = "SELECT seq, type, schema_version, payload FROM events WHERE seq >= ?"
-    args: list[Any] = [flt.from_seq]
-    if flt.to_seq is not None:
-        sql += " AND seq <= ?"
-        args.append(flt.to_seq)
-    if where:
-        sql += f" AND ({where})"
-        args += params
-    sql += " ORDER BY seq"
-    if flt.limit is not None:
-        sql += " LIMIT ?"
-        args.append(flt.limit)
-    decode = reader.codec.decode
-    last = flt.from_seq - 1
-    try:
-        async with reader.db.execute(sql, args) as cur:
-            while True:
-                batch = await cur.fetchmany(batch_size)
-                if not batch:
-                    return
-                for seq, tag, v, payload in batch:
-                    last = seq
-                    event = decode(tag, v, payload, seq)
-                    iid, coid, sym = correlation(event)
-                    yield TimelineEntry(seq=seq, ts=event.ts, type=tag, symbol=sym,
-                                        intent_id=iid, client_order_id=coid,
-                                        summary=summarize(event), event=event)
-    except sqlite3.DatabaseError as e:
-        raise CorruptLogError(f"{reader.path}: log is damaged after seq {last}: {e}",
-                              seq=last + 1) from None
+    match = await _timeline_match(reader, flt)
+    events = reader.read(flt.from_seq, flt.to_seq, match=match, limit=flt.limit,
+                         batch_size=batch_size)
+    async with contextlib.aclosing(events) as rows:
+        async for seq, event in rows:
+            iid, coid, sym = correlation(event)
+            yield TimelineEntry(seq=seq, ts=event.ts, type=tag_of(type(event)), symbol=sym,
+                                intent_id=iid, client_order_id=coid,
+                                summary=summarize(event), event=event)
 
 
 async def timeline(reader: LogReader, flt: TimelineFilter | None = None) -> list[TimelineEntry]:
@@ -546,9 +482,7 @@ def state_view(proj: Projections, *, as_of_ts: datetime | None,
 
 async def seq_ts(reader: LogReader, seq: int) -> datetime | None:
     """The recorded time of the row at `seq` (None if there is none)."""
-    async with reader.db.execute("SELECT ts FROM events WHERE seq = ?", (seq,)) as cur:
-        row = await cur.fetchone()
-    return us_to_ts(int(row[0])) if row is not None else None
+    return await reader.ts_at(seq)
 
 
 async def rebuild_at(reader: LogReader, *, at_seq: int | None = None, at: datetime | None = None,
@@ -616,22 +550,11 @@ class Explanation(msgspec.Struct, kw_only=True):
     anomalies: list[Anomaly]
 
 
-async def _exists(reader: LogReader, column: str, value: str) -> bool:
-    async with reader.db.execute(f"SELECT 1 FROM events WHERE {column} = ? LIMIT 1",
-                                 (value,)) as cur:
-        return await cur.fetchone() is not None
-
-
 async def _bar_before(reader: LogReader, symbol: str, before_seq: int,
                       not_after: datetime | None) -> tuple[int, BarReceived] | None:
     """The last bar of `symbol` recorded before `before_seq` that closed at or before
-    `not_after`: what a strategy could have seen. Scans backwards by seq (the primary key)."""
-    sql = ("SELECT seq, type, schema_version, payload FROM events WHERE seq < ? AND "
-           "type = 'bar' AND symbol = ? ORDER BY seq DESC LIMIT 64")
-    async with reader.db.execute(sql, (before_seq, symbol)) as cur:
-        rows = await cur.fetchall()
-    for seq, tag, v, payload in rows:
-        e = reader.codec.decode(tag, v, payload, seq)
+    `not_after`: what a strategy could have seen."""
+    for seq, e in await reader.bars_before(symbol, before_seq, limit=64):
         assert isinstance(e, BarReceived)
         if not_after is None or e.bar.end <= not_after:
             return seq, e
@@ -642,13 +565,8 @@ async def _bar_priced(reader: LogReader, symbol: str, fill_seq: int,
                       at: datetime) -> tuple[int, BarReceived] | None:
     """The bar whose interval holds a fill's broker time. A simulated fill is booked just
     before its bar is recorded, so look a few rows either side of the fill."""
-    sql = ("SELECT seq, type, schema_version, payload FROM events WHERE type = 'bar' AND "
-           "symbol = ? AND seq BETWEEN ? AND ? ORDER BY seq")
-    async with reader.db.execute(sql, (symbol, fill_seq - 2000, fill_seq + 2000)) as cur:
-        rows = await cur.fetchall()
     best: tuple[int, BarReceived] | None = None
-    for seq, tag, v, payload in rows:
-        e = reader.codec.decode(tag, v, payload, seq)
+    for seq, e in await reader.bars_near(symbol, fill_seq, 2000):
         assert isinstance(e, BarReceived)
         if e.bar.start <= at < e.bar.end and (best is None
                                                or abs(seq - fill_seq) < abs(best[0] - fill_seq)):
@@ -677,14 +595,14 @@ async def explain(reader: LogReader, query: str, *, proj: Projections | None = N
                   ) -> Explanation:
     """The chain behind `query`, a client order id or an intent id (a client order id wins if
     both exist). `proj` (the whole log's projections) is rebuilt if not given."""
-    if await _exists(reader, "client_order_id", query):
+    if await reader.has_client_order_id(query):
         matched = "client_order_id"
         rows = await reader.by_client_order_id(query)
         intent_id = next((getattr(e, "intent_id", None) for _, e in rows
                           if getattr(e, "intent_id", None)), None)
         # A replacement's rows name only the new id: find the intent through the original.
         if intent_id is None:
-            async for _, e in reader.read(where="type = 'order_replaced'"):
+            async for _, e in reader.read(types=("order_replaced",)):
                 if isinstance(e, OrderReplaced) and e.new_client_order_id == query:
                     return await explain(reader, e.client_order_id, proj=proj)
             # A leg's rows name only the leg: explain its family through the parent.
@@ -693,7 +611,7 @@ async def explain(reader: LogReader, query: str, *, proj: Projections | None = N
             leg = proj.orders.orders.get(query)
             if leg is not None and leg.parent_id is not None:
                 return await explain(reader, leg.parent_id, proj=proj)
-    elif await _exists(reader, "intent_id", query):
+    elif await reader.has_intent(query):
         matched = "intent_id"
         intent_id = query
     else:
@@ -767,62 +685,17 @@ class VerifyReport(msgspec.Struct, kw_only=True):
     reason: str = ""
 
 
-async def verify_chain(reader: LogReader, *, decode: bool = True,
-                       batch_size: int = 10_000) -> VerifyReport:
-    """The checks of `LogReader.verify` (seqs gap-free from 1, each hash = sha256(previous +
-    row), every payload decodes and agrees with its index columns), on a cursor closed here.
-
-    `LogReader.verify` returns from inside its row generator, which is then finalized by the
-    event loop after the connection has closed: a "Task exception was never retrieved"
-    traceback on exactly the logs verify exists for. Same rules, same messages."""
-    prev = GENESIS_HASH
-    expected = 1
-    n = 0
-    codec = reader.codec
-
-    def bad(first: int, last: int, reason: str) -> VerifyReport:
-        return VerifyReport(ok=False, rows_checked=n, last_good_seq=last, first_bad_seq=first,
-                            reason=reason)
-
-    try:
-        async with reader.db.execute(f"SELECT {_ALL_COLUMNS} FROM events ORDER BY seq") as cur:
-            while True:
-                batch = await cur.fetchmany(batch_size)
-                if not batch:
-                    break
-                for seq, ts_us, tag, v, iid, coid, sym, payload, h in batch:
-                    if seq != expected:
-                        return bad(expected, expected - 1,
-                                   f"seq {expected} is missing (next row is {seq})")
-                    if row_hash(prev, seq, ts_us, v, payload) != h:
-                        return bad(seq, seq - 1,
-                                   f"seq {seq}: hash mismatch (row altered or corrupt)")
-                    if decode:
-                        try:
-                            event = codec.decode(tag, v, payload, seq)
-                        except DecodeError as e:
-                            return bad(seq, seq - 1, str(e))
-                        if correlation(event) != (iid, coid, sym) or ts_to_us(event.ts) != ts_us:
-                            return bad(seq, seq - 1,
-                                       f"seq {seq}: index columns disagree with payload")
-                    prev = h
-                    expected += 1
-                    n += 1
-    except sqlite3.DatabaseError as e:
-        return bad(expected, expected - 1,
-                   f"{reader.path}: log is damaged after seq {expected - 1}: {e}")
-    return VerifyReport(ok=True, rows_checked=n, last_good_seq=expected - 1)
-
-
 async def verify_log(path: str | Path) -> VerifyReport:
-    """`verify_chain` on a file. A file too damaged to open is a bad log (first bad seq
+    """`LogReader.verify` on a file. A file too damaged to open is a bad log (first bad seq
     unknown), not an error: that is what the user asked to find out."""
     try:
         async with LogReader(path) as reader:
-            return await verify_chain(reader)
+            v = await reader.verify()
     except CorruptLogError as e:
         return VerifyReport(ok=False, rows_checked=0, last_good_seq=0, first_bad_seq=e.seq,
                             reason=str(e))
+    return VerifyReport(ok=v.ok, rows_checked=v.rows_checked, last_good_seq=v.last_seq,
+                        first_bad_seq=v.first_bad_seq, reason=v.reason)
 
 
 # --- positions against a broker snapshot ---------------------------------------------------

@@ -32,8 +32,9 @@ from events.catalogue import (
     StrategyError,
     UnknownBrokerMessage,
 )
+from events.store import correlation
 from projections.state import Projections
-from replay.forensics import correlation, summarize
+from replay.forensics import summarize
 
 TIMELINE_KEPT = 5000
 RECENT_KEPT = 100

@@ -271,8 +271,8 @@ async def test_verify_finds_a_flipped_byte(session_copy: Path) -> None:
     assert "hash mismatch" in bad.reason
 
 
-async def test_verify_chain_agrees_with_the_store(session_copy: Path) -> None:
-    """Same verdicts as `LogReader.verify` (whose walk ours mirrors), good and bad."""
+async def test_verify_log_agrees_with_the_store(session_copy: Path) -> None:
+    """Same verdicts as `LogReader.verify` (which it reports on), good and bad."""
     async def both() -> tuple[tuple[object, ...], tuple[object, ...]]:
         ours = await verify_log(session_copy)
         async with LogReader(session_copy) as r:
