@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from bench.common import T0, emit, event_mix, median
+from engine.rebuild import rebuild, save_snapshot
 from events.catalogue import (
     AccountSnapshot,
     AssetInfo,
@@ -31,7 +32,6 @@ from events.catalogue import (
     TradingStateChanged,
 )
 from events.store import EventLog, LogReader
-from projections.state import rebuild, save_snapshot
 
 D = Decimal
 REPO = Path(__file__).resolve().parents[1]
@@ -97,9 +97,9 @@ def start_to_ready(tmp: Path, log: Path, fake: object) -> float:
 async def snapshot_now(log: Path) -> None:
     async with LogReader(log) as r:
         proj = await rebuild(r)
-        async with r.db.execute("SELECT hash FROM events WHERE seq = ?", (proj.last_seq,)) as c:
-            row = await c.fetchone()
-    save_snapshot(proj, log, row[0])
+        h = await r.hash_at(proj.last_seq)
+    assert h is not None
+    save_snapshot(proj, log, h)
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from bench.common import emit, event_mix, median
+from engine.rebuild import rebuild
 from events.store import EventLog, LogReader
-from projections.state import rebuild
 
 
 async def build_log(path: Path, n: int, bars_per_order: int) -> None:

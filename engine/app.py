@@ -33,11 +33,12 @@ from engine.brokers.simulated import SimConfig, SimulatedBroker
 from engine.clock import Clock, SimClock
 from engine.config import Settings
 from engine.execution.router import OrderRouter
-from engine.protection_watch import engine_side_exits
 from engine.execution.service import ExecutionService
 from engine.marketdata.assets import read_assets_csv, sample_assets_path
 from engine.marketdata.types import MarketItem
 from engine.marketdata.validator import BarValidator
+from engine.protection_watch import engine_side_exits
+from engine.rebuild import encode_snapshot, rebuild_from_path, write_snapshot
 from engine.recovery.killswitch import KillSwitch
 from engine.recovery.loss_watch import LossLimitWatch
 from engine.recovery.reconcile import ReconcilePolicy, Reconciler
@@ -50,7 +51,7 @@ from events.base import Event
 from events.catalogue import AssetInfo, BarReceived, FillModel, FillReceived, StrategyError
 from events.market import Bar
 from events.store import EventLog
-from projections.state import Projections, encode_snapshot, rebuild_from_path, write_snapshot
+from projections.state import Projections
 
 log = logging.getLogger(__name__)
 LIVE_CLOCK_SKEW = timedelta(seconds=2)
@@ -163,16 +164,9 @@ class Engine:
         """Feed strategies the bars the log already holds (the newest `bars_per_symbol` of
         each symbol), so a restart resumes with warm indicators. Their intents are dropped:
         those bars were acted on (or deliberately not) before the restart."""
-        symbols = max(len(self.proj.market.last_bar), 1)
         bars: list[Bar] = []
-        reader = self.log.reader()
-        async with reader:
-            async with reader.db.execute(
-                    "SELECT seq FROM events WHERE type = 'bar' ORDER BY seq DESC LIMIT 1 OFFSET ?",
-                    (bars_per_symbol * symbols - 1,)) as cur:
-                row = await cur.fetchone()
-            first = int(row[0]) if row else 1
-            async for _, e in reader.read(first, where="type = 'bar'"):
+        async with self.log.reader() as reader:
+            for _, e in await reader.newest_bars(self.proj.market.last_bar, bars_per_symbol):
                 if isinstance(e, BarReceived) and e.bar.end <= self.clock.now():
                     bars.append(e.bar)
         for bar in bars:

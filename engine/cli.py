@@ -171,17 +171,17 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 async def summary_text(log_path: Path, settings: Settings, reason: str) -> str:
     from collections import Counter
 
+    from engine.rebuild import rebuild
     from events.catalogue import AccountSnapshot, FillReceived, RiskRejected
     from events.store import LogReader
     from projections.protection import describe, protection_of
-    from projections.state import rebuild
 
     async with LogReader(log_path) as r:
         proj = await rebuild(r)
         first_equity: Decimal | None = None
         fills = 0
         fees = Decimal(0)
-        async for _, e in r.read(where="type IN ('account_snapshot', 'fill')"):
+        async for _, e in r.read(types=("account_snapshot", "fill")):
             if isinstance(e, AccountSnapshot) and first_equity is None:
                 first_equity = e.equity
             elif isinstance(e, FillReceived):
@@ -459,12 +459,12 @@ def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def status_data(settings: Settings) -> dict[str, Any]:
+    from engine.rebuild import rebuild
     from events.catalogue import OrderIntent  # noqa: F401  (catalogue import for decoding)
     from events.store import LogReader
     from projections.calendar import trading_day
     from projections.protection import protection_of
     from projections.risk import day_trades_in_window, realized_in_week, realized_on
-    from projections.state import rebuild
 
     path, why = status_log(settings)
     async with LogReader(path) as r:

@@ -973,14 +973,18 @@ class LogReader:
             f"SELECT {REPLAY_COLUMNS} FROM events WHERE type = 'bar' AND symbol = ? AND "
             "seq BETWEEN ? AND ? ORDER BY seq", (symbol, seq - rows, seq + rows))
 
-    async def newest_bars(self, count: int) -> list[tuple[int, Event]]:
-        """The newest `count` bar events of the log (all symbols), in seq order."""
-        if count <= 0:
+    async def newest_bars(self, symbols: Iterable[str],
+                          per_symbol: int) -> list[tuple[int, Event]]:
+        """The newest `per_symbol` bar events of each of `symbols`, in seq order. One
+        backward walk of the primary key per symbol, each stopping at its `per_symbol`-th
+        bar, so a long log costs what the bars asked for, not its length."""
+        if per_symbol <= 0:
             return []
-        row = await self._one("SELECT seq FROM events WHERE type = 'bar' "
-                              "ORDER BY seq DESC LIMIT 1 OFFSET ?", (count - 1,))
-        first = int(row[0]) if row else 1
-        return [x async for x in self.read(first, types=("bar",))]
+        out: list[tuple[int, Event]] = []
+        for symbol in sorted(set(symbols)):
+            out += await self.bars_before(symbol, 1 << 62, limit=per_symbol)
+        out.sort(key=lambda x: x[0])
+        return out
 
     async def verify(self, *, decode: bool = True) -> VerifyResult:
         """Walk the hash chain from the first row; report the first bad seq.

@@ -26,6 +26,7 @@ from typing import Any
 
 import msgspec
 
+from engine.rebuild import load_snapshot, rebuild
 from events.base import UTC, Event, tag_of
 from events.catalogue import (
     BarReceived,
@@ -45,7 +46,7 @@ from projections.calendar import iso_week, trading_day
 from projections.market import last_price
 from projections.orders import Anomaly, Order, open_orders
 from projections.risk import day_trades_in_window, realized_in_week, realized_on
-from projections.state import Projections, load_snapshot, rebuild
+from projections.state import Projections
 
 ZERO = Decimal(0)
 

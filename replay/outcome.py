@@ -73,7 +73,7 @@ class Refusals:
 async def refusals(log_path: Path) -> Refusals:
     out = Refusals()
     async with LogReader(log_path) as r:
-        async for _, e in r.read(where="type IN ('intent', 'risk_rejected', 'order_rejected')"):
+        async for _, e in r.read(types=("intent", "risk_rejected", "order_rejected")):
             if isinstance(e, OrderIntent):
                 out.intents += 1
             elif isinstance(e, RiskRejected):

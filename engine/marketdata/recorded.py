@@ -33,15 +33,10 @@ class RecordedLogProvider(BarProvider):
         self._batch = batch_size
 
     async def stream(self) -> AsyncGenerator[MarketItem, None]:
-        where = "type = 'bar'"
-        params: list[str] = []
-        if self._symbols is not None:
-            if not self._symbols:
-                return
-            where += f" AND symbol IN ({','.join('?' * len(self._symbols))})"
-            params = list(self._symbols)
+        if self._symbols is not None and not self._symbols:
+            return
         async with LogReader(self.path, self._codec) as reader:
-            async for _seq, event in reader.read(self._from, self._to, where=where,
-                                                 params=params, batch_size=self._batch):
+            async for _seq, event in reader.read(self._from, self._to, types=("bar",),
+                                                 symbols=self._symbols, batch_size=self._batch):
                 if isinstance(event, BarReceived):
                     yield event.bar

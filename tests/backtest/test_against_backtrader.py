@@ -134,7 +134,7 @@ async def ours(tmp: Path, data: Path) -> list[Trade]:
     res = await run_backtest(settings, data, tmp / "ours.sqlite")
     fills = []
     async with LogReader(res.log_path) as r:
-        async for _, e in r.read(where="type = 'fill'"):
+        async for _, e in r.read(types=("fill",)):
             if isinstance(e, FillReceived):
                 assert e.qty == QTY and e.order_done
                 fills.append((e.symbol, e.broker_time, e.side, e.price))

@@ -11,9 +11,9 @@ import pytest
 
 from engine.config import load_settings
 from engine.marketdata.assets import sample_bars_path
+from engine.rebuild import rebuild_from_path
 from engine.strategies import SmaCrossover, VwapMeanReversion
 from engine.strategies.base import Strategy
-from projections.state import rebuild_from_path
 from replay.backtest import run_backtest
 
 UTC = timezone.utc

@@ -14,11 +14,11 @@ import anyio.lowlevel
 import pytest
 
 from engine.dashboard.security import BindError, load_or_create_token, parse_bind
+from engine.rebuild import rebuild
 from events.catalogue import FillReceived
 from events.store import EventLog, LogReader
 from projections.calendar import trading_day
 from projections.risk import day_trades_in_window, realized_in_week, realized_on
-from projections.state import rebuild
 from replay.forensics import explain
 from tests.dashboard.helpers import dashboard
 from tests.dashboard.scripted import write
@@ -73,7 +73,7 @@ async def test_overview_numbers_equal_the_projections(scripted: Path, tmp_path: 
 
 async def test_a_position_links_to_the_fills_behind_it(scripted: Path, tmp_path: Path) -> None:
     async with LogReader(scripted) as r:
-        fills = [(s, e) async for s, e in r.read(where="type = 'fill'")]
+        fills = [(s, e) async for s, e in r.read(types=("fill",))]
     async with dashboard(scripted, tmp_path) as d:
         pos = (await d.get("/api/positions")).json()["positions"][0]
         detail = (await d.get("/api/positions/AAPL/fills")).json()

@@ -32,7 +32,7 @@ def kill_events(log: Path) -> list[tuple[int, object]]:
     async def read() -> list[tuple[int, object]]:
         async with LogReader(log) as r:
             return [(s, e) async for s, e in r.read(
-                where="type IN ('kill_switch_engaged', 'kill_switch_verified')")]
+                types=("kill_switch_engaged", "kill_switch_verified"))]
     return asyncio.run(read())
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from engine.rebuild import rebuild_from_path
 from events.base import Event
 from events.catalogue import (
     ALL_EVENT_TYPES,
@@ -28,7 +29,6 @@ from events.catalogue import (
 from events.codec import Codec, default_codec
 from events.store import EventLog
 from projections.orders import OrderStatus
-from projections.state import rebuild_from_path
 from tests.factories import T0, bar, fill, later, submitted_chain
 
 D = Decimal

@@ -16,7 +16,7 @@ import pytest
 from events.catalogue import OrderIntent, RunEnded
 from events.errors import CorruptLogError, DecodeError, LogWriteError, SchemaTooNewError
 from events.store import _SCHEMA, EventLog, LogReader
-from tests.factories import T0, approved, bar, fill
+from tests.factories import T0, approved, bar, fill, submitted_chain
 
 UTC = timezone.utc
 REPO = Path(__file__).resolve().parents[2]
@@ -328,3 +328,98 @@ async def test_sigkill_while_appending_loses_nothing_acknowledged(tmp_path: Path
         for seq, iid in acknowledged.items():
             assert stored.get(seq) == iid, f"acknowledged seq {seq} lost or changed"
         assert sorted(stored) == list(range(1, len(stored) + 1))
+
+
+# --- the reader's queries (what projections, forensics and the engine ask of the log) ------
+
+
+async def test_point_queries(log_path: Path) -> None:
+    from datetime import timedelta
+
+    from tests.factories import later
+    async with EventLog.open(log_path) as log:
+        for i in range(5):
+            await log.append(bar("AAPL", later(i), ts=later(i + 1)))
+        hashes = [log.last_hash]
+    async with LogReader(log_path) as r:
+        assert await r.seq_at(later(3)) == 3  # bar 3 recorded at 10:03
+        assert await r.seq_at(later(3) + timedelta(seconds=59)) == 3
+        assert await r.seq_at(T0) == 0
+        assert await r.ts_at(2) == later(2) and await r.ts_at(9) is None
+        assert await r.hash_at(5) == hashes[0] and await r.hash_at(6) is None
+        assert await r.hash_at(4) not in (None, hashes[0])
+
+
+async def test_newest_bars_are_per_symbol(log_path: Path) -> None:
+    """A dense symbol does not crowd a sparse one out of the warm-up window."""
+    from tests.factories import later
+    async with EventLog.open(log_path) as log:
+        for i in range(30):
+            await log.append(bar("AAPL", later(i)))
+            if i % 10 == 0:
+                await log.append(bar("MSFT", later(i)))
+        await log.append(intent(1))
+    async with LogReader(log_path) as r:
+        got = await r.newest_bars(["AAPL", "MSFT", "NVDA"], 3)
+        assert [s for s, _ in got] == sorted(s for s, _ in got)
+        by = [(e.bar.symbol, e.bar.start) for _, e in got]  # type: ignore[attr-defined]
+        assert by == [("MSFT", later(0)), ("MSFT", later(10)), ("MSFT", later(20)),
+                      ("AAPL", later(27)), ("AAPL", later(28)), ("AAPL", later(29))]
+        assert await r.newest_bars(["AAPL"], 0) == []
+
+
+async def test_bars_before_and_near_a_seq(log_path: Path) -> None:
+    from tests.factories import later
+    async with EventLog.open(log_path) as log:
+        for i in range(10):
+            await log.append(bar("AAPL", later(i)))
+            await log.append(bar("MSFT", later(i)))
+    async with LogReader(log_path) as r:
+        before = await r.bars_before("AAPL", 9, limit=2)  # seqs 7 (AAPL), 8 (MSFT)
+        assert [s for s, _ in before] == [7, 5]
+        near = await r.bars_near("MSFT", 10, 3)
+        assert [s for s, _ in near] == [8, 10, 12]
+
+
+async def test_match_filters(log_path: Path) -> None:
+    from events.store import Family, Match
+    async with EventLog.open(log_path) as log:
+        await log.append(approved("c1", symbol="AAPL", intent_id="i-1"))
+        await log.append_many(submitted_chain("c1"))  # later rows name only c1
+        await log.append(approved("c2", symbol="MSFT", intent_id="i-2"))
+        await log.append(fill("c2", symbol="MSFT"))
+    async with LogReader(log_path) as r:
+        all_rows = [(s, e) async for s, e in r.read()]
+        assert await r.client_order_ids(symbol="AAPL") == {"c1"}
+        assert await r.client_order_ids(intent_id="i-2") == {"c2"}
+        fam = [s async for s, _ in r.read(match=Match(families=(Family("symbol", "AAPL"),)))]
+        c1 = [s for s, e in all_rows if getattr(e, "client_order_id", None) == "c1"]
+        assert fam == c1 and len(fam) > 2
+        assert [s async for s, _ in r.read(types=("fill",))] == [all_rows[-1][0]]
+        assert [s async for s, _ in r.read(symbols=())] == []
+        assert [s async for s, _ in r.read(limit=2)] == [1, 2]
+        assert await r.has_client_order_id("c2") and not await r.has_client_order_id("zz")
+        assert await r.has_intent("i-1") and not await r.has_intent("c1")
+
+
+async def test_verify_reports_a_damaged_page_behind_the_read_ahead(log_path: Path) -> None:
+    """The chain breaks early while the damaged page lies in the batch being read ahead:
+    verify names the first bad row and the read-ahead's error is not left unretrieved."""
+    async with EventLog.open(log_path) as log:
+        await log.append_many([intent(i) for i in range(40_000)])
+    _flip_byte_in_payload(log_path, 9990)
+    data = bytearray(log_path.read_bytes())
+    lo, hi = int(len(data) * 0.30), int(len(data) * 0.45)
+    data[lo:hi] = b"\xff" * (hi - lo)
+    log_path.write_bytes(bytes(data))
+    loop_errors: list[str] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _loop, ctx: loop_errors.append(str(ctx.get("message"))))
+    async with LogReader(log_path) as r:
+        res = await r.verify()
+        assert not res.ok and res.first_bad_seq == 9990 and "hash mismatch" in res.reason
+        with pytest.raises(CorruptLogError, match="damaged"):
+            [s async for s, _ in r.read(9991)]
+    import gc
+    gc.collect()
+    assert loop_errors == []

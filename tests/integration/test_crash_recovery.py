@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
+from engine.rebuild import rebuild_from_path
 from events.catalogue import FillReceived, RiskApproved
 from events.store import LogReader
-from projections.state import rebuild_from_path
 from tests.fake_alpaca import FakeAlpaca
 from tests.service.procs import service
 
@@ -67,11 +67,10 @@ async def snapshot(log: Path) -> tuple[int, bytes, set[str]]:
     """The last durable row (seq, hash) and every execution id, read while the engine runs."""
     async with LogReader(log) as r:
         last = await r.last_seq()
-        async with r.db.execute("SELECT hash FROM events WHERE seq = ?", (last,)) as cur:
-            row = await cur.fetchone()
-        fills = {e.execution_id async for _, e in r.read(where="type = 'fill'")
+        h = await r.hash_at(last)
+        fills = {e.execution_id async for _, e in r.read(types=("fill",))
                  if isinstance(e, FillReceived)}
-    return last, row[0] if row else b"", fills
+    return last, h or b"", fills
 
 
 async def check(log: Path, fake: FakeAlpaca, before: tuple[int, bytes, set[str]]) -> None:
@@ -79,13 +78,11 @@ async def check(log: Path, fake: FakeAlpaca, before: tuple[int, bytes, set[str]]
     async with LogReader(log) as r:
         res = await r.verify()
         assert res.ok, res
-        async with r.db.execute("SELECT hash FROM events WHERE seq = ?", (last,)) as cur:
-            row = await cur.fetchone()
-        assert last == 0 or (row is not None and row[0] == h), f"row {last} lost or changed"
-        now_fills = {e.execution_id async for _, e in r.read(where="type = 'fill'")
+        assert last == 0 or await r.hash_at(last) == h, f"row {last} lost or changed"
+        now_fills = {e.execution_id async for _, e in r.read(types=("fill",))
                      if isinstance(e, FillReceived)}
         assert fills <= now_fills, "a fill acknowledged before the crash is gone"
-        approvals = [e async for _, e in r.read(where="type = 'risk_approved'")
+        approvals = [e async for _, e in r.read(types=("risk_approved",))
                      if isinstance(e, RiskApproved)]
     counts = fake.order_count_by_client_id()
     assert all(n == 1 for n in counts.values()), f"duplicate orders at the broker: {counts}"

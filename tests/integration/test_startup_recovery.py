@@ -24,6 +24,7 @@ from engine.brokers.simulated import SimulatedBroker
 from engine.clock import SimClock
 from engine.execution.router import OrderRouter
 from engine.execution.service import ExecutionService
+from engine.rebuild import rebuild_from_path
 from engine.recovery.killswitch import KillSwitch
 from engine.recovery.reconcile import ReconcilePolicy, Reconciler
 from engine.recovery.startup import RecoveryReport, recover
@@ -41,7 +42,7 @@ from events.catalogue import (
 )
 from events.store import EventLog, LogReader
 from projections.orders import OrderStatus
-from projections.state import Projections, rebuild_from_path
+from projections.state import Projections
 from tests.execution.simworld import ASSETS, T0, WIDE, mk_bar
 
 D = Decimal

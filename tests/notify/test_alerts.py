@@ -37,7 +37,7 @@ def settings(*urls: str, **kw: object) -> NotifySettings:
 
 async def alerts_in(path: Path) -> list[tuple[int, AlertSent]]:
     async with LogReader(path) as r:
-        return [(s, e) async for s, e in r.read(where="type = 'alert_sent'")]  # type: ignore[misc]
+        return [(s, e) async for s, e in r.read(types=("alert_sent",))]  # type: ignore[misc]
 
 
 async def wait_for_alerts(log: EventLog, n: int) -> None:

@@ -9,6 +9,7 @@ import pytest
 from freezegun import freeze_time
 
 from engine.clock import LiveClock
+from engine.rebuild import load_snapshot, rebuild, rebuild_from_path, save_snapshot
 from events.catalogue import (
     AccountSnapshot,
     KillSwitchEngaged,
@@ -20,7 +21,7 @@ from events.catalogue import (
 from events.store import EventLog, LogReader
 from projections.calendar import trading_day
 from projections.risk import realized_on
-from projections.state import Projections, load_snapshot, rebuild, rebuild_from_path, save_snapshot
+from projections.state import Projections
 from tests.factories import T0, approved, bar, fill, submitted_chain
 
 D = Decimal
@@ -79,8 +80,8 @@ async def test_snapshot_plus_tail_equals_full_replay(log_path: Path, cut: int) -
     await write(log_path, scripted_session())
     async with LogReader(log_path) as r:
         prefix = await rebuild(r, to_seq=cut)
-        async with r.db.execute("SELECT hash FROM events WHERE seq = ?", (cut,)) as cur:
-            h = (await cur.fetchone())[0]  # type: ignore[index]
+        h = await r.hash_at(cut)
+        assert h is not None
         save_snapshot(prefix, log_path, h)
         loaded = await load_snapshot(r)
         assert loaded is not None and loaded.last_seq == cut

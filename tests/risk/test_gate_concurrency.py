@@ -12,11 +12,11 @@ import pytest
 from pydantic import ValidationError
 
 from engine.clock import SimClock
+from engine.rebuild import rebuild_from_path
 from engine.risk.gate import GateUnavailable, RiskGate
 from engine.risk.limits import RiskLimits
 from events.catalogue import OrderIntent, RiskApproved, RiskRejected
 from events.store import EventLog, LogReader
-from projections.state import rebuild_from_path
 from tests.risk.world import NOW, approved_, codes, generous, intent, trading_world
 
 D = Decimal

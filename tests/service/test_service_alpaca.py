@@ -82,7 +82,7 @@ def _events(tmp: Path) -> list[object]:
 
     async def read() -> list[object]:
         async with LogReader(tmp / "data" / "events.sqlite") as r:
-            return [e async for _, e in r.read(where="type = 'broker_stream'")]
+            return [e async for _, e in r.read(types=("broker_stream",))]
     return asyncio.run(read())
 
 
