@@ -314,8 +314,9 @@ def backtest_stem(strategy: str, paths: Sequence[Path]) -> str:
 
 
 def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.sources import data_paths
     from replay import outcome
-    from replay.backtest import count_rows, data_paths, run_backtest, stuck_orders_line
+    from replay.backtest import count_rows, run_backtest, stuck_orders_line
     from replay.progress import Progress
 
     paths = data_paths([Path(d) for d in args.data])
@@ -401,7 +402,7 @@ def next_free(path: Path) -> Path:
 
 
 def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
-    from replay.backtest import data_paths
+    from engine.sources import data_paths
     from replay.progress import Progress
     from replay.sweep import parse_grid, points, run_sweep, sweep_table
 

@@ -4,20 +4,22 @@ live stream (with history backfill), or a synthetic live feed."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
+from typing import Literal
 
 from engine.clock import Clock
 from engine.config import Settings
 from engine.marketdata.assets import sample_bars_path
 from engine.marketdata.csv_io import CsvBarProvider
-from engine.marketdata.ordered import OrderedFileProvider
+from engine.marketdata.ordered import RUN_ROWS, OrderedFileProvider
 from engine.marketdata.parquet_io import ParquetBarProvider
 from engine.marketdata.parse import parse_timeframe
 from engine.marketdata.recorded import RecordedLogProvider
-from engine.marketdata.types import BarProvider, MarketItem
+from engine.marketdata.types import BarProvider, DataFileError, MarketItem
 from events.market import Bar
 
 FILE_SOURCES = ("sample", "csv", "parquet", "log")
@@ -35,21 +37,62 @@ def data_symbols(settings: Settings) -> list[str]:
     return sorted(syms)
 
 
+BAR_FILE_SUFFIXES = {".csv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
+LOG_SUFFIXES = (".sqlite", ".db", ".log")
+FileKind = Literal["csv", "parquet", "log"]
+
+
+def data_paths(data: Path | Sequence[Path]) -> list[Path]:
+    """The files a --data argument names: files as given, a directory's bar files by name."""
+    paths = [data] if isinstance(data, Path) else list(data)
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in BAR_FILE_SUFFIXES)
+            if not found:
+                raise DataFileError(f"{p}: no .csv or .parquet files in this directory")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def file_provider(data: Path | Sequence[Path], *, kind: FileKind | None = None,
+                  tz: str | None = None, symbols: Sequence[str] | None = None,
+                  timeframe: str | None = None, symbol: str | None = None,
+                  run_rows: int = RUN_ROWS) -> BarProvider:
+    """Bar files (.csv, .parquet; several, or a directory) in (time, symbol) order whatever
+    their row order (`engine.marketdata.ordered`), or a recorded event log (.sqlite/.db): of
+    `kind`, or by extension. `timeframe` declares the interval (`parse_timeframe`), else it
+    is inferred; `symbol` names a file without a symbol column."""
+    syms = list(symbols) if symbols else None
+    if kind == "log":
+        return RecordedLogProvider(data if isinstance(data, Path) else data[0], symbols=syms)
+    paths = data_paths(data)
+    if kind is None and len(paths) == 1 and paths[0].suffix.lower() in LOG_SUFFIXES:
+        return RecordedLogProvider(paths[0], symbols=syms)
+    interval_s, sessions = parse_timeframe(timeframe) if timeframe else (None, False)
+    providers: list[CsvBarProvider | ParquetBarProvider] = []
+    for path in paths:
+        of = kind or BAR_FILE_SUFFIXES.get(path.suffix.lower())
+        if of is None:
+            raise DataFileError(f"{path}: unknown data file type {path.suffix!r} (use .csv, "
+                                ".parquet, a directory of them, or an event log .sqlite)")
+        cls = CsvBarProvider if of == "csv" else ParquetBarProvider
+        providers.append(cls(path, tz=tz, symbols=syms, interval_s=interval_s,
+                             sessions=sessions, symbol=symbol))
+    return OrderedFileProvider(providers, run_rows=run_rows)
+
+
 def make_provider(settings: Settings, clock: Clock | None) -> BarProvider:
     d = settings.data
     symbols = list(d.symbols) or None
     if d.source == "sample":
         return CsvBarProvider(sample_bars_path(), symbols=symbols, provider="sample")
-    if d.source in ("csv", "parquet"):
-        # Files in any row order, delivered in (time, symbol) order (engine.marketdata.ordered).
+    if d.source in ("csv", "parquet", "log"):
         assert d.path is not None
-        interval_s, sessions = parse_timeframe(d.timeframe) if d.timeframe else (None, False)
-        cls = CsvBarProvider if d.source == "csv" else ParquetBarProvider
-        return OrderedFileProvider([cls(d.path, tz=d.timezone, symbols=symbols,
-                                        interval_s=interval_s, sessions=sessions)])
-    if d.source == "log":
-        assert d.path is not None
-        return RecordedLogProvider(d.path, symbols=symbols)
+        return file_provider(d.path, kind=d.source, tz=d.timezone,
+                             symbols=symbols, timeframe=d.timeframe)
     if clock is None:
         raise ValueError(f"data source {d.source} needs a clock")
     if d.source == "synthetic":

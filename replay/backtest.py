@@ -28,12 +28,9 @@ from engine.app import make_broker, open_engine
 from engine.brokers.simulated import SimulatedBroker, default_assets_line
 from engine.clock import SimClock
 from engine.config import Settings
-from engine.marketdata.csv_io import CsvBarProvider
 from engine.marketdata.ordered import RUN_ROWS, OrderedFileProvider, OrderStats
-from engine.marketdata.parquet_io import ParquetBarProvider
-from engine.marketdata.parse import parse_timeframe
-from engine.marketdata.recorded import RecordedLogProvider
-from engine.marketdata.types import BarProvider, DataFileError, MarketItem
+from engine.marketdata.types import DataFileError, MarketItem
+from engine.sources import BAR_FILE_SUFFIXES, data_paths, file_provider
 from engine.strategies.base import Strategy
 from events.market import Bar
 from projections.state import Projections
@@ -80,48 +77,6 @@ class BacktestResult:
         return (f"{total:,} input row(s) refused: "
                 + ", ".join(f"{k} {v:,}" for k, v in ranked)
                 + f"; first: {self.first_refusal}" + (f"; fix: {fix}" if fix else ""))
-
-
-BAR_FILE_SUFFIXES = {".csv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
-LOG_SUFFIXES = (".sqlite", ".db", ".log")
-
-
-def data_paths(data: Path | Sequence[Path]) -> list[Path]:
-    """The files a --data argument names: files as given, a directory's bar files by name."""
-    paths = [data] if isinstance(data, Path) else list(data)
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in BAR_FILE_SUFFIXES)
-            if not found:
-                raise DataFileError(f"{p}: no .csv or .parquet files in this directory")
-            out.extend(found)
-        else:
-            out.append(p)
-    return out
-
-
-def provider_for(data: Path | Sequence[Path], *, tz: str | None = None,
-                 symbols: Sequence[str] | None = None, timeframe: str | None = None,
-                 symbol: str | None = None, run_rows: int = RUN_ROWS) -> BarProvider:
-    """Bar files (.csv, .parquet; several, or a directory) in (time, symbol) order, or a
-    recorded event log (.sqlite/.db), by extension. `timeframe` declares the interval
-    (`parse_timeframe`), else it is inferred; `symbol` names a file without a symbol column."""
-    paths = data_paths(data)
-    syms = list(symbols) if symbols else None
-    if len(paths) == 1 and paths[0].suffix.lower() in LOG_SUFFIXES:
-        return RecordedLogProvider(paths[0], symbols=syms)
-    interval_s, sessions = parse_timeframe(timeframe) if timeframe else (None, False)
-    providers: list[CsvBarProvider | ParquetBarProvider] = []
-    for path in paths:
-        kind = BAR_FILE_SUFFIXES.get(path.suffix.lower())
-        if kind is None:
-            raise DataFileError(f"{path}: unknown data file type {path.suffix!r} (use .csv, "
-                                ".parquet, a directory of them, or an event log .sqlite)")
-        cls = CsvBarProvider if kind == "csv" else ParquetBarProvider
-        providers.append(cls(path, tz=tz, symbols=syms, interval_s=interval_s,
-                             sessions=sessions, symbol=symbol))
-    return OrderedFileProvider(providers, run_rows=run_rows)
 
 
 def input_digest(path: Path) -> str:
@@ -204,7 +159,7 @@ async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log:
     for p in paths:
         if not p.exists():
             raise DataFileError(f"{p}: no such file")
-    provider = provider_for(paths, tz=settings.data.timezone, symbols=symbols,
+    provider = file_provider(paths, tz=settings.data.timezone, symbols=symbols,
                             timeframe=settings.data.timeframe, symbol=symbol,
                             run_rows=run_rows)
     stats = provider.stats if isinstance(provider, OrderedFileProvider) else None
