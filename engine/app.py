@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.abc import TaskStatus
 
 from engine.brokers.base import Broker, BrokerAsset
 from engine.brokers.simulated import SimConfig, SimulatedBroker
@@ -133,6 +134,8 @@ class Engine:
     step_mode: bool
     report: RecoveryReport | None = None
     _fills: list[FillReceived] = field(default_factory=list)
+    # Set by `run_fill_feed` (live): wakes it when a fill is booked.
+    _fill_booked: anyio.Event | None = None
     bars_seen: int = 0
     intents_sent: int = 0
     snapshot_seq: int = 0
@@ -264,6 +267,23 @@ class Engine:
     def _on_event(self, seq: int, event: Any) -> None:
         if type(event) is FillReceived:
             self._fills.append(event)
+            if self._fill_booked is not None:
+                self._fill_booked.set()
+
+    async def run_fill_feed(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                            ) -> None:
+        """Live: strategies hear each fill as soon as it is booked (folded into the views),
+        not at the next bar, so protection placed on fill goes out at once. Backtests in step
+        mode keep delivering fills from the bar that caused them (deterministic order)."""
+        self._fill_booked = anyio.Event()
+        task_status.started()
+        try:
+            while True:
+                await self._fill_booked.wait()
+                self._fill_booked = anyio.Event()
+                await self._feed_fills()
+        finally:
+            self._fill_booked = None
 
     async def _feed_fills(self) -> None:
         while self._fills:

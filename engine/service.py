@@ -141,6 +141,7 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                 await tg.start(_control_server, engine, control_socket_path(settings))
                 if not engine.step_mode:
                     await tg.start(engine.execution.run_updates)
+                    await tg.start(engine.run_fill_feed)
                     tg.start_soon(_reconcile_loop, engine, settings.reconcile.interval_s)
                 tg.start_soon(_kill_monitors, engine, monitor, settings)
                 tg.start_soon(_snapshots, engine, settings.snapshot_every)

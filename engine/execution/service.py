@@ -14,9 +14,10 @@ The rules it keeps:
   update) is still recorded, followed by an `IllegalTransition`, and moves nothing backwards.
 - Only the events that must precede a broker call (submit, cancel and replace requested) are
   awaited until durable. Broker facts (acks, fills, cancels) are appended in order and not
-  awaited one by one: their place in the log is fixed at append time and the tracker already
-  counts them; whoever needs them folded (a strategy's `on_fill`, the gate) waits for the log
-  to catch up first.
+  awaited one by one: their place in the log is fixed at append time and the projections
+  fold them at once, so the next decision already sees them.
+- Order state lives only in the projections; the tracker holds what the log does not (a
+  submit in flight, a replace we asked for, the broker's cumulative quantity).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from engine.brokers.base import (
     UnparsedMessage,
 )
 from engine.clock import Clock
-from engine.execution.tracker import ExecutionTracker, Tracked
+from engine.execution.tracker import ExecutionTracker, PendingReplace, Tracked
 from events.base import Event
 from events.catalogue import (
     CancelRejected,
@@ -125,27 +126,22 @@ class ExecutionService:
 
     def _note(self, event: Event) -> None:
         """Record a broker fact. Not awaited: nothing waits on its durability, and the
-        tracker already accounts for it (see the module docstring)."""
+        projections fold it at once (see the module docstring)."""
         self._append(event)
 
     def _order_event(self, t: Tracked, tag: str, event: Event) -> asyncio.Future[int]:
         """Append an order event; if the state machine will refuse it, say so in the log."""
         legal = self.tracker.would_move(t, tag)
-        fut = self._append(event)
+        before = t.status.value
+        fut = self._append(event)  # folded into the projections right here
         seq = self._log.assigned_seq
         level = logging.INFO if tag in _NOTABLE else logging.DEBUG
         if log.isEnabledFor(level):
-            log.log(level, "%s %s (%s -> %s)", tag, t.client_order_id, t.status.value,
-                    "refused" if not legal else "ok", extra={"seq": seq})
-        broker_id = getattr(event, "broker_order_id", None)
-        if broker_id and not t.broker_order_id:
-            t.broker_order_id = broker_id
-        if legal:
-            self.tracker.note(t, tag)
-        else:
+            log.log(level, "%s %s (%s -> %s)", tag, t.client_order_id, before,
+                    "refused" if not legal else t.status.value, extra={"seq": seq})
+        if not legal:
             self._append(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
-                                           from_state=t.status.value, event_type=tag,
-                                           event_seq=self._log.assigned_seq))
+                                           from_state=before, event_type=tag, event_seq=seq))
         return fut
 
     # --- submitting ----------------------------------------------------------------------
@@ -173,7 +169,6 @@ class ExecutionService:
 
     async def _submit_once(self, t: Tracked, approved: RiskApproved) -> None:
         attempt = t.submit_attempts + 1
-        t.submit_attempts = attempt
         requested = self._order_event(t, "order_submit_requested", OrderSubmitRequested(
             ts=self._clock.now(), client_order_id=t.client_order_id,
             intent_id=approved.intent_id, symbol=approved.symbol, attempt=attempt))
@@ -284,7 +279,14 @@ class ExecutionService:
         await self._order_event(t, "replace_requested", ReplaceRequested(
             ts=self._clock.now(), client_order_id=coid, new_client_order_id=new_coid,
             qty=qty, limit_price=limit_price))
-        t.replacing = new_coid  # the stream's "replaced" may arrive before the REST answer
+        # The replacement's terms are known now: without a new qty it carries what is left
+        # (Alpaca's rule). The stream's `replaced`, or the replacement's own messages, may
+        # arrive before the REST answer, and must record these terms, not the old ones.
+        left = t.qty - t.filled_qty if t.qty is not None else None
+        self.tracker.start_replace(t, PendingReplace(
+            old_client_order_id=coid, new_client_order_id=new_coid,
+            qty=qty if qty is not None else left,
+            limit_price=limit_price if limit_price is not None else t.order.limit_price))
         try:
             new = await self._broker.replace(t.broker_order_id, qty=qty, limit_price=limit_price,
                                              client_order_id=new_coid)
@@ -292,10 +294,8 @@ class ExecutionService:
             log.warning("replace of %s failed: %s", coid, e)
             return None
         if t.status != S.REPLACED:  # the stream did not get there first
-            self._order_event(t, "order_replaced", OrderReplaced(
-                ts=self._clock.now(), client_order_id=coid,
-                new_client_order_id=new.client_order_id, new_broker_order_id=new.broker_order_id,
-                qty=qty, limit_price=limit_price))
+            self._record_replaced(t, new.broker_order_id, qty=new.qty,
+                                  limit_price=new.limit_price)
         return new.client_order_id
 
     # --- broker messages -----------------------------------------------------------------
@@ -326,6 +326,8 @@ class ExecutionService:
         self._last_update_at = max(self._last_update_at or u.timestamp, u.timestamp)
         o = u.order
         t = self.tracker.get(o.client_order_id)
+        if t is None:
+            t = self._replacement_arrived(o)
         if t is None:
             self._note(UnknownBrokerMessage(
                 ts=self._clock.now(), source=self._broker.name,
@@ -363,20 +365,49 @@ class ExecutionService:
                 ts=now, client_order_id=t.client_order_id, reason="cancel rejected by the broker"))
         elif ev == "replaced":
             if t.status != S.REPLACED:
-                self._record_replaced(t, o, "stream")
+                self._broker_replaced(t, o, "stream")
         else:
             self._note(UnknownBrokerMessage(
                 ts=now, source=self._broker.name, raw=f"event {ev!r} for {o.client_order_id}",
                 error="unknown trade-update event"))
 
-    def _record_replaced(self, t: Tracked, old: BrokerOrder, source: str) -> None:
+    def _replacement_arrived(self, o: BrokerOrder) -> Tracked | None:
+        """A message about an order we do not know yet may be the replacement a replace of
+        ours is creating (its client id is the one we chose): the replace happened, so record
+        it first, then the message is about a known order."""
+        pending = self.tracker.replace_creating(o.client_order_id)
+        if pending is None:
+            return None
+        old = self.tracker.get(pending.old_client_order_id)
+        if old is None or old.status == S.REPLACED:
+            return self.tracker.get(o.client_order_id)
+        self._record_replaced(old, o.broker_order_id, qty=o.qty, limit_price=o.limit_price)
+        return self.tracker.get(o.client_order_id)
+
+    def _record_replaced(self, t: Tracked, new_broker_order_id: str, *,
+                         qty: Decimal | None = None,
+                         limit_price: Decimal | None = None) -> None:
+        """Our replace happened: the old order ends and the replacement carries on with the
+        terms the broker reports, else the ones we asked for."""
+        pending = t.replacing
+        assert pending is not None
+        self._order_event(t, "order_replaced", OrderReplaced(
+            ts=self._clock.now(), client_order_id=t.client_order_id,
+            new_client_order_id=pending.new_client_order_id,
+            new_broker_order_id=new_broker_order_id,
+            qty=qty if qty is not None else pending.qty,
+            limit_price=limit_price if limit_price is not None else pending.limit_price))
+
+    def _broker_replaced(self, t: Tracked, old: BrokerOrder, source: str) -> None:
         """The broker replaced an order. If we asked for it, the replacement is ours and
         carries on; if someone else did (an edit in the broker's app), the old order is closed
         and the replacement left to reconciliation — never invented."""
-        new_coid = t.replacing or next(
-            (c for c, o in self._proj.orders.orders.items()
-             if old.replaced_by and o.broker_order_id == old.replaced_by), None)
+        if t.replacing is not None:
+            self._record_replaced(t, old.replaced_by or "")
+            return
         now = self._clock.now()
+        new_coid = next((c for c, o in self._proj.orders.orders.items()
+                         if old.replaced_by and o.broker_order_id == old.replaced_by), None)
         if new_coid is not None:
             self._order_event(t, "order_replaced", OrderReplaced(
                 ts=now, client_order_id=t.client_order_id, new_client_order_id=new_coid,
@@ -407,7 +438,7 @@ class ExecutionService:
         if book <= 0:
             # The shares were already booked (inferred from the broker's order state before
             # this message arrived); remember the id so a repeat is ignored too.
-            self.tracker.execution_ids.add(execution_id)
+            self.tracker.unbooked_execution_ids.add(execution_id)
             return
         done = o.status == "filled" and t.filled_qty + book >= o.filled_qty
         fill = FillReceived(
@@ -421,9 +452,7 @@ class ExecutionService:
         fill_seq = self._log.assigned_seq
         log.info("fill %s %s %s %s @ %s (%s)", t.client_order_id, o.side, book, o.symbol, price,
                  source, extra={"seq": fill_seq})
-        if not t.broker_order_id:
-            t.broker_order_id = o.broker_order_id
-        self.tracker.note_fill(t, execution_id, book, price, done)
+        t.broker_cum_qty = max(t.broker_cum_qty, t.filled_qty)
         if not legal:
             self._append(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
                                            from_state=state_before, event_type="fill",
@@ -434,7 +463,7 @@ class ExecutionService:
         """Bring our record of an order up to the broker's snapshot of it: acknowledgements,
         fills we have not booked (inferred, deterministic ids), and a terminal status.
         Returns False if the order is not ours."""
-        t = self.tracker.get(o.client_order_id)
+        t = self.tracker.get(o.client_order_id) or self._replacement_arrived(o)
         if t is None:
             return False
         now = self._clock.now()
@@ -480,7 +509,7 @@ class ExecutionService:
                 self._order_event(t, "order_rejected", OrderRejected(
                     ts=now, client_order_id=t.client_order_id, reason=f"rejected ({source})"))
             elif o.status == "replaced" and t.status != S.REPLACED:
-                self._record_replaced(t, o, source)
+                self._broker_replaced(t, o, source)
         return True
 
     async def fill_gap(self, since: datetime | None) -> None:
