@@ -100,6 +100,8 @@ class KillSwitchSettings(BaseModel):
     broker_error_window_s: float = Field(60.0, gt=0)
     flatten: bool = False
     cancel_on_shutdown: bool = False
+    retry_interval_s: float = Field(
+        15.0, gt=0, description="pause between kill-switch rounds until the broker confirms")
 
 
 def _default_strategies() -> tuple[StrategySettings, ...]:

@@ -258,8 +258,7 @@ class ExecutionService:
         try:
             await self._broker.cancel(t.broker_order_id)
         except CancelRejectedError as e:
-            self._order_event(t, "cancel_rejected", CancelRejected(
-                ts=self._clock.now(), client_order_id=coid, reason=str(e)))
+            await self._cancel_refused(t, str(e))
         except OrderNotFoundError:
             order = await self._lookup(coid)
             if order is not None:
@@ -268,6 +267,34 @@ class ExecutionService:
             # Unknown whether the cancel landed; the stream or reconciliation will tell.
             log.warning("cancel of %s failed ambiguously: %s", coid, e)
             self._broker_trouble("cancel")
+
+    async def _cancel_refused(self, t: Tracked, why: str) -> None:
+        """A refused cancel is often Alpaca's 422 "order is already in canceled/filled
+        state": the order ended and we missed the message (stream down, or not yet). Only
+        the broker's own record settles it; a cancel refused for an order still working is
+        recorded as refused, one still pending its cancel stays pending."""
+        order = await self._lookup(t.client_order_id)
+        if order is not None:
+            await self.sync_order(order, source="lookup")
+            if not t.is_open or order.status == "pending_cancel":
+                return
+        self._order_event(t, "cancel_rejected", CancelRejected(
+            ts=self._clock.now(), client_order_id=t.client_order_id, reason=why))
+
+    async def settle_by_lookup(self, coids: list[str]) -> int:
+        """Ask the broker for each of these orders by client id and record what it says
+        (terminal states, fills not yet booked). For when the stream may have missed it.
+        Returns how many were found."""
+        found = 0
+        for coid in coids:
+            t = self.tracker.get(coid)
+            if t is None or not t.is_open or t.in_flight:
+                continue
+            order = await self._lookup(coid)
+            if order is not None:
+                found += 1
+                await self.sync_order(order, source="lookup")
+        return found
 
     async def replace(self, coid: str, *, qty: Decimal | None = None,
                       limit_price: Decimal | None = None) -> str | None:
