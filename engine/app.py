@@ -34,11 +34,13 @@ from engine.brokers.simulated import SimConfig, SimulatedBroker
 from engine.clock import Clock, SimClock
 from engine.config import Settings
 from engine.execution.router import OrderRouter
+from engine.protection_watch import engine_side_exits
 from engine.execution.service import ExecutionService
 from engine.marketdata.assets import read_assets_csv, sample_assets_path
 from engine.marketdata.types import MarketItem
 from engine.marketdata.validator import BarValidator
 from engine.recovery.killswitch import KillSwitch
+from engine.recovery.loss_watch import LossLimitWatch
 from engine.recovery.reconcile import ReconcilePolicy, Reconciler
 from engine.recovery.startup import RecoveryReport, end_run, recover
 from engine.risk.gate import RiskGate
@@ -46,7 +48,7 @@ from engine.strategies.base import Strategy, StrategyConfigError
 from engine.strategies.registry import default_registry
 from engine.strategies.runner import StrategyRunner
 from events.base import Event
-from events.catalogue import AssetInfo, BarReceived, FillReceived, StrategyError
+from events.catalogue import AssetInfo, BarReceived, FillModel, FillReceived, StrategyError
 from events.market import Bar
 from events.store import EventLog
 from projections.state import Projections, encode_snapshot, rebuild_from_path, write_snapshot
@@ -103,7 +105,8 @@ def make_broker(settings: Settings, clock: Clock) -> Broker:
             config=SimConfig(slippage_bps=s.slippage_bps, fee_per_share=s.fee_per_share,
                              fee_bps=s.fee_bps, min_fee=s.min_fee,
                              volume_participation=s.volume_participation,
-                             fill_at_signal_close=s.fill_at_signal_close))
+                             fill_at_signal_close=s.fill_at_signal_close,
+                             zero_volume=s.zero_volume))
     from engine.brokers.alpaca import AlpacaBroker, AlpacaConfig
 
     a = settings.alpaca
@@ -132,6 +135,7 @@ class Engine:
     validator: BarValidator
     run_id: str
     step_mode: bool
+    loss_watch: LossLimitWatch
     report: RecoveryReport | None = None
     _fills: list[FillReceived] = field(default_factory=list)
     # Set by `run_fill_feed` (live): wakes it when a fill is booked.
@@ -143,6 +147,18 @@ class Engine:
     @property
     def sim(self) -> SimulatedBroker | None:
         return self.broker if isinstance(self.broker, SimulatedBroker) else None
+
+    def fill_model(self) -> FillModel | None:
+        """The simulated broker's fill model with the strategies' time in force; None when a
+        real broker fills."""
+        sim = self.sim
+        if sim is None:
+            return None
+        tifs = {s.instance_name: s.params.time_in_force for s in self.runner.strategies}
+        kinds = set(tifs.values())
+        tif = (kinds.pop() if len(kinds) == 1 else
+               ", ".join(f"{k}={v}" for k, v in sorted(tifs.items()))) if tifs else "day"
+        return sim.config.fill_model(tif)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -173,9 +189,10 @@ class Engine:
             await self.refresh_assets(symbols)
 
         self.report = await recover(
-            self.log, self.proj, self.clock, self.reconciler, self.settings.risk,
+            self.log, self.proj, self.clock, self.reconciler, self.settings.risk_limits(),
             run_id=self.run_id, code_version=code_version(),
-            settings_hash=self.settings.fingerprint(), mode=self.settings.mode, prepare=prepare)
+            settings_hash=self.settings.fingerprint(), mode=self.settings.mode, prepare=prepare,
+            fill_model=self.fill_model())
         for out in self.runner.start():
             await self._act(out)
         return self.report
@@ -239,6 +256,10 @@ class Engine:
         if bar is None:
             return
         self.bars_seen += 1
+        if self.step_mode and await self.loss_watch.check(attempts=1):
+            await self.pump()  # the kill switch's cancels, before any strategy sees the bar
+        for exit_ in engine_side_exits(self.proj, bar, self.clock.now()):
+            await self._act(exit_)  # a stop the broker could not hold (see protection_watch)
         for out in self.runner.on_bar(bar):
             await self._act(out)
         await self._feed_fills()
@@ -311,7 +332,7 @@ async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None
         proj = await rebuild_from_path(path) if event_log.last_seq else Projections()
         event_log.subscribe(proj.apply)
         the_broker = broker or make_broker(settings, clock)
-        gate = RiskGate(event_log, proj, settings.risk, clock)
+        gate = RiskGate(event_log, proj, settings.risk_limits(), clock)
         account_id = ""
         execution = ExecutionService(event_log, proj, the_broker, clock, account_id=account_id,
                                      submit_timeout_s=settings.alpaca.request_timeout_s * 2)
@@ -321,6 +342,10 @@ async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None
             unexplained_position=rc.unexplained_position, foreign_orders=rc.foreign_orders,
             max_mismatch_value=rc.max_mismatch_value), account_id=account_id)
         kill = KillSwitch(event_log, proj, the_broker, execution, router, clock)
+        ks = settings.kill_switch
+        loss_watch = LossLimitWatch(proj, kill, clock, settings.risk, enabled=ks.on_loss_limit,
+                                    flatten=ks.flatten)
+        event_log.subscribe(loss_watch.on_event)
         # On the wall clock a bar can arrive while our clock still lags the exchange's by a
         # little; refusing it as from the future would drop live data.
         skew = timedelta(0) if isinstance(clock, SimClock) else LIVE_CLOCK_SKEW
@@ -332,6 +357,7 @@ async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None
         engine = Engine(settings=settings, clock=clock, log=event_log, proj=proj,
                         broker=the_broker, gate=gate, execution=execution, router=router,
                         reconciler=reconciler, kill=kill, runner=runner, validator=validator,
+                        loss_watch=loss_watch,
                         run_id=run_id or run_id_for(settings, clock),
                         step_mode=sim_step if step_mode is None else step_mode)
         event_log.subscribe(engine._on_event)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import socket
@@ -23,7 +24,9 @@ from typing import Any
 import anyio
 
 from engine.config import Settings, SettingsError, load_settings
+from engine.marketdata.types import DataFileError
 from engine.strategies.base import StrategyConfigError
+from replay.display import money, qty
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
 
@@ -71,12 +74,11 @@ def setup_logging(settings: Settings | None, verbose: bool) -> None:
 
 
 def _money(d: Decimal | None) -> str:
-    return "-" if d is None else f"{d:,.2f}"
+    return money(d)
 
 
 def _qty(d: Decimal) -> str:
-    s = format(d.normalize(), "f")
-    return s if len(s) < 14 else f"{d:.6f}"
+    return qty(d)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -144,7 +146,23 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         stem = "demo" if settings.data.source == "sample" else f"paper-{settings.data.source}"
         settings = settings.model_copy(update={"log_file": next_run_log(settings, stem)})
     print(f"MiniQuantDesk {settings.mode}: log {settings.log_path}", file=sys.stderr)
-    result = anyio.run(run_service, settings)
+    bar = None
+    if replay and sys.stderr.isatty():  # a long accelerated replay: show how far it is
+        from engine.marketdata.assets import sample_bars_path
+        from replay.backtest import count_rows
+        from replay.progress import Progress
+
+        bar = Progress()
+        path = sample_bars_path() if settings.data.source == "sample" else settings.data.path
+        bar.add("bars", "replay", count_rows(path) if path is not None and
+                settings.data.source != "log" else None)
+    try:
+        result = anyio.run(functools.partial(
+            run_service, settings,
+            progress=(lambda n: bar.update("bars", n)) if bar is not None else None))
+    finally:
+        if bar is not None:
+            bar.close()
     print(asyncio.run(summary_text(settings.log_path, settings, result.reason)))
     return EXIT_OK if result.reason in ("clean", "data finished", "signal") else EXIT_CHECK_FAILED
 
@@ -154,6 +172,7 @@ async def summary_text(log_path: Path, settings: Settings, reason: str) -> str:
 
     from events.catalogue import AccountSnapshot, FillReceived, RiskRejected
     from events.store import LogReader
+    from projections.protection import describe, protection_of
     from projections.state import rebuild
 
     async with LogReader(log_path) as r:
@@ -169,9 +188,16 @@ async def summary_text(log_path: Path, settings: Settings, reason: str) -> str:
                 fees += e.fee
     equity = proj.equity()
     rows = []
+    stops = [o for o in proj.orders.orders.values() if o.protective and o.is_stop]
     for s, p in sorted(proj.positions.positions.items()):
-        rows.append([s, _qty(p.qty), _money(p.avg_cost if p.qty else None),
+        # An open position shows the stop protecting it now; a flat one its history.
+        mine = [o for o in stops if o.symbol == s]
+        stop = describe(protection_of(proj, s)) if p.qty else (
+            f"{len(mine)} placed, {sum(1 for o in mine if o.filled_qty > 0)} hit" if mine else "-")
+        rows.append([s, _qty(p.qty), _money(p.avg_cost if p.qty else None), stop,
                      _money(p.realized_pnl), _money(p.fees)])
+    triggered = sum(1 for o in stops if o.filled_qty > 0)
+    legs = sum(1 for o in stops if o.parent_id is not None)
     decisions = list(proj.risk.decisions.values())
     rejected = Counter(r.code for d in decisions if isinstance(d, RiskRejected) for r in d.reasons)
     change = equity - first_equity if first_equity else None
@@ -186,55 +212,177 @@ async def summary_text(log_path: Path, settings: Settings, reason: str) -> str:
     ]
     if rejected:
         lines.append("rejections  " + ", ".join(f"{k} x{v}" for k, v in rejected.most_common()))
+    if stops:
+        lines.append(f"protection  {len(stops)} stops at the broker ({legs} as legs of their "
+                     f"entry); {triggered} triggered")
     if rows:
-        lines += ["", table(["symbol", "qty", "avg cost", "realized P&L", "fees"], rows)]
+        lines += ["", table(["symbol", "qty", "avg cost", "stop", "realized P&L", "fees"],
+                            rows)]
     lines += ["", f"event log   {log_path}",
               f"inspect     python -m engine.replay {log_path} timeline --limit 50"]
     return "\n".join(lines)
 
 
-def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
-    from replay.backtest import count_rows, run_backtest, stderr_progress
+# Flags of backtest and sweep for the common knobs: flag -> (settings section, key). Values
+# are validated like the settings they set, so a bad one is exit 2 with one line.
+SIM_FLAGS = {"cash": "cash", "fee_per_share": "fee_per_share", "fee_bps": "fee_bps",
+             "min_fee": "min_fee", "slippage_bps": "slippage_bps",
+             "volume_participation": "volume_participation", "zero_volume": "zero_volume"}
+DATA_FLAGS = {"assets": "assets_path", "tz": "timezone", "timeframe": "timeframe"}
 
-    data = Path(args.data)
-    if not data.exists():
-        raise UsageError(f"--data {data}: no such file")
-    overrides: dict[str, Any] = {}
-    if args.cash is not None:
-        overrides["sim"] = settings.sim.model_copy(update={"cash": Decimal(args.cash)})
-    overrides["strategies"] = ({"name": args.strategy, "params": parse_params(args.param)},)
-    settings = load_settings(**{**_settings_overrides(args), **overrides,
-                                "broker": "simulated"})
+
+def _flag_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _check_flag(model: type[Any], key: str, dest: str, value: Any) -> None:
+    from pydantic import ValidationError
+
+    if key not in model.model_fields:
+        raise UsageError(f"{_flag_name(dest)}: this build has no setting {key} for it")
+    try:
+        model.model_validate({key: value})
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        raise UsageError(f"{_flag_name(dest)} {value!r}: "
+                         f"{err['msg'].removeprefix('Value error, ')}") from None
+
+
+def run_overrides(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """Settings overrides from the backtest/sweep flags (validated one by one)."""
+    from engine.config import DataSettings, SimSettings
+
+    sim: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    for dest, key in SIM_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            _check_flag(SimSettings, key, dest, value)
+            sim[key] = value
+    for dest, key in DATA_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            if dest == "assets" and not Path(value).is_file():
+                raise UsageError(f"--assets {value}: no such file")
+            if dest == "tz":
+                from engine.marketdata.parse import resolve_tz
+
+                try:
+                    resolve_tz(value)
+                except ValueError as e:
+                    raise UsageError(f"--tz: {e}") from None
+            _check_flag(DataSettings, key, dest, value)
+            data[key] = value
+    out: dict[str, Any] = {"broker": "simulated"}
+    if sim:
+        out["sim"] = sim
+    if data:
+        out["data"] = data
+    return out
+
+
+def strategy_params(args: argparse.Namespace) -> dict[str, Any]:
+    params = parse_params(getattr(args, "param", []) or [])
+    if getattr(args, "time_in_force", None):
+        params["time_in_force"] = args.time_in_force
+    return params
+
+
+def check_strategy(name: str, params: dict[str, Any]) -> None:
+    """Unknown strategies and bad parameters are usage errors, found before any work."""
+    from engine.strategies.registry import default_registry
+
+    default_registry().create(name, params)
+
+
+def quiet_unless_verbose(args: argparse.Namespace, settings: Settings) -> None:
+    """A backtest books thousands of fills: its story is the report, not a line per fill
+    (`log_level` is the service's; --verbose shows everything here)."""
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
+    from replay import outcome
+    from replay.backtest import count_rows, data_paths, run_backtest, stuck_orders_line
+    from replay.progress import Progress
+
+    paths = data_paths([Path(d) for d in args.data])
+    for d in paths:
+        if not d.exists():
+            raise UsageError(f"--data {d}: no such file")
+    params = strategy_params(args)
+    check_strategy(args.strategy, params)
+    overrides = run_overrides(args, settings)
+    overrides["strategies"] = ({"name": args.strategy, "params": params},)
+    settings = load_settings(**{**_settings_overrides(args), **overrides})
+    quiet_unless_verbose(args, settings)
     out_dir = Path(args.out) if args.out else settings.data_dir / "backtests"
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.strategy}-{data.stem}"
+    stem = f"{args.strategy}-{paths[0].stem if len(paths) == 1 else paths[0].parent.name}"
     log_path = next_free(out_dir / f"{stem}.sqlite")
     symbols = [s.strip() for s in args.symbols.split(",")] if args.symbols else None
-    result = asyncio.run(run_backtest(
-        settings, data, log_path, start=parse_time(args.from_) if args.from_ else None,
-        end=parse_time(args.to) if args.to else None, symbols=symbols,
-        progress=stderr_progress(count_rows(data))))
-    if sys.stderr.isatty():
-        sys.stderr.write("\n")
+    bar = Progress()
+    bar.add("bars", "backtest", count_rows(paths) if bar.live else None)
+
+    def notice(line: str) -> None:
+        print(f"note: {line}", file=sys.stderr)
+
+    try:
+        result = asyncio.run(run_backtest(
+            settings, paths, log_path, start=parse_time(args.from_) if args.from_ else None,
+            end=parse_time(args.to) if args.to else None, symbols=symbols,
+            progress=lambda n: bar.update("bars", n), notice=notice, symbol=args.symbol,
+            progress_every=1_000 if bar.live else 10_000))
+    finally:
+        bar.close()
     from replay import plots
     from replay import report as rep
 
     report = rep.build_report(result.log_path)
+    refused = asyncio.run(outcome.refusals(result.log_path))
     report_dir = log_path.with_suffix("")
     report_dir.mkdir(exist_ok=True)
-    (report_dir / "report.json").write_text(report.to_json())
+    doc = json.loads(report.to_json())
+    doc["run"] = {"refusals": refused.to_builtins(),
+                  "open_at_end": [{"client_order_id": o.client_order_id, "symbol": o.symbol,
+                                   "side": o.side, "status": o.status,
+                                   "qty": None if o.qty is None else str(o.qty),
+                                   "notional": None if o.notional is None else str(o.notional),
+                                   "last_bar": o.last_bar.isoformat() if o.last_bar else None}
+                                  for o in result.open_orders],
+                  "default_assets": result.default_assets, "interval": result.interval,
+                  "refused_rows": result.refused_rows}
+    (report_dir / "report.json").write_text(json.dumps(doc, indent=2))
     written = []
     if not args.no_plots:
         written = [str(p) for p in plots.write_plots(report, report_dir)]
         written.append(str(plots.write_html(report, report_dir)))
     if args.json:
-        print(report.to_json())
+        print(json.dumps(doc, indent=2))
     else:
         print(rep.render_table(report))
-        print(f"\nbars {result.bars:,}; log {result.log_path}; report {report_dir / 'report.json'}")
+        print()
+        for line in (refused.line(), stuck_orders_line(result.open_orders),
+                     _refused_rows_line(result.refused_rows)):
+            if line:
+                print(line)
+        print(f"bars {result.bars:,}" + (f" ({result.interval})" if result.interval else "")
+              + f"; log {result.log_path}; report {report_dir / 'report.json'}")
         for w in written:
             print(f"plot {w}")
+    if refused.mostly_refused:
+        print(f"error: {refused.verdict()}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
     return EXIT_OK
+
+
+def _refused_rows_line(rows: dict[str, int]) -> str | None:
+    if not rows:
+        return None
+    total = sum(rows.values())
+    top = ", ".join(f"{k} {v:,}" for k, v in sorted(rows.items(), key=lambda kv: -kv[1]))
+    return f"{total:,} input row(s) refused: {top} (each is a data_rejected event in the log)"
 
 
 def next_free(path: Path) -> Path:
@@ -247,17 +395,55 @@ def next_free(path: Path) -> Path:
 
 
 def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
-    from replay.sweep import parse_grid, run_sweep, sweep_table
+    from replay.backtest import data_paths
+    from replay.progress import Progress
+    from replay.sweep import parse_grid, points, run_sweep, sweep_table
 
-    grid = parse_grid(args.grid)
-    data = Path(args.data)
-    if not data.exists():
-        raise UsageError(f"--data {data}: no such file")
-    out_dir = Path(args.out) if args.out else settings.data_dir / "sweeps"
-    rows = run_sweep(settings, args.strategy, grid, data, out_dir, processes=args.processes,
-                     use_ray=args.ray, start=parse_time(args.from_) if args.from_ else None,
-                     end=parse_time(args.to) if args.to else None)
+    try:
+        grid = parse_grid(args.grid)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.processes is not None and args.processes < 1:
+        raise UsageError(f"--processes {args.processes}: must be at least 1")
+    paths = data_paths([Path(d) for d in args.data])
+    for d in paths:
+        if not d.exists():
+            raise UsageError(f"--data {d}: no such file")
+    base = strategy_params(args)
+    grid_points = points(grid)
+    for point in grid_points:  # before any worker starts: a bad point is a usage error
+        check_strategy(args.strategy, {**base, **point})
+    overrides = run_overrides(args, settings)
+    overrides["strategies"] = ({"name": args.strategy, "params": base},)
+    settings = load_settings(**{**_settings_overrides(args), **overrides})
+    quiet_unless_verbose(args, settings)
+    stem = f"{args.strategy}-{paths[0].stem if len(paths) == 1 else paths[0].parent.name}"
+    out_dir = Path(args.out) if args.out else next_free(settings.data_dir / "sweeps" / stem)
+    bar = Progress()
+    if bar.live:
+        bar.add("all", "sweep", len(grid_points))
+        for i, point in enumerate(grid_points):
+            bar.add(f"p{i}", "  " + ", ".join(f"{k}={v}" for k, v in point.items()), None)
+
+    def on_progress(i: int, bars: int) -> None:
+        bar.update(f"p{i}", bars)
+
+    def on_done(i: int, row: dict[str, Any]) -> None:
+        bar.advance("all")
+        bar.update(f"p{i}", row.get("bars") or 0, total=row.get("bars") or 1)
+
+    try:
+        rows = run_sweep(settings, args.strategy, grid, paths, out_dir,
+                         processes=args.processes, use_ray=args.ray,
+                         start=parse_time(args.from_) if args.from_ else None,
+                         end=parse_time(args.to) if args.to else None, base_params=base,
+                         on_progress=on_progress if bar.live else None, on_done=on_done,
+                         verbose=args.verbose)
+    finally:
+        bar.close(f"sweep: {len(grid_points)} point(s) of {args.strategy}")
     print(json.dumps(rows, default=str) if args.json else sweep_table(rows))
+    if not args.json:
+        print(f"\nlogs and reports in {out_dir}")
     return EXIT_OK
 
 
@@ -265,12 +451,11 @@ async def status_data(settings: Settings) -> dict[str, Any]:
     from events.catalogue import OrderIntent  # noqa: F401  (catalogue import for decoding)
     from events.store import LogReader
     from projections.calendar import trading_day
+    from projections.protection import protection_of
     from projections.risk import day_trades_in_window, realized_in_week, realized_on
     from projections.state import rebuild
 
-    path = settings.log_path
-    if not path.exists():
-        raise UsageError(f"no event log at {path} (has the engine run? see --log / MQD_LOG_FILE)")
+    path, why = status_log(settings)
     async with LogReader(path) as r:
         proj = await rebuild(r)
     now = datetime.now(UTC)  # the operator's "today": this is a CLI, not engine code
@@ -282,7 +467,7 @@ async def status_data(settings: Settings) -> dict[str, Any]:
     current = runs.runs.get(runs.current) if runs.current else None
     last_run = max(runs.runs.values(), key=lambda r: r.started_seq, default=None)
     return {
-        "log": str(path), "last_seq": proj.last_seq,
+        "log": str(path), "log_chosen": why, "last_seq": proj.last_seq,
         "run": {"id": (current or last_run).run_id if (current or last_run) else None,  # type: ignore[union-attr]
                 "running": current is not None,
                 "ended": last_run.ended if last_run and current is None else None},
@@ -291,11 +476,15 @@ async def status_data(settings: Settings) -> dict[str, Any]:
         "kill_switch_note": _kill_note(proj.risk.kill_switch, proj.risk.kill_flatten),
         "positions": [{"symbol": s, "qty": str(p.qty), "avg_cost": str(p.avg_cost),
                        "realized_pnl": str(p.realized_pnl),
-                       "last": str(marks[s]) if s in marks else None}
+                       "last": str(marks[s]) if s in marks else None,
+                       "protection": _protection_json(protection_of(proj, s))}
                       for s, p in sorted(proj.positions.positions.items()) if p.qty],
         "open_orders": [{"client_order_id": o.client_order_id, "symbol": o.symbol,
                          "side": o.side, "qty": str(o.qty) if o.qty is not None else None,
-                         "status": o.status.value, "filled_qty": str(o.filled_qty)}
+                         "status": o.status.value, "filled_qty": str(o.filled_qty),
+                         "type": o.order_type,
+                         "stop_price": str(o.stop_price) if o.stop_price is not None else None,
+                         "parent": o.parent_id, "leg": o.leg_role or None}
                         for o in (proj.orders.orders[c] for c in sorted(proj.orders.open_ids))],
         "pnl": {"today": str(realized_on(proj.risk, today)),
                 "today_limit": f"{limits.daily_limit(equity):.2f}" if equity > 0 else None,
@@ -319,34 +508,81 @@ def _kill_note(state: str, flatten: bool) -> str:
             + " until it does (at every start too)")
 
 
+def _protection_json(p: Any) -> dict[str, Any]:
+    return {"where": p.where, "stop": str(p.stop) if p.stop is not None else None,
+            "distance": str(p.distance) if p.distance is not None else None,
+            "covered": str(p.covered), "orders": list(p.orders)}
+
+
+def _protection_cell(x: dict[str, Any]) -> str:
+    if x["stop"] is None:
+        return "NONE"
+    where = "live at the broker" if x["where"] == "broker" else "engine-side only"
+    covered = "" if Decimal(x["covered"]) >= abs(Decimal(x["qty"])) else f", covers {x['covered']}"
+    return f"{Decimal(x['stop']):.2f} ({Decimal(x['distance']):.2f} away, {where}{covered})"
+
+
+def run_logs(settings: Settings) -> list[Path]:
+    """Every run's log under the data dir: the service's and the demo's/replays' (runs/)."""
+    found = [settings.data_dir / "events.sqlite", *(settings.data_dir / "runs").glob("*.sqlite")]
+    return [p for p in found if p.is_file()]
+
+
+def _last_written(p: Path) -> float:
+    wal = p.with_name(p.name + "-wal")
+    return max(p.stat().st_mtime, wal.stat().st_mtime if wal.exists() else 0.0)
+
+
+def status_log(settings: Settings) -> tuple[Path, str]:
+    """The log `status` reads, and why that one: the one given (--log / MQD_LOG_FILE), else
+    the most recently written run under the data dir (the service's or the demo's)."""
+    if settings.log_file is not None:
+        if not settings.log_file.exists():
+            raise UsageError(f"no event log at {settings.log_file}")
+        return settings.log_file, "given"
+    logs = run_logs(settings)
+    if not logs:
+        raise UsageError(f"no event log under {settings.data_dir} (has the engine run? "
+                         "`python -m engine demo` makes one; or pass --log)")
+    return max(logs, key=lambda p: (_last_written(p), str(p))), "most recent run"
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     data = asyncio.run(status_data(settings))
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK
     run = data["run"]
+    if data["log_chosen"] != "given":
+        print(f"log       {data['log']} ({data['log_chosen']}; --log to choose another)")
     print(f"run       {run['id'] or '-'} "
           + ("(running)" if run["running"] else f"(ended: {run['ended'] or 'never started'})"))
     print(f"trading   {data['trading_state']} ({data['reason']}); kill switch {data['kill_switch']}")
     if data["kill_switch_note"]:
         print(f"          {data['kill_switch_note']}")
     p = data["pnl"]
-    print(f"P&L       today {p['today']} (limit -{p['today_limit']}); "
-          f"week {p['week']} (limit -{p['week_limit']})")
+    print(f"P&L       today {money(p['today'])} (limit -{money(p['today_limit'])}); "
+          f"week {money(p['week'])} (limit -{money(p['week_limit'])})")
     dt = data["day_trades"]
     print(f"day trades {dt['used']} in 5 business days (guard: {dt['mode']}"
           + (f", limit {dt['limit']})" if dt["limit"] is not None else ")"))
-    print(f"account   equity {data['account']['equity']}; cash {data['account']['cash']}")
+    print(f"account   equity {money(data['account']['equity'])}; "
+          f"cash {money(data['account']['cash'])}")
     if data["positions"]:
         print()
-        print(table(["symbol", "qty", "avg cost", "last", "realized"],
-                    [[x["symbol"], x["qty"], x["avg_cost"], x["last"] or "-", x["realized_pnl"]]
+        print(table(["symbol", "qty", "avg cost", "last", "realized", "stop"],
+                    [[x["symbol"], qty(x["qty"]), money(x["avg_cost"]), money(x["last"]),
+                      money(x["realized_pnl"]),
+                      _protection_cell({**x["protection"], "qty": x["qty"]})]
                      for x in data["positions"]]))
     if data["open_orders"]:
         print()
-        print(table(["client order id", "symbol", "side", "qty", "status", "filled"],
-                    [[o["client_order_id"], o["symbol"], o["side"], o["qty"], o["status"],
-                      o["filled_qty"]] for o in data["open_orders"]]))
+        print(table(["client order id", "symbol", "side", "type", "qty", "stop", "status",
+                     "filled"],
+                    [[o["client_order_id"] + (f" ({o['leg']} of {o['parent'][:12]}...)"
+                                              if o["leg"] else ""),
+                      o["symbol"], o["side"], o["type"], qty(o["qty"]), o["stop_price"] or "-",
+                      o["status"], qty(o["filled_qty"])] for o in data["open_orders"]]))
     print(f"\nlog {data['log']} (seq {data['last_seq']}); anomalies {data['anomalies']}")
     return EXIT_OK
 
@@ -411,42 +647,80 @@ def cmd_halt_resume(args: argparse.Namespace, settings: Settings) -> int:
 # --- parser ----------------------------------------------------------------------------------
 
 
+def _global_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The options every command takes, before or after the command's name. On the
+    subcommands their default is SUPPRESS, so a value given before the name is kept."""
+    d: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="show tracebacks, debug logs and every fill", **d)
+    p.add_argument("--config", help="TOML settings file (default: mqd.toml, or $MQD_CONFIG)",
+                   **d)
+    p.add_argument("--data-dir", help="where logs and reports go (default: mqd-data)", **d)
+    p.add_argument("--log", help="event log path (default: <data-dir>/events.sqlite; status: "
+                                 "the most recent run's)", **d)
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    """The knobs of a backtest (and of every point of a sweep)."""
+    p.add_argument("--strategy", required=True)
+    p.add_argument("--data", required=True, action="append",
+                   help=".csv/.parquet bar file(s) in any row order, a directory of them, or "
+                        "an event log (repeatable)")
+    p.add_argument("--from", dest="from_", help="first bar start (ISO, UTC if no offset)")
+    p.add_argument("--to", help="stop before this bar start")
+    p.add_argument("--cash", help="starting cash of the simulated account (dollar risk limits "
+                                  "not set otherwise scale with it)")
+    p.add_argument("--param", action="append", default=[], help="strategy parameter key=value")
+    p.add_argument("--time-in-force", choices=("day", "gtc"),
+                   help="the strategy's orders' time in force (strategy parameter)")
+    p.add_argument("--fee-per-share", help="$ per share filled")
+    p.add_argument("--fee-bps", help="fee in basis points of the fill's notional")
+    p.add_argument("--min-fee", help="$ at least per fill")
+    p.add_argument("--slippage-bps", help="market fills move this much against the order")
+    p.add_argument("--volume-participation",
+                   help="most of a bar's volume one order may fill (0-1]")
+    p.add_argument("--zero-volume", choices=("no_fill", "fill"),
+                   help="a bar with volume 0 fills nothing, or fills at its open "
+                        "(sim.zero_volume)")
+    p.add_argument("--assets", help="symbol eligibility CSV (symbol,tradable,fractionable"
+                                    "[,shortable]); unlisted symbols trade as whole shares")
+    p.add_argument("--tz", help="time zone of naive timestamps in the bar files (IANA name)")
+    p.add_argument("--timeframe", choices=("1m", "5m", "15m", "30m", "1h", "1d"),
+                   help="bar interval (default: inferred from the rows; 1d: one bar per "
+                        "trading session)")
+    p.add_argument("--symbol", help="symbol of a file without a symbol column (default: "
+                                    "from its file name)")
+    p.add_argument("--out", help="directory for the log and report")
+    p.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n")[0])
-    p.add_argument("--verbose", "-v", action="store_true", help="show tracebacks and debug logs")
-    p.add_argument("--config", help="TOML settings file (default: mqd.toml, or $MQD_CONFIG)")
-    p.add_argument("--data-dir", help="where logs and reports go (default: mqd-data)")
-    p.add_argument("--log", help="event log path (default: <data-dir>/events.sqlite)")
+    _global_options(p, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, defaults=False)
     sub = p.add_subparsers(dest="command", metavar="command")
-    sub.add_parser("run", help="run the engine (no settings: the demo on sample data)")
-    sub.add_parser("demo", help="the embedded demo: $200 simulated account, sample data, VWAP")
-    c = sub.add_parser("config", help="print the effective settings (secrets masked)")
+
+    def command(name: str, helptext: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=helptext, parents=[common])
+
+    command("run", "run the engine (no settings: the demo on sample data)")
+    command("demo", "the embedded demo: $200 simulated account, sample data, VWAP")
+    c = command("config", "print the effective settings (secrets masked)")
     c.add_argument("--json", action="store_true", help="(always JSON)")
-    b = sub.add_parser("backtest", help="replay bars or a log through the engine")
-    b.add_argument("--strategy", required=True)
-    b.add_argument("--data", required=True, help=".csv, .parquet or an event log")
-    b.add_argument("--from", dest="from_", help="first bar start (ISO, UTC if no offset)")
-    b.add_argument("--to", help="stop before this bar start")
-    b.add_argument("--cash", help="starting cash of the simulated account")
-    b.add_argument("--param", action="append", default=[], help="strategy parameter key=value")
+    b = command("backtest", "replay bars or a log through the engine")
+    _run_flags(b)
     b.add_argument("--symbols", help="comma-separated symbols to trade")
-    b.add_argument("--out", help="directory for the log and report")
-    b.add_argument("--json", action="store_true")
     b.add_argument("--no-plots", action="store_true")
-    w = sub.add_parser("sweep", help="backtest a grid of strategy parameters in parallel")
-    w.add_argument("--strategy", required=True)
-    w.add_argument("--data", required=True)
+    w = command("sweep", "backtest a grid of strategy parameters in parallel")
+    _run_flags(w)
     w.add_argument("--grid", action="append", default=[], help="key=v1,v2,... (repeatable)")
-    w.add_argument("--from", dest="from_")
-    w.add_argument("--to")
     w.add_argument("--processes", type=int, default=None)
     w.add_argument("--ray", action="store_true", help="run on a Ray cluster (pip install .[ray])")
-    w.add_argument("--out")
-    w.add_argument("--json", action="store_true")
-    s = sub.add_parser("status", help="trading state, positions, orders, P&L vs limits")
+    s = command("status", "trading state, positions, orders, P&L vs limits")
     s.add_argument("--json", action="store_true")
     for name, helptext in (("halt", "engage the kill switch"), ("resume", "release it")):
-        h = sub.add_parser(name, help=helptext)
+        h = command(name, helptext)
         h.add_argument("--reason", required=True)
         h.add_argument("--actor", default="operator")
         h.add_argument("--json", action="store_true")
@@ -487,7 +761,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(**overrides)
         setup_logging(settings, args.verbose)
         return COMMANDS[command](args, settings)
-    except (SettingsError, UsageError, StrategyConfigError) as e:
+    except (SettingsError, UsageError, StrategyConfigError, DataFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -496,7 +770,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc()
         leaf = _leaf(e)
-        if isinstance(leaf, (SettingsError, UsageError, StrategyConfigError)):
+        if isinstance(leaf, (SettingsError, UsageError, StrategyConfigError, DataFileError)):
             print(f"error: {leaf}", file=sys.stderr)
             return EXIT_USAGE
         print(f"error: {_one_line(e)}", file=sys.stderr)

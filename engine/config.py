@@ -61,6 +61,9 @@ class SimSettings(BaseModel):
     volume_participation: Decimal = Field(D("0.1"), gt=0, le=1)
     fill_at_signal_close: bool = Field(
         False, description="LOOKS AHEAD: fill market orders at the signal bar's close")
+    zero_volume: Literal["no_fill", "fill"] = Field(
+        "no_fill", description="a bar with volume 0: fills nothing (no_fill), or fills "
+                               "orders in full at its prices as any bar would (fill)")
 
 
 class DataSettings(BaseModel):
@@ -70,6 +73,9 @@ class DataSettings(BaseModel):
     path: Path | None = Field(None, description="bar file or event log for csv/parquet/log")
     assets_path: Path | None = Field(None, description="symbol eligibility CSV for the simulated broker (default: the sample's)")
     timezone: str | None = Field(None, description="zone for naive timestamps in bar files")
+    timeframe: Literal["1m", "5m", "15m", "30m", "1h", "1d"] | None = Field(
+        None, description="bar interval of bar files (default: inferred from the rows; "
+                          "1d = one bar per trading session)")
     symbols: tuple[str, ...] = ()
     interval_s: int = Field(60, ge=1, le=86400, description="bar length of the synthetic feed")
     seed: int = Field(7, description="seed of the synthetic feed")
@@ -160,6 +166,13 @@ class Settings(BaseSettings):
             raise ValueError("configure at least one strategy")
         return self
 
+    def risk_limits(self) -> RiskLimits:
+        """The risk limits with `require_protection` resolved: unless set, on for a live
+        broker (Alpaca) and off for the simulated one."""
+        if self.risk.require_protection is not None:
+            return self.risk
+        return self.risk.model_copy(update={"require_protection": self.broker == "alpaca"})
+
     @property
     def log_path(self) -> Path:
         return self.log_file or self.data_dir / "events.sqlite"
@@ -194,9 +207,43 @@ def load_settings(**overrides: Any) -> Settings:
             f"{k}: not a setting (a typo? run `python -m engine config` to see them all)"
             for k in unknown))
     try:
-        return Settings(**overrides)
+        return scale_limits_to_cash(Settings(**overrides))
     except ValidationError as e:
         raise SettingsError(describe_validation_error(e)) from None
+
+
+DEMO_CASH = D(200)
+# The demo's dollar limits as multiples of its $200: what scales with another starting cash.
+CASH_SCALED_LIMITS = {"max_order_notional": D(1), "max_symbol_exposure": D(1),
+                      "max_gross_exposure": D(2)}
+
+
+def scale_limits_to_cash(settings: Settings) -> Settings:
+    """A simulated account given its own starting cash gets dollar limits in proportion (the
+    demo's: order and symbol 1x cash, gross 2x), except the limits set explicitly — so
+    `--cash 100000` does not inherit the $200 demo's $200 orders. A limit set explicitly stays;
+    a scaled one is raised where needed to stay consistent with it (order <= symbol <= gross)."""
+    if settings.broker != "simulated" or "cash" not in settings.sim.model_fields_set:
+        return settings
+    given = settings.risk.model_fields_set if "risk" in settings.model_fields_set else set()
+    cash = settings.sim.cash
+    values = {k: getattr(settings.risk, k) for k in CASH_SCALED_LIMITS}
+    for k, mult in CASH_SCALED_LIMITS.items():
+        if k not in given:
+            values[k] = cash * mult
+    order, symbol, gross = (values[k] for k in CASH_SCALED_LIMITS)
+    if "max_symbol_exposure" not in given:
+        symbol = max(symbol, order)
+    if "max_gross_exposure" not in given:
+        gross = max(gross, symbol)
+    if "max_order_notional" not in given:
+        order = min(order, symbol)
+    scaled = {"max_order_notional": order, "max_symbol_exposure": symbol,
+              "max_gross_exposure": gross}
+    if all(scaled[k] == getattr(settings.risk, k) for k in scaled):
+        return settings
+    risk = RiskLimits.model_validate({**settings.risk.model_dump(), **scaled})
+    return settings.model_copy(update={"risk": risk})
 
 
 _NOT_SETTINGS = {"MQD_CONFIG"}

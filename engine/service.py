@@ -16,6 +16,7 @@ import logging
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,6 @@ from engine.config import Settings
 from engine.marketdata.types import BarProvider, MarketItem
 from engine.recovery.startup import end_run
 from engine.sources import FILE_SOURCES, data_symbols, first_bar_start, make_provider
-from projections.calendar import trading_day
-from projections.risk import realized_on
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +60,30 @@ def restore_simulated(engine: Engine) -> None:
     p = engine.proj
     positions = {s: (x.qty, x.avg_cost) for s, x in p.positions.positions.items()}
     opened = []
+    parents: dict[str, str] = {}
+    held: set[str] = set()
     for coid in sorted(p.orders.open_ids):
         o = p.orders.orders[coid]
         if o.broker_order_id is None:
             continue
         req = OrderRequest(client_order_id=coid, symbol=o.symbol, side=o.side,  # type: ignore[arg-type]
                            order_type=o.order_type, time_in_force=o.time_in_force,  # type: ignore[arg-type]
-                           qty=o.qty, notional=o.notional, limit_price=o.limit_price)
+                           qty=o.qty, notional=o.notional, limit_price=o.limit_price,
+                           stop_price=o.stop_price if o.order_type != "trailing_stop" else None,
+                           trail_price=o.trail_price, trail_percent=o.trail_percent,
+                           order_class=o.order_class)  # type: ignore[arg-type]
         opened.append((req, o.broker_order_id, o.filled_qty, o.filled_notional,
                        engine.clock.now()))
+        if o.parent_id is not None:
+            parents[coid] = o.parent_id
+        if o.status.value == "held":
+            held.add(coid)
     seen = [int(o.broker_order_id[4:]) for o in p.orders.orders.values()
             if o.broker_order_id and o.broker_order_id.startswith("sim-")
             and o.broker_order_id[4:].isdigit()]
     cash = p.account.cash_now if p.account.known else sim.cash
     sim.restore(cash, positions, opened, orders_seen=max(seen, default=0),
-                executions_seen=len(p.orders.execution_ids))
+                executions_seen=len(p.orders.execution_ids), held=held, parents=parents)
 
 
 class BrokerErrorMonitor:
@@ -102,8 +110,10 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                       provider: BarProvider | None = None, broker: Any = None,
                       stop_after_data: bool | None = None,
                       task_status: TaskStatus[Engine] = anyio.TASK_STATUS_IGNORED,
-                      log_path: Path | None = None) -> ServiceResult:
-    """Run until the data ends (file sources), a signal, or a failure."""
+                      log_path: Path | None = None,
+                      progress: Callable[[int], None] | None = None) -> ServiceResult:
+    """Run until the data ends (file sources), a signal, or a failure. `progress(bars)` is
+    called now and then with the bars handled so far (a display for long replays)."""
     replaying = settings.data.source in FILE_SOURCES
     if clock is None:
         # Bars from files are replayed at accelerated simulated time on the simulated broker;
@@ -153,7 +163,7 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                 log.info("engine ready: trading state %s", engine.proj.risk.trading_state,
                          extra={"seq": engine.log.last_seq})
                 done = anyio.Event()
-                tg.start_soon(_market, engine, source, done)
+                tg.start_soon(_market, engine, source, done, progress)
                 with anyio.CancelScope() as wait_scope:
                     async with anyio.create_task_group() as waiters:
                         async def first(ev: anyio.Event, why: str) -> None:
@@ -199,11 +209,18 @@ async def _signals(stop: anyio.Event) -> None:
             return
 
 
-async def _market(engine: Engine, source: BarProvider, done: anyio.Event) -> None:
+async def _market(engine: Engine, source: BarProvider, done: anyio.Event,
+                  progress: Callable[[int], None] | None = None) -> None:
     async with source, aclosing(source.stream()) as items:
         item: MarketItem
+        n = 0
         async for item in items:
             await engine.on_item(item)
+            n += 1
+            if progress is not None and n % 1000 == 0:
+                progress(engine.bars_seen)
+        if progress is not None:
+            progress(engine.bars_seen)
     await engine.log.flush()
     done.set()
 
@@ -255,29 +272,10 @@ async def _kill_monitors(engine: Engine, monitor: BrokerErrorMonitor, settings: 
                                             f"{monitor.window_s:.0f}s (last: {monitor.last})",
                                      flatten=False)
 
-    async def loss_limit() -> None:
-        if not settings.kill_switch.on_loss_limit:
-            return
-        last = -1
-        while True:
-            await engine.clock.sleep(1.0)
-            if engine.proj.last_seq == last or engine.proj.risk.kill_switch != "off":
-                continue
-            last = engine.proj.last_seq
-            equity = engine.proj.account.equity
-            if equity <= 0:
-                continue
-            today = realized_on(engine.proj.risk, trading_day(engine.clock.now()))
-            limit = settings.risk.daily_limit(equity)
-            if today <= -limit:
-                await engine.kill.engage(actor="loss-limit",
-                                         reason=f"daily loss {today} reached the limit {limit}",
-                                         flatten=settings.kill_switch.flatten)
-
     async with anyio.create_task_group() as tg:
         tg.start_soon(broker_errors)
-        if not engine.step_mode:
-            tg.start_soon(loss_limit)
+        if not engine.step_mode:  # in step mode the engine checks after each bar itself
+            tg.start_soon(engine.loss_watch.run)
 
 
 async def _control_server(engine: Engine, path: Path, *,

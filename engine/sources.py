@@ -13,7 +13,9 @@ from engine.clock import Clock
 from engine.config import Settings
 from engine.marketdata.assets import sample_bars_path
 from engine.marketdata.csv_io import CsvBarProvider
+from engine.marketdata.ordered import OrderedFileProvider
 from engine.marketdata.parquet_io import ParquetBarProvider
+from engine.marketdata.parse import parse_timeframe
 from engine.marketdata.recorded import RecordedLogProvider
 from engine.marketdata.types import BarProvider, MarketItem
 from events.market import Bar
@@ -38,12 +40,13 @@ def make_provider(settings: Settings, clock: Clock | None) -> BarProvider:
     symbols = list(d.symbols) or None
     if d.source == "sample":
         return CsvBarProvider(sample_bars_path(), symbols=symbols, provider="sample")
-    if d.source == "csv":
+    if d.source in ("csv", "parquet"):
+        # Files in any row order, delivered in (time, symbol) order (engine.marketdata.ordered).
         assert d.path is not None
-        return CsvBarProvider(d.path, tz=d.timezone, symbols=symbols)
-    if d.source == "parquet":
-        assert d.path is not None
-        return ParquetBarProvider(d.path, tz=d.timezone, symbols=symbols)
+        interval_s, sessions = parse_timeframe(d.timeframe) if d.timeframe else (None, False)
+        cls = CsvBarProvider if d.source == "csv" else ParquetBarProvider
+        return OrderedFileProvider([cls(d.path, tz=d.timezone, symbols=symbols,
+                                        interval_s=interval_s, sessions=sessions)])
     if d.source == "log":
         assert d.path is not None
         return RecordedLogProvider(d.path, symbols=symbols)

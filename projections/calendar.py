@@ -2,13 +2,14 @@
 
 Loss limits reset on the exchange's day, not UTC's: a loss at 23:30 UTC in winter is still
 that New York afternoon's loss. Business days skip weekends and the NYSE full-day holidays
-(computed from their rules, so no table goes stale); early closes count as full days.
+(computed from their rules, so no table goes stale). Sessions: regular hours, with the
+early closes (13:00) the rules give; loss-limit days and day trades count these days.
 """
 
 from __future__ import annotations
 
 import functools
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -91,3 +92,63 @@ def business_days_back(end: date, n: int) -> list[date]:
             out.append(d)
         d -= timedelta(days=1)
     return out
+
+
+# --- sessions ------------------------------------------------------------------------------
+# Regular hours 09:30-16:00 New York; 13:00 on the NYSE's early-close days (computed from
+# their rules like the holidays). A daily bar is one session: it opens at the session's open
+# and is known at its close.
+
+SESSION_OPEN = time(9, 30)
+SESSION_CLOSE = time(16, 0)
+EARLY_CLOSE = time(13, 0)
+
+
+@functools.cache
+def early_closes(year: int) -> frozenset[date]:
+    """Days the NYSE closes at 13:00: July 3 (when a Monday-Thursday), the day after
+    Thanksgiving, and Christmas Eve (when a weekday that is not itself a holiday)."""
+    days = {_nth_weekday(year, 11, 3, 4) + timedelta(days=1)}
+    july3 = date(year, 7, 3)
+    if july3.weekday() < 4:
+        days.add(july3)
+    eve = date(year, 12, 24)
+    if eve.weekday() < 5 and eve not in nyse_holidays(year):
+        days.add(eve)
+    return frozenset(d for d in days if is_business_day(d))
+
+
+def session_open(d: date) -> datetime:
+    """When the regular session of business day `d` opens (aware, New York)."""
+    return datetime.combine(d, SESSION_OPEN, NEW_YORK)
+
+
+def session_close(d: date) -> datetime:
+    """When the regular session of business day `d` closes (13:00 on early-close days)."""
+    return datetime.combine(d, EARLY_CLOSE if d in early_closes(d.year) else SESSION_CLOSE,
+                            NEW_YORK)
+
+
+def next_business_day(d: date) -> date:
+    d += timedelta(days=1)
+    while not is_business_day(d):
+        d += timedelta(days=1)
+    return d
+
+
+@functools.lru_cache(maxsize=4096)
+def order_session(ts: datetime) -> date:
+    """The session a day order submitted at `ts` belongs to: the same day's if submitted
+    before that session's close, otherwise the next one (Alpaca queues a day order sent after
+    the close for the next session; a daily bar's signal arrives exactly at the close)."""
+    d = trading_day(ts)
+    if is_business_day(d) and ts < session_close(d):
+        return d
+    return next_business_day(d)
+
+
+def sessions_after_close(d: date, n: int) -> datetime:
+    """When the `n`-th session after business day `d` closes (`d`'s own close for n=0)."""
+    for _ in range(n):
+        d = next_business_day(d)
+    return session_close(d)

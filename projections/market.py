@@ -80,6 +80,10 @@ class AccountState(msgspec.Struct, kw_only=True):
     # Cash moved by fills executed after `as_of`, by execution time (for the next snapshot).
     recent_flows: list[tuple[datetime, Decimal]] = []
     known: bool = False
+    # What our open buy orders the broker already knew of reserved when the snapshot was
+    # folded: the broker's buying power nets its open buys (Alpaca's and the simulated
+    # broker's both do), so this is added back before the gate subtracts every open buy.
+    netted_buys: Decimal = ZERO
 
     @property
     def cash_now(self) -> Decimal:
@@ -88,6 +92,11 @@ class AccountState(msgspec.Struct, kw_only=True):
     @property
     def buying_power_now(self) -> Decimal:
         return self.buying_power + self.cash_since_snapshot
+
+    @property
+    def buying_power_before_orders(self) -> Decimal:
+        """Buying power with none of our open buys deducted (the gate deducts them all)."""
+        return self.buying_power_now + self.netted_buys
 
 
 def apply_snapshot(state: AccountState, e: AccountSnapshot) -> None:

@@ -1,5 +1,9 @@
 """All projections together: one dispatch per event, rebuild by replay, and snapshots.
 
+Dispatch is one table from event type to its fold (`Projections._build_dispatch`); order
+events are registered from `projections.orders.ORDER_EVENT_TYPES`, keyed by the same tags
+the state machine's table uses, so no list of tags is kept by hand anywhere else.
+
 `Projections.apply(seq, event)` is deterministic and does no I/O: the same log prefix always
 gives the same state. Internally the folds mutate their own state objects (a copy per event
 would make a million-event replay crawl); nothing outside this package may mutate them.
@@ -8,6 +12,7 @@ would make a million-event replay crawl); nothing outside this package may mutat
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 from collections.abc import Callable
@@ -23,39 +28,36 @@ from events.catalogue import (
     AccountSnapshot,
     AssetInfo,
     BarReceived,
-    CancelRejected,
-    CancelRequested,
     FillReceived,
     KillSwitchEngaged,
     KillSwitchReleased,
     KillSwitchVerified,
-    OrderAccepted,
-    OrderCanceled,
-    OrderExpired,
-    OrderRejected,
-    OrderReplaced,
-    OrderSubmitAmbiguous,
-    OrderSubmitRequested,
-    OrderSubmitted,
     OrphanOrderAdopted,
     PositionAdjusted,
-    ReplaceRequested,
     RiskApproved,
     RiskRejected,
     RunEnded,
     RunSealed,
     RunStarted,
     TradingStateChanged,
+    TrailingStopUpdated,
 )
 from events.codec import Codec, default_codec
 from events.store import REPLAY_COLUMNS, LogReader, ts_to_us
 from projections import market, orders, positions, risk
 from projections.market import AccountState, BarReceivedView, MarketState, RunsState
-from projections.orders import OrdersState
+from projections.orders import OrdersState, OrderStatus
 from projections.positions import PositionsState
 from projections.risk import RiskState
 
-SNAPSHOT_VERSION = 1
+ZERO = Decimal(0)
+# Orders the broker has acknowledged: its account figures already reserve for them. An order
+# whose submit is still in flight may or may not be there; it is treated as not (the safe way).
+BROKER_KNOWN = frozenset({OrderStatus.SUBMITTED, OrderStatus.ACCEPTED,
+                          OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL})
+
+# 2: orders carry protection (legs, stops, trails); the risk fold counts flips correctly.
+SNAPSHOT_VERSION = 2
 
 
 class Projections:
@@ -100,11 +102,26 @@ class Projections:
             market.apply_bar(m, seq, e)
 
         def on_fill(seq: int, e: FillReceived) -> None:
+            order = o.orders.get(e.client_order_id)
+            counted = order.counted_notional if order is not None else ZERO
             if not orders.apply_fill(o, seq, e):
                 return  # this execution was already booked
             realized, before, after = positions.apply_fill(p, seq, e)
-            risk.apply_fill(r, e, realized, before, after, o.orders.get(e.client_order_id))
+            order = o.orders.get(e.client_order_id)
+            orders.note_closing(order, before, e)
+            risk.apply_fill(r, e, realized, before, after, order)
             market.apply_fill_cash(a, e)
+            if (order is not None and e.side == "buy" and a.netted_buys
+                    and a.as_of is not None and e.broker_time <= a.as_of):
+                # Executed before the broker was asked: its figure had no reservation left
+                # for this part, so neither may what we add back.
+                a.netted_buys = max(a.netted_buys - (counted - order.counted_notional), ZERO)
+
+        def on_snapshot(seq: int, e: AccountSnapshot) -> None:
+            market.apply_snapshot(a, e)
+            a.netted_buys = sum((o.orders[c].counted_notional for c in o.open_ids
+                                 if o.orders[c].side == "buy"
+                                 and o.orders[c].status in BROKER_KNOWN), ZERO)
 
         def on_approved(seq: int, e: RiskApproved) -> None:
             risk.apply_decision(r, e)
@@ -114,9 +131,6 @@ class Projections:
             risk.apply_run_started(r, e)
             market.apply_run_started(runs, seq, e)
 
-        def order_event(tag: str) -> Callable[[int, Any], None]:
-            return lambda seq, e: orders.apply_order_event(o, seq, e, tag)
-
         d: dict[type, Callable[[int, Any], None]] = {
             BarReceived: on_bar,
             BarReceivedView: on_bar,
@@ -125,7 +139,7 @@ class Projections:
             RiskRejected: lambda seq, e: risk.apply_decision(r, e),
             OrphanOrderAdopted: lambda seq, e: orders.apply_adopted(o, seq, e),
             PositionAdjusted: lambda seq, e: positions.apply_adjustment(p, seq, e),
-            AccountSnapshot: lambda seq, e: market.apply_snapshot(a, e),
+            AccountSnapshot: on_snapshot,
             AssetInfo: lambda seq, e: m.assets.__setitem__(e.symbol, e),
             RunStarted: on_run_started,
             RunEnded: lambda seq, e: market.apply_run_ended(runs, seq, e),
@@ -134,21 +148,11 @@ class Projections:
             KillSwitchEngaged: lambda seq, e: risk.apply_kill_engaged(r, e),
             KillSwitchVerified: lambda seq, e: risk.apply_kill_verified(r, e),
             KillSwitchReleased: lambda seq, e: risk.apply_kill_released(r, e),
+            TrailingStopUpdated: lambda seq, e: orders.apply_trailing_update(o, seq, e),
         }
-        for cls, tag in (
-            (OrderSubmitRequested, "order_submit_requested"),
-            (OrderSubmitted, "order_submitted"),
-            (OrderSubmitAmbiguous, "order_submit_ambiguous"),
-            (OrderAccepted, "order_accepted"),
-            (CancelRequested, "cancel_requested"),
-            (CancelRejected, "cancel_rejected"),
-            (OrderCanceled, "order_canceled"),
-            (OrderRejected, "order_rejected"),
-            (OrderExpired, "order_expired"),
-            (ReplaceRequested, "replace_requested"),
-            (OrderReplaced, "order_replaced"),
-        ):
-            d[cls] = order_event(tag)
+        for cls in orders.ORDER_EVENT_TYPES:
+            if cls not in d:  # fills fold into several projections (above)
+                d[cls] = functools.partial(_order_event, o, tag_of(cls))
         return d
 
     # --- snapshots ---------------------------------------------------------------------
@@ -172,6 +176,10 @@ class Projections:
     def fingerprint(self) -> str:
         """A digest of the whole state (order-independent for sets), for equality checks."""
         return hashlib.sha256(_canonical_encoder.encode(self.to_snapshot())).hexdigest()
+
+
+def _order_event(state: OrdersState, tag: str, seq: int, e: Any) -> None:
+    orders.apply_order_event(state, seq, e, tag)
 
 
 class Snapshot(msgspec.Struct, kw_only=True):

@@ -6,27 +6,55 @@ path for orders, risk or fills; the output is an ordinary event log.
 Two runs of the same input and settings write byte-identical event payloads: ids derive from
 the input (run id, intent ids, client order ids, broker ids), time comes from the bars, and
 the engine runs in step mode (broker updates handled inline after each step).
+
+Bar files (one or several, CSV or Parquet) are delivered in (time, symbol) order whatever
+their row order (`engine.marketdata.ordered`), and the run id hashes their rows, not their
+order: the same rows grouped by symbol, interleaved or split over files give the same log.
+Symbols the assets file does not list are traded as whole-share, tradable, not shortable
+(`notice` says so once); an assets file that lists a symbol always wins.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
-from engine.app import open_engine
+from engine.app import make_broker, open_engine
+from engine.brokers.base import BrokerAsset
+from engine.brokers.simulated import SimulatedBroker
 from engine.clock import SimClock
 from engine.config import Settings
 from engine.marketdata.csv_io import CsvBarProvider
+from engine.marketdata.ordered import RUN_ROWS, OrderedFileProvider, OrderStats
 from engine.marketdata.parquet_io import ParquetBarProvider
+from engine.marketdata.parse import parse_timeframe
 from engine.marketdata.recorded import RecordedLogProvider
-from engine.marketdata.types import BarProvider, MarketItem
+from engine.marketdata.types import BarProvider, DataFileError, MarketItem
 from engine.strategies.base import Strategy
 from events.market import Bar
+from projections.state import Projections
+
+
+class NoBarsError(DataFileError):
+    """The input gave no bar to replay (every row refused, or none in the window)."""
+
+
+@dataclass(frozen=True)
+class StuckOrder:
+    """An order still working when the data ended: no later bar could fill or expire it."""
+
+    client_order_id: str
+    symbol: str
+    side: str
+    qty: Decimal | None
+    notional: Decimal | None
+    status: str
+    last_bar: datetime | None  # the symbol's last bar (None: it never had one)
 
 
 @dataclass
@@ -37,21 +65,52 @@ class BacktestResult:
     intents: int
     first_bar: datetime | None
     last_bar: datetime | None
+    open_orders: list[StuckOrder] = field(default_factory=list)
+    default_assets: list[str] = field(default_factory=list)  # symbols traded by default
+    interval: str | None = None  # the bars' interval as read ("1m", "1d sessions", ...)
+    refused_rows: dict[str, int] = field(default_factory=dict)  # input rows refused, by reason
 
 
-def provider_for(path: Path, *, tz: str | None = None,
-                 symbols: Sequence[str] | None = None) -> BarProvider:
-    """A bar file (.csv, .parquet) or a recorded event log (.sqlite/.db), by extension."""
-    suffix = path.suffix.lower()
+BAR_FILE_SUFFIXES = {".csv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
+LOG_SUFFIXES = (".sqlite", ".db", ".log")
+
+
+def data_paths(data: Path | Sequence[Path]) -> list[Path]:
+    """The files a --data argument names: files as given, a directory's bar files by name."""
+    paths = [data] if isinstance(data, Path) else list(data)
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in BAR_FILE_SUFFIXES)
+            if not found:
+                raise DataFileError(f"{p}: no .csv or .parquet files in this directory")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def provider_for(data: Path | Sequence[Path], *, tz: str | None = None,
+                 symbols: Sequence[str] | None = None, timeframe: str | None = None,
+                 symbol: str | None = None, run_rows: int = RUN_ROWS) -> BarProvider:
+    """Bar files (.csv, .parquet; several, or a directory) in (time, symbol) order, or a
+    recorded event log (.sqlite/.db), by extension. `timeframe` declares the interval
+    (`parse_timeframe`), else it is inferred; `symbol` names a file without a symbol column."""
+    paths = data_paths(data)
     syms = list(symbols) if symbols else None
-    if suffix in (".csv", ".txt"):
-        return CsvBarProvider(path, tz=tz, symbols=syms)
-    if suffix in (".parquet", ".pq"):
-        return ParquetBarProvider(path, tz=tz, symbols=syms)
-    if suffix in (".sqlite", ".db", ".log"):
-        return RecordedLogProvider(path, symbols=syms)
-    raise ValueError(f"{path}: unknown data file type {suffix!r} (use .csv, .parquet or an "
-                     "event log .sqlite)")
+    if len(paths) == 1 and paths[0].suffix.lower() in LOG_SUFFIXES:
+        return RecordedLogProvider(paths[0], symbols=syms)
+    interval_s, sessions = parse_timeframe(timeframe) if timeframe else (None, False)
+    providers: list[CsvBarProvider | ParquetBarProvider] = []
+    for path in paths:
+        kind = BAR_FILE_SUFFIXES.get(path.suffix.lower())
+        if kind is None:
+            raise DataFileError(f"{path}: unknown data file type {path.suffix!r} (use .csv, "
+                                ".parquet, a directory of them, or an event log .sqlite)")
+        cls = CsvBarProvider if kind == "csv" else ParquetBarProvider
+        providers.append(cls(path, tz=tz, symbols=syms, interval_s=interval_s,
+                             sessions=sessions, symbol=symbol))
+    return OrderedFileProvider(providers, run_rows=run_rows)
 
 
 def input_digest(path: Path) -> str:
@@ -60,6 +119,48 @@ def input_digest(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
+
+
+_FIXES = {
+    "NAIVE_TIMESTAMP": "declare the file's time zone (--tz America/New_York) or write "
+                       "timestamps with an offset",
+    "BAD_TIMESTAMP": "write timestamps as ISO-8601 (2024-03-01, 2024-03-01T14:30:00Z) or "
+                     "epoch seconds",
+    "MISSING_FIELD": "fill the empty cells or drop those rows",
+    "BAD_NUMBER": "prices and volume must be plain numbers (no 'null', no thousands "
+                  "separators)",
+    "NOT_A_TRADING_DAY": "remove rows for weekends and NYSE holidays",
+    "BAD_ROW": "every row needs as many cells as the header",
+}
+
+
+def no_bars_message(data: Sequence[Path], stats: OrderStats | None,
+                    start: datetime | None, end: datetime | None) -> str:
+    names = ", ".join(str(p) for p in data)
+    if stats is not None and stats.bars == 0 and stats.refused:
+        total = sum(stats.refused.values())
+        reason, n = stats.refused.most_common(1)[0]
+        fix = _FIXES.get(reason, "see the reason codes in engine/marketdata/types.py")
+        return (f"{names}: all {total:,} rows were refused, most for {reason} ({n:,}), e.g. "
+                f"{stats.first_refusal}; fix: {fix}")
+    if stats is not None and stats.bars == 0:
+        return f"{names}: the file has no rows"
+    window = f" from {start.isoformat() if start else 'the start'} to " \
+             f"{end.isoformat() if end else 'the end'}"
+    return f"{names}: no bars{window}" + (
+        f" (the file has {stats.bars:,} bars; check --from/--to/--symbols)" if stats else "")
+
+
+def describe_interval(stats: OrderStats) -> str | None:
+    if not stats.intervals:
+        return None
+    top = stats.intervals.most_common(1)[0][0]
+    if top >= 6 * 3600:
+        return "1d (one bar per session)"
+    for s, name in ((3600, "h"), (60, "m")):
+        if top % s == 0:
+            return f"{top // s}{name}"
+    return f"{top}s"
 
 
 async def _window(items: AsyncIterator[MarketItem], start: datetime | None,
@@ -73,18 +174,29 @@ async def _window(items: AsyncIterator[MarketItem], start: datetime | None,
         yield item
 
 
-async def run_backtest(settings: Settings, data: Path, out_log: Path, *,
+async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log: Path, *,
                        start: datetime | None = None, end: datetime | None = None,
                        strategies: Sequence[Strategy] | None = None,
                        symbols: Sequence[str] | None = None,
-                       progress: Callable[[int], None] | None = None) -> BacktestResult:
-    """Run one backtest, writing a new event log at `out_log` (which must not exist)."""
+                       progress: Callable[[int], None] | None = None,
+                       notice: Callable[[str], None] | None = None,
+                       symbol: str | None = None,
+                       run_rows: int = RUN_ROWS,
+                       progress_every: int = 10_000) -> BacktestResult:
+    """Run one backtest, writing a new event log at `out_log` (which must not exist).
+
+    `data`: a bar file, several, a directory of them, or a recorded event log. `notice`
+    receives one-line messages for the user (symbols traded by default)."""
     if out_log.exists():
         raise FileExistsError(f"{out_log} exists; a backtest writes a new log")
-    provider = provider_for(data, tz=settings.data.timezone, symbols=symbols)
-    run_id = "bt-" + hashlib.sha256(
-        f"{input_digest(data)}|{settings.fingerprint()}|{start}|{end}|{symbols}".encode()
-    ).hexdigest()[:16]
+    paths = data_paths(data)
+    for p in paths:
+        if not p.exists():
+            raise DataFileError(f"{p}: no such file")
+    provider = provider_for(paths, tz=settings.data.timezone, symbols=symbols,
+                            timeframe=settings.data.timeframe, symbol=symbol,
+                            run_rows=run_rows)
+    stats = provider.stats if isinstance(provider, OrderedFileProvider) else None
     clock: SimClock | None = None
     first: datetime | None = None
     last: datetime | None = None
@@ -97,11 +209,32 @@ async def run_backtest(settings: Settings, data: Path, out_log: Path, *,
                 clock = SimClock(item.start)
                 break
         if clock is None:
-            raise ValueError(f"{data}: no bars in the requested range")
-        async with open_engine(settings, clock=clock, strategies=strategies, run_id=run_id,
-                               log_path=out_log, step_mode=True) as engine:
+            raise NoBarsError(no_bars_message(paths, stats, start, end))
+        # The sort has read everything by now: its digest covers the rows, not their order.
+        digest = stats.digest if stats is not None else input_digest(paths[0])
+        run_id = "bt-" + hashlib.sha256(
+            f"{digest}|{settings.fingerprint()}|{start}|{end}|{symbols}".encode()
+        ).hexdigest()[:16]
+        broker = make_broker(settings, clock)
+        defaulted: list[str] = []
+        if isinstance(broker, SimulatedBroker):
+            in_data = stats.symbols if stats is not None else {
+                i.symbol for i in pending if isinstance(i, Bar)}
+            defaulted = sorted(set(in_data) - set(broker.assets))
+            if defaulted:
+                broker.assets = {**broker.assets, **{s: BrokerAsset(
+                    symbol=s, tradable=True, fractionable=False, shortable=False)
+                    for s in defaulted}}
+                if notice is not None:
+                    shown = ", ".join(defaulted[:8]) + (", ..." if len(defaulted) > 8 else "")
+                    notice(f"{len(defaulted)} symbol(s) not in the assets file, traded as "
+                           f"tradable whole-share, not shortable: {shown} (an assets file "
+                           "with --assets decides otherwise)")
+        async with open_engine(settings, clock=clock, broker=broker, strategies=strategies,
+                               run_id=run_id, log_path=out_log, step_mode=True) as engine:
             seen = sorted({i.symbol for i in pending if isinstance(i, Bar)} |
-                          set(symbols or ()) | set(settings.data.symbols))
+                          set(symbols or ()) | set(settings.data.symbols) |
+                          set(stats.symbols if stats is not None else ()))
             if engine.sim is not None:
                 seen = sorted(set(seen) | set(engine.sim.assets))
             await engine.recover(seen)
@@ -112,7 +245,7 @@ async def run_backtest(settings: Settings, data: Path, out_log: Path, *,
                     first = first or item.start
                     last = item.start
                     bars += 1
-                    if progress is not None and bars % 10_000 == 0:
+                    if progress is not None and bars % progress_every == 0:
                         progress(bars)
                 await engine.on_item(item)
 
@@ -120,32 +253,63 @@ async def run_backtest(settings: Settings, data: Path, out_log: Path, *,
                 await feed(item)
             async for item in items:
                 await feed(item)
+            if progress is not None:
+                progress(bars)
+            stuck = stuck_orders(engine.proj)
             await engine.stop("backtest complete")
             intents = engine.intents_sent
     return BacktestResult(log_path=out_log, run_id=run_id, bars=bars, intents=intents,
-                          first_bar=first, last_bar=last)
+                          first_bar=first, last_bar=last, open_orders=stuck,
+                          default_assets=defaulted,
+                          interval=describe_interval(stats) if stats is not None else None,
+                          refused_rows=dict(stats.refused) if stats is not None else {})
 
 
-def stderr_progress(total: int | None) -> Callable[[int], None]:
-    """A one-line progress bar on stderr (only when it is a terminal)."""
-    tty = sys.stderr.isatty()
-
-    def show(n: int) -> None:
-        if not tty:
-            return
-        if total:
-            width = 30
-            done = int(width * n / total)
-            sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {n:,}/{total:,} bars")
-        else:
-            sys.stderr.write(f"\r{n:,} bars")
-        sys.stderr.flush()
-
-    return show
+def stuck_orders(proj: Projections) -> list[StuckOrder]:
+    """Orders still working in the log: at the end of a backtest no bar is left to fill
+    them, which a report must say rather than let them look like positions not taken."""
+    out = []
+    for coid in sorted(proj.orders.open_ids):
+        o = proj.orders.orders[coid]
+        pos = proj.positions.positions.get(o.symbol)
+        if o.protective and pos is not None and pos.qty:
+            continue  # the stop of a position held at the end: protection, not a stuck order
+        last = proj.market.last_bar.get(o.symbol)
+        out.append(StuckOrder(client_order_id=coid, symbol=o.symbol, side=o.side, qty=o.qty,
+                              notional=o.notional, status=o.status.value,
+                              last_bar=last.start if last is not None else None))
+    return out
 
 
-def count_rows(path: Path) -> int | None:
-    if path.suffix.lower() != ".csv":
+def stuck_orders_line(orders: Sequence[StuckOrder]) -> str | None:
+    """One line for the text report, or None when no order was left open."""
+    if not orders:
         return None
-    with open(path, "rb") as f:
-        return max(sum(1 for _ in f) - 1, 0)
+    shown = "; ".join(
+        f"{o.symbol} {o.side} {_plain(o.qty) if o.qty is not None else '$' + _plain(o.notional)}"
+        f" ({o.status}, last bar {o.last_bar.isoformat() if o.last_bar else 'none'})"
+        for o in orders[:5])
+    more = f"; and {len(orders) - 5} more" if len(orders) > 5 else ""
+    return (f"{len(orders)} order(s) still open when the data ended (no later bar to fill "
+            f"them): {shown}{more}")
+
+
+def _plain(d: Decimal | None) -> str:
+    return "-" if d is None else format(d.normalize(), "f")
+
+
+def count_rows(data: Path | Sequence[Path]) -> int | None:
+    """Rows in the bar files (for a progress total), None when it is not cheap to know."""
+    total = 0
+    for path in data_paths(data):
+        suffix = path.suffix.lower()
+        if BAR_FILE_SUFFIXES.get(suffix) == "csv":
+            with open(path, "rb") as f:
+                total += max(sum(1 for _ in f) - 1, 0)
+        elif BAR_FILE_SUFFIXES.get(suffix) == "parquet":
+            import pyarrow.parquet as pq
+
+            total += pq.ParquetFile(path).metadata.num_rows
+        else:
+            return None
+    return total

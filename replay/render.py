@@ -156,8 +156,12 @@ def render_explain(x: Explanation) -> str:
         lines.append("orders now:")
         for o in x.orders:
             avg = f" avg {fmt_dec(o.avg_fill_price)}" if o.avg_fill_price is not None else ""
-            lines.append(f"  {o.client_order_id}: {o.status}, filled {o.filled_qty}{avg}, "
-                         f"fees {o.fees}" + (f" - {o.reason}" if o.reason else ""))
+            family = (f" [{o.leg_role.replace('_', '-')} leg of {o.parent_id}]" if o.parent_id
+                      else f" [{o.order_class}, legs {', '.join(o.legs)}]" if o.legs else "")
+            stop = f", stop {fmt_dec(o.stop_price)}" if o.stop_price is not None else ""
+            lines.append(f"  {o.client_order_id}{family}: {o.order_type} {o.status}{stop}, "
+                         f"filled {o.filled_qty}{avg}, fees {o.fees}"
+                         + (f" - {o.reason}" if o.reason else ""))
     lines.append("")
     if x.anomalies:
         lines.append(f"anomalies ({len(x.anomalies)}):")

@@ -38,8 +38,20 @@ Conventions (also written into the JSON under "conventions"):
   depend on the cost method; partial exits of a trip still open are valued at average cost,
   as the positions projection does, so realized P&L here equals the projection's. A position
   adjusted by reconciliation marks its trip `adjusted`.
-- Win rate = closed trips with net P&L > 0 / closed trips. Exposure = the fraction of bar
-  closes at which any position was open.
+- Won / lost / break-even: a closed trip whose net P&L rounds to $0.00 is break-even, else it
+  is won (> 0) or lost (< 0). Win rate = won / closed trips (break-even trips count as not
+  won). Exposure = the fraction of bar closes at which any position was open.
+- Annualised figures (return, volatility, Sharpe, Sortino) need at least `min_sessions`
+  trading days (20 by default); with fewer they are still computed into the JSON but flagged
+  `annualised_meaningful: false` and shown as "not meaningful": two days of minute bars
+  annualise into numbers nobody should read.
+- Benchmark: buy and hold of the traded symbols (those with fills; every symbol if none) over
+  the same bars, equal weights, bought at each symbol's first open; see `replay/benchmark.py`.
+  Beta and correlation are of per-point (per bar close) returns, strategy against benchmark.
+- Daily and monthly returns: see `replay/periods.py` (New York trading days; a month chains
+  its days).
+- The fill model is the simulated broker's as recorded in the run's `RunStarted` (None for
+  logs written before it was recorded, or when a real broker filled).
 """
 
 from __future__ import annotations
@@ -64,6 +76,7 @@ from events.catalogue import (
     AccountSnapshot,
     BarReceived,
     DataRejected,
+    FillModel,
     FillReceived,
     OrderCanceled,
     OrderExpired,
@@ -78,10 +91,14 @@ from events.catalogue import (
 )
 from events.store import LogReader, ts_to_us
 from projections.state import Projections
+from replay.benchmark import Benchmark, build_benchmark
+from replay.periods import PeriodReturn, daily_returns, day_ends, monthly_returns
 
 ZERO = Decimal(0)
 SESSION_SECONDS = 23_400  # 09:30-16:00 New York
 TRADING_DAYS = 252
+MIN_SESSIONS = 20  # trading days before annualised figures mean anything
+CENT = Decimal("0.01")
 
 CONVENTIONS: dict[str, str] = {
     "equity": "cash + sum(qty x last close), sampled after each bar close (by bar end time)",
@@ -97,7 +114,13 @@ CONVENTIONS: dict[str, str] = {
     "drawdown": "fall from the running peak as a fraction of the peak; duration peak to "
                 "recovery (or end)",
     "trades": "round trips flat to flat per symbol; closed P&L = exit - entry notional - fees; "
-              "open trips at average cost",
+              "open trips at average cost; break-even = net P&L rounds to 0.00",
+    "annualised_meaningful": "annualised figures need at least min_sessions trading days",
+    "benchmark": "buy and hold of the traded symbols, equal weights, bought at each one's "
+                 "first open, valued at every equity point; beta/correlation of per-point "
+                 "returns",
+    "daily_returns": "equity at a New York trading day's last bar close vs the day before's",
+    "monthly_returns": "equity at a month's last trading day's close vs the month before's",
     "exposure": "fraction of bar closes with any open position",
     "floats": "ratios (returns, Sharpe, Sortino, drawdown %, win rate, exposure) are floats; "
               "money is Decimal",
@@ -214,6 +237,15 @@ class Report:
     equity_curve: list[EquityPoint]
     fills: list[FillPoint]
     prices: dict[str, PriceSeries] = field(repr=False)
+    sessions: int = 0
+    min_sessions: int = MIN_SESSIONS
+    annualised_meaningful: bool = True
+    break_even_trades: int = 0
+    benchmark: Benchmark | None = None
+    daily_returns: list[PeriodReturn] = field(default_factory=list)
+    monthly_returns: list[PeriodReturn] = field(default_factory=list)
+    fill_model: FillModel | None = None
+    notes: list[str] = field(default_factory=list)
     conventions: dict[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
 
     def __repr__(self) -> str:
@@ -239,7 +271,12 @@ class Report:
             "trades": self.closed_trades, "win_rate": self.win_rate, "fees": self.fees,
             "exposure": self.exposure, "starting_equity": self.starting_equity,
             "final_equity": self.final_equity, "net_profit": self.net_profit,
-            "bars": self.bars,
+            "bars": self.bars, "sessions": self.sessions,
+            "annualised_meaningful": self.annualised_meaningful,
+            "won": self.winning_trades, "lost": self.losing_trades,
+            "break_even": self.break_even_trades,
+            "benchmark_return": self.benchmark.total_return if self.benchmark else None,
+            "excess_return": self.benchmark.excess_return if self.benchmark else None,
         }
 
     def to_builtins(self, *, series: bool = True) -> dict[str, Any]:
@@ -254,6 +291,13 @@ class Report:
             v = getattr(self, name)
             if isinstance(v, timedelta):
                 out[f"{name}_s"] = v.total_seconds()
+            elif isinstance(v, Benchmark):
+                b = {k: getattr(v, k) for k in v.__dataclass_fields__ if k != "curve"}
+                if series:
+                    b["curve"] = v.curve
+                out[name] = b
+            elif not series and name == "daily_returns":
+                continue  # one row per day: a series too
             else:
                 out[name] = v
         if series:
@@ -346,6 +390,8 @@ class ReportBuilder:
         self._first_seq = 0
         self._last_seq = 0
         self._runs: list[str] = []
+        self._fill_model: FillModel | None = None
+        self._first_open: dict[str, Decimal] = {}
         self._strategies: set[str] = set()
         self.counts = Counts()
         self._dispatch: dict[type, Callable[[int, Any], None]] = {
@@ -353,7 +399,7 @@ class ReportBuilder:
             FillReceived: self._on_fill,
             AccountSnapshot: self._on_snapshot,
             PositionAdjusted: self._on_adjusted,
-            RunStarted: lambda s, e: self._runs.append(e.run_id),
+            RunStarted: self._on_run,
             OrderIntent: self._on_intent,
             RiskApproved: self._on_approved,
             RiskRejected: lambda s, e: self._count("risk_rejected"),
@@ -389,6 +435,11 @@ class ReportBuilder:
             return
         handler(seq, event)
 
+    def _on_run(self, seq: int, e: RunStarted) -> None:
+        self._runs.append(e.run_id)
+        if e.fill_model is not None:
+            self._fill_model = e.fill_model
+
     def _on_intent(self, seq: int, e: OrderIntent) -> None:
         self.counts.intents += 1
         self._strategies.add(e.strategy)
@@ -408,6 +459,7 @@ class ReportBuilder:
         series = self._prices.get(b.symbol)
         if series is None:
             series = self._prices[b.symbol] = PriceSeries()
+            self._first_open[b.symbol] = b.open
         end = b.end
         series.times_us.append(ts_to_us(end))
         series.closes.append(float(b.close))  # plotting only
@@ -485,7 +537,7 @@ class ReportBuilder:
     # --- the figures ---------------------------------------------------------------------
 
     def finish(self, *, risk_free: float = 0.0, periods_per_year: float | None = None,
-               log_path: str = "") -> Report:
+               log_path: str = "", min_sessions: int = MIN_SESSIONS) -> Report:
         if self._start is None:
             raise ReportError("the log has no AccountSnapshot, so the starting equity is "
                               "unknown; pass starting_equity")
@@ -522,14 +574,27 @@ class ReportBuilder:
             if t.qty != 0]
         trades.sort(key=lambda t: (t.entry_time, t.symbol))
         closed = [t for t in trades if not t.open]
-        wins = [t for t in closed if t.net_pnl > 0]
-        losses = [t for t in closed if t.net_pnl < 0]
+        even = [t for t in closed if t.net_pnl.quantize(CENT) == 0]
+        wins = [t for t in closed if t.net_pnl > 0 and t.net_pnl.quantize(CENT) != 0]
+        losses = [t for t in closed if t.net_pnl < 0 and t.net_pnl.quantize(CENT) != 0]
         gross_win = sum((t.net_pnl for t in wins), ZERO)
         gross_loss = -sum((t.net_pnl for t in losses), ZERO)
         positions = self.proj.positions.positions.values()
         unrealized = sum(((last_close.get(p.symbol, p.avg_cost) - p.avg_cost) * p.qty
                           for p in positions if p.qty != 0), ZERO)
+        sessions = len(day_ends(curve))
+        traded = sorted({f.symbol for f in self._fills}) or sorted(self._prices)
+        bench = build_benchmark(curve, traded, self._prices, self._first_open, last_close,
+                                total)
+        bench_curve = bench.curve if bench is not None else None
+        notes = [bench.note] if bench is not None and bench.note else []
         return Report(
+            sessions=sessions, min_sessions=min_sessions,
+            annualised_meaningful=sessions >= min_sessions,
+            break_even_trades=len(even), benchmark=bench,
+            daily_returns=daily_returns(curve, bench_curve),
+            monthly_returns=monthly_returns(curve, bench_curve),
+            fill_model=self._fill_model, notes=notes,
             log_path=log_path, first_seq=self._first_seq, last_seq=self._last_seq,
             runs=list(self._runs), strategies=sorted(self._strategies),
             symbols=sorted(self._prices),
@@ -658,19 +723,20 @@ def _drawdowns(curve: list[EquityPoint]) -> _DD:
 async def build_report_async(log_path: str | os.PathLike[str], *, risk_free: float = 0.0,
                              periods_per_year: float | None = None,
                              starting_equity: Decimal | None = None,
-                             to_seq: int | None = None) -> Report:
+                             to_seq: int | None = None,
+                             min_sessions: int = MIN_SESSIONS) -> Report:
     """Read the log (read-only; a live one is fine) and build its report."""
     builder = ReportBuilder(starting_equity=starting_equity)
     async with LogReader(log_path) as reader:
         async for seq, event in reader.read(1, to_seq, batch_size=20_000):
             builder.apply(seq, event)
     return builder.finish(risk_free=risk_free, periods_per_year=periods_per_year,
-                          log_path=str(log_path))
+                          log_path=str(log_path), min_sessions=min_sessions)
 
 
 def build_report(log_path: str | os.PathLike[str], *, risk_free: float = 0.0,
                  periods_per_year: float | None = None, starting_equity: Decimal | None = None,
-                 to_seq: int | None = None) -> Report:
+                 to_seq: int | None = None, min_sessions: int = MIN_SESSIONS) -> Report:
     """`build_report_async` for synchronous callers (scripts, sweep workers). It runs its own
     event loop, so from async code use `build_report_async` (or a live `ReportBuilder`)."""
     try:
@@ -678,7 +744,7 @@ def build_report(log_path: str | os.PathLike[str], *, risk_free: float = 0.0,
     except RuntimeError:
         return asyncio.run(build_report_async(
             log_path, risk_free=risk_free, periods_per_year=periods_per_year,
-            starting_equity=starting_equity, to_seq=to_seq))
+            starting_equity=starting_equity, to_seq=to_seq, min_sessions=min_sessions))
     raise RuntimeError("build_report() called inside a running event loop; "
                        "await build_report_async() instead")
 
@@ -707,25 +773,66 @@ def _ts(t: datetime | None) -> str:
 
 
 def _money(d: Decimal | None) -> str:
-    return "-" if d is None else f"{d.quantize(Decimal('0.01')):,}"
+    if d is None:
+        return "-"
+    q = d.quantize(CENT)
+    return f"{abs(q) if q == 0 else q:,}"  # never "-0.00"
+
+
+def _bps(d: Decimal) -> str:
+    return f"{d.normalize():f}"
+
+
+def fill_model_text(m: FillModel | None) -> str:
+    """One line: what the simulated broker did with the orders."""
+    if m is None:
+        return "not recorded (a real broker filled, or the log predates the record)"
+    fees = [f"${_bps(m.fee_per_share)}/share"] if m.fee_per_share else []
+    if m.fee_bps:
+        fees.append(f"{_bps(m.fee_bps)} bps")
+    fee = " + ".join(fees) or "none"
+    if m.min_fee:
+        fee += f" (min ${_bps(m.min_fee)})"
+    zero = "fill at the bar's prices" if m.zero_volume == "fill" else "no fill"
+    return (f"{m.fill_rule}; slippage {_bps(m.slippage_bps)} bps; fees {fee}; volume cap "
+            f"{_bps(m.volume_participation * 100)}% of a bar's volume; zero-volume bars: "
+            f"{zero}; time in force: {m.time_in_force}")
+
+
+def _annual(r: Report, text: str) -> str:
+    if r.annualised_meaningful:
+        return text
+    return f"not meaningful ({r.sessions} trading days; needs {r.min_sessions})"
 
 
 def summary_rows(r: Report) -> list[tuple[str, str]]:
     c = r.counts
     dd_to = _ts(r.max_drawdown_recovery) if r.max_drawdown_recovered else "not recovered"
+    b = r.benchmark
+    bench: list[tuple[str, str]] = []
+    if b is not None:
+        bench = [
+            ("benchmark", (f"buy and hold {', '.join(b.symbols)} (equal weights): "
+                           f"{_pct(b.total_return)}")),
+            ("excess return", _pct(b.excess_return)),
+            ("beta / correlation", f"{_num(b.beta)} / {_num(b.correlation)}"
+             + (f" ({b.note})" if b.note else "")),
+        ]
     return [
+        ("fill model", fill_model_text(r.fill_model)),
         ("period", (f"{_ts(r.start)} -> {_ts(r.end)} ({r.bars} bars of "
-                   f"{r.interval_s or '?'} s)")),
+                   f"{r.interval_s or '?'} s, {r.sessions} trading days)")),
         ("strategies", ", ".join(r.strategies) or "-"),
         ("symbols", ", ".join(r.symbols) or "-"),
         ("starting equity", _money(r.starting_equity)),
         ("final equity", _money(r.final_equity)),
         ("net profit", _money(r.net_profit)),
         ("total return", _pct(r.total_return)),
-        ("annualised return", _pct(r.annualised_return)),
-        ("annualised volatility", _pct(r.volatility)),
-        ("Sharpe", _num(r.sharpe)),
-        ("Sortino", _num(r.sortino)),
+        *bench,
+        ("annualised return", _annual(r, _pct(r.annualised_return))),
+        ("annualised volatility", _annual(r, _pct(r.volatility))),
+        ("Sharpe", _annual(r, _num(r.sharpe))),
+        ("Sortino", _annual(r, _num(r.sortino))),
         ("max drawdown", (f"{_pct(r.max_drawdown)} ({_money(r.max_drawdown_amount)}), "
                          f"{_ts(r.max_drawdown_peak)} -> trough {_ts(r.max_drawdown_trough)} -> "
                          f"{dd_to}")),
@@ -735,8 +842,8 @@ def summary_rows(r: Report) -> list[tuple[str, str]]:
         ("realized P&L", _money(r.realized_pnl)),
         ("unrealized P&L", _money(r.unrealized_pnl)),
         ("fees", _money(r.fees)),
-        ("trades", (f"{r.closed_trades} closed ({r.winning_trades} won, {r.losing_trades} lost), "
-                   f"{len(r.trades) - r.closed_trades} open")),
+        ("trades", (f"{r.closed_trades} closed ({r.winning_trades} won, {r.losing_trades} lost, "
+                   f"{r.break_even_trades} break-even), {len(r.trades) - r.closed_trades} open")),
         ("win rate", _pct(r.win_rate, 1)),
         ("average win / loss", f"{_money(r.average_win)} / {_money(r.average_loss)}"),
         ("profit factor", _num(r.profit_factor)),
@@ -749,11 +856,53 @@ def summary_rows(r: Report) -> list[tuple[str, str]]:
     ]
 
 
-def render_table(report: Report, *, max_trades: int = 20) -> str:
-    """The summary and (up to `max_trades` of) the trade list as text."""
+def monthly_grid(r: Report) -> tuple[list[str], list[list[str]]]:
+    """Monthly returns as a year x month grid (plus the year's chained return)."""
+    years: dict[str, dict[int, float | None]] = {}
+    for m in r.monthly_returns:
+        years.setdefault(m.period[:4], {})[int(m.period[5:7])] = m.ret
+    head = ["year", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+            "Nov", "Dec", "year"]
+    rows = []
+    for y, months in sorted(years.items()):
+        total = 1.0
+        for v in months.values():
+            total *= 1.0 + (v or 0.0)
+        rows.append([y, *(_pct(months[i], 1) if i in months else "" for i in range(1, 13)),
+                     _pct(total - 1.0, 1)])
+    return head, rows
+
+
+def daily_rows(r: Report, last: int | None = None) -> list[list[str]]:
+    days = r.daily_returns if last is None else r.daily_returns[-last:]
+    return [[d.period, _money(d.end_equity), _pct(d.ret), _pct(d.benchmark)] for d in days]
+
+
+def _text_table(head: list[str], body: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i])
+                         for i, c in enumerate(cells)).rstrip()
+
+    return [line(head), line(["-" * x for x in widths]), *(line(b) for b in body)]
+
+
+def render_table(report: Report, *, max_trades: int = 20, max_days: int = 20) -> str:
+    """The summary, monthly and (the last `max_days`) daily returns, and (up to
+    `max_trades` of) the trade list as text."""
     rows = summary_rows(report)
     w = max(len(k) for k, _ in rows)
     lines = [f"{k:<{w}}  {v}" for k, v in rows]
+    if report.monthly_returns and max_days:
+        head, body = monthly_grid(report)
+        lines += ["", "monthly returns:", *_text_table(head, body, set(range(1, 14)))]
+    if report.daily_returns and max_days:
+        days = daily_rows(report, max_days)
+        more = len(report.daily_returns) - len(days)
+        lines += ["", "daily returns" + (f" (last {len(days)}; {more} more in the JSON)"
+                                         if more else "") + ":",
+                  *_text_table(["day", "equity", "return", "benchmark"], days, {1, 2, 3})]
     shown = report.trades[:max_trades]
     if shown:
         lines += ["", "trades (net of fees):"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from projections.orders import TERMINAL, TRANSITIONS, Order, OrderStatus
+from projections.orders import TERMINAL, Order, OrderStatus, would_move
 from projections.state import Projections
 
 ZERO = Decimal(0)
@@ -28,6 +28,9 @@ class PendingReplace:
     new_client_order_id: str
     qty: Decimal | None
     limit_price: Decimal | None
+    stop_price: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
 
 
 @dataclass(slots=True)
@@ -100,7 +103,8 @@ class ExecutionTracker:
                 or execution_id in self.unbooked_execution_ids)
 
     def would_move(self, t: Tracked, tag: str) -> bool:
-        return tag in TRANSITIONS[t.status]
+        """The projection's own rule (one state machine), asked before the append."""
+        return would_move(t.order, tag)
 
     def start_replace(self, t: Tracked, pending: PendingReplace) -> None:
         t.replacing = pending

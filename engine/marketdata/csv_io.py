@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import itertools
 import os
-from collections.abc import AsyncGenerator, Generator, Iterable
+from collections.abc import AsyncGenerator, Generator, Iterable, Iterator
 from contextlib import aclosing
 from datetime import tzinfo
 from decimal import Decimal
@@ -22,7 +23,17 @@ import anyio
 
 from events.market import Bar
 
-from .parse import REQUIRED_COLUMNS, RowParser, check_epoch_unit, resolve_tz
+from .parse import (
+    DAILY_GAP_S,
+    REQUIRED_COLUMNS,
+    InputError,
+    RowParser,
+    check_epoch_unit,
+    infer_interval,
+    normalize_columns,
+    resolve_tz,
+    symbol_from_filename,
+)
 from .types import BadInput, BarProvider, DataFileError, MarketItem, items_from_thread
 
 BATCH_ROWS = 8192
@@ -39,11 +50,12 @@ class _CsvRows:
     `Decimal(cell)` directly); anything that raises there is parsed again by the general
     `RowParser`, which says exactly what is wrong. Both paths build the same `Bar`."""
 
-    def __init__(self, names: list[str], parser: RowParser) -> None:
+    def __init__(self, names: list[str], parser: RowParser, symbol: str | None = None) -> None:
         self.names = names
         self.parser = parser
         ix = {n: i for i, n in enumerate(names)}
-        self.i_sym, self.i_ts = ix["symbol"], ix["timestamp"]
+        # A file without a symbol column is one symbol's (`symbol`): the cell is appended.
+        self.i_sym, self.i_ts = ix.get("symbol", len(names)), ix["timestamp"]
         self.i_o, self.i_h, self.i_l, self.i_c = ix["open"], ix["high"], ix["low"], ix["close"]
         self.i_v = ix["volume"]
         self.i_vw = ix.get("vwap")
@@ -56,26 +68,52 @@ class _CsvRows:
             vw = cells[self.i_vw] if self.i_vw is not None else ""
             n = cells[self.i_n] if self.i_n is not None else ""
             iv = cells[self.i_int] if self.i_int is not None else ""
-            return Bar(symbol=cells[self.i_sym].strip(), start=p.timestamp(cells[self.i_ts]),
-                       interval_s=int(iv) if iv else p.interval_s,
+            start, session_s = p.when(cells[self.i_ts])
+            return Bar(symbol=cells[self.i_sym].strip(), start=start,
+                       interval_s=session_s or (int(iv) if iv else p.interval_s),
                        open=Decimal(cells[self.i_o]), high=Decimal(cells[self.i_h]),
                        low=Decimal(cells[self.i_l]), close=Decimal(cells[self.i_c]),
                        volume=Decimal(cells[self.i_v]), vwap=Decimal(vw) if vw else None,
                        trade_count=int(n) if n else None, provider=p.provider)
         except (ArithmeticError, ValueError):  # InvalidOperation, BarError, InputError...
-            return p.parse(dict(zip(self.names, cells)), functools.partial(_render_line, cells))
+            names = self.names if len(cells) == len(self.names) else [*self.names, "symbol"]
+            return p.parse(dict(zip(names, cells)),
+                           functools.partial(_render_line, cells[:len(self.names)]))
+
+
+INFER_ROWS = 2000
+
+
+def _infer(rows: _CsvRows, sample: list[list[str]]) -> None:
+    """Set the parser's interval from the first rows (see `parse.infer_interval`)."""
+    keys = []
+    for cells in sample:
+        try:
+            keys.append((cells[rows.i_sym].strip(), rows.parser.timestamp(cells[rows.i_ts])))
+        except (IndexError, InputError):
+            continue
+    gap = infer_interval(keys)
+    if gap is not None and gap >= DAILY_GAP_S:
+        rows.parser.sessions = True
+    elif gap is not None:
+        rows.parser.interval_s = gap
 
 
 def _batches(path: Path, parser: RowParser, symbols: frozenset[str] | None,
-             batch_rows: int) -> Generator[list[MarketItem], None, None]:
+             batch_rows: int, symbol: str | None = None,
+             infer: bool = False) -> Generator[list[MarketItem], None, None]:
     """Runs in worker threads, one `next()` per hop (the file stays open between hops)."""
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
             return
-        names = [h.strip().lower() for h in header]
-        missing = [c for c in REQUIRED_COLUMNS if c not in names]
+        names = normalize_columns(header)
+        own_symbol = None
+        if "symbol" not in names:
+            own_symbol = symbol or symbol_from_filename(path)
+        missing = [c for c in REQUIRED_COLUMNS if c not in names and
+                   not (c == "symbol" and own_symbol)]
         if missing:
             raise DataFileError(f"{path}: missing column(s) {', '.join(missing)}; a bar file "
                                 f"needs {', '.join(REQUIRED_COLUMNS)} (got {', '.join(names)})")
@@ -83,16 +121,22 @@ def _batches(path: Path, parser: RowParser, symbols: frozenset[str] | None,
         rows = _CsvRows(names, parser)
         i_sym = rows.i_sym
         out: list[MarketItem] = []
-        for cells in reader:
+        numbered: Iterator[tuple[int, list[str]]] = ((reader.line_num, c) for c in reader)
+        if infer:
+            sample = list(itertools.islice(numbered, INFER_ROWS))
+            _infer(rows, [[*c, own_symbol] if own_symbol else c for _, c in sample])
+            numbered = itertools.chain(sample, numbered)
+        for line, cells in numbered:
             if not cells:
                 continue  # blank line
-            line = reader.line_num
             if len(cells) != width:
                 out.append(BadInput(reason="BAD_ROW",
                                     detail=f"{path.name} line {line}: {len(cells)} cells, "
                                            f"header has {width}",
                                     raw=_render_line(cells), provider=parser.provider))
             else:
+                if own_symbol:
+                    cells = [*cells, own_symbol]
                 if symbols is not None and cells[i_sym].strip() not in symbols:
                     continue
                 item = rows.parse(cells)
@@ -109,28 +153,44 @@ def _batches(path: Path, parser: RowParser, symbols: frozenset[str] | None,
 
 
 class CsvBarProvider(BarProvider):
-    """Bars from a CSV file, in file order.
+    """Bars from a CSV file, in file order (`engine.marketdata.ordered` sorts them).
 
     `tz`: the zone naive timestamps are in (IANA name or tzinfo). Without it a naive timestamp
     is refused (`NAIVE_TIMESTAMP`). Timestamps with an offset ignore `tz`.
+    `interval_s`: bar length when the file has no `interval_s` column; None infers it from
+    the first rows. `sessions=True`: the file holds daily bars (one per trading session).
     `epoch_unit`: unit of bare-number timestamps (s, ms, us, ns).
     `symbols`: keep only these symbols (others are skipped, not rejected).
+    `symbol`: the symbol of a file without a symbol column (default: from its file name).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, tz: str | tzinfo | None = None,
-                 interval_s: int = 60, epoch_unit: str = "s", provider: str = "csv",
-                 symbols: Iterable[str] | None = None, batch_rows: int = BATCH_ROWS) -> None:
+                 interval_s: int | None = 60, epoch_unit: str = "s", provider: str = "csv",
+                 symbols: Iterable[str] | None = None, batch_rows: int = BATCH_ROWS,
+                 sessions: bool = False, symbol: str | None = None) -> None:
         check_epoch_unit(epoch_unit)
         self.path = Path(path)
         self.name = provider
-        self._parser = RowParser(provider=provider, tz=resolve_tz(tz), interval_s=interval_s,
-                                 epoch_unit=epoch_unit)
+        self._infer = interval_s is None and not sessions
+        self._parser = RowParser(provider=provider, tz=resolve_tz(tz),
+                                 interval_s=interval_s or 60, epoch_unit=epoch_unit,
+                                 sessions=sessions)
         self._symbols = frozenset(symbols) if symbols is not None else None
         self._batch_rows = batch_rows
+        self._symbol = symbol
+
+    @property
+    def parser(self) -> RowParser:
+        """The row parser (after reading: its interval/sessions as inferred)."""
+        return self._parser
+
+    def batches(self) -> Generator[list[MarketItem], None, None]:
+        """The blocking batch reader (run it in a worker thread)."""
+        return _batches(self.path, self._parser, self._symbols, self._batch_rows,
+                        self._symbol, self._infer)
 
     async def stream(self) -> AsyncGenerator[MarketItem, None]:
-        gen = await anyio.to_thread.run_sync(
-            _batches, self.path, self._parser, self._symbols, self._batch_rows)
+        gen = await anyio.to_thread.run_sync(self.batches)
         async with aclosing(items_from_thread(gen)) as items:
             async for item in items:
                 yield item

@@ -31,12 +31,17 @@ from typing import Any
 from events.market import Bar
 
 from .parse import (
+    DAILY_GAP_S,
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
+    InputError,
     RowParser,
     check_epoch_unit,
     float_to_decimal,
+    infer_interval,
+    normalize_columns,
     resolve_tz,
+    symbol_from_filename,
     to_decimal,
 )
 from .types import BadInput, BarProvider, DataFileError, MarketItem, items_from_thread
@@ -62,9 +67,11 @@ def _to_decimal_allowing_float(value: Any, field: str) -> Decimal:
 
 
 def _check_schema(pa: Any, path: Path, schema: Any, tz: tzinfo | None,
-                  allow_float: bool) -> list[str]:
+                  allow_float: bool, own_symbol: bool = False,
+                  sessions: bool = False) -> list[str]:
     names = list(schema.names)
-    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    missing = [c for c in REQUIRED_COLUMNS if c not in names
+               and not (c == "symbol" and own_symbol)]
     if missing:
         raise DataFileError(f"{path}: missing column(s) {', '.join(missing)}; a bar file needs "
                             f"{', '.join(REQUIRED_COLUMNS)} (got {', '.join(names)})")
@@ -75,24 +82,52 @@ def _check_schema(pa: Any, path: Path, schema: Any, tz: tzinfo | None,
                 "decimal or string columns (a float cannot say which decimal was meant). Pass "
                 "allow_float=True to convert floats through their shortest repr.")
     ts_type = schema.field("timestamp").type
-    if pa.types.is_timestamp(ts_type) and ts_type.tz is None and tz is None:
+    if pa.types.is_timestamp(ts_type) and ts_type.tz is None and tz is None and not sessions:
         raise DataFileError(f"{path}: column 'timestamp' is {ts_type} without a time zone; "
                             "declare the zone its wall times are in (tz='America/New_York')")
     return [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in names]
 
 
+def _infer(parser: RowParser, rows: list[dict[str, Any]]) -> None:
+    keys = []
+    for row in rows:
+        try:
+            keys.append((str(row["symbol"]), parser.timestamp(row["timestamp"])))
+        except InputError:
+            continue
+    gap = infer_interval(keys)
+    if gap is not None and gap >= DAILY_GAP_S:
+        parser.sessions = True
+    elif gap is not None:
+        parser.interval_s = gap
+
+
 def _batches(path: Path, parser: RowParser, tz: tzinfo | None, allow_float: bool,
-             symbols: frozenset[str] | None, batch_rows: int) -> Generator[list[MarketItem], None, None]:
+             symbols: frozenset[str] | None, batch_rows: int, symbol: str | None = None,
+             infer: bool = False) -> Generator[list[MarketItem], None, None]:
     pa = _pyarrow()
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     with pq.ParquetFile(path) as pf:
-        cols = _check_schema(pa, path, pf.schema_arrow, tz, allow_float)
+        schema = pf.schema_arrow
+        # Export spellings (Date, Ticker...) are matched like CSV headers.
+        rename = dict(zip(normalize_columns(list(schema.names)), schema.names))
+        own_symbol = None if "symbol" in rename else (symbol or symbol_from_filename(path))
+        schema = pa.schema([schema.field(rename[n]).with_name(n) for n in rename])
+        cols = _check_schema(pa, path, schema, tz, allow_float, own_symbol is not None,
+                             parser.sessions)
+        file_cols = [rename[c] for c in cols if c in rename]
         row_no = 0
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=cols):
+        first = True
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=file_cols):
+            batch = batch.rename_columns([c for c in cols if c in rename])
             data: dict[str, list[Any]] = {}
+            if own_symbol is not None:
+                data["symbol"] = [own_symbol] * batch.num_rows
             for name in cols:
+                if name not in rename:
+                    continue
                 col = batch.column(name)
                 if pa.types.is_timestamp(col.type) and col.type.unit != "us":
                     try:
@@ -100,6 +135,10 @@ def _batches(path: Path, parser: RowParser, tz: tzinfo | None, allow_float: bool
                     except pa.ArrowInvalid as e:
                         raise DataFileError(f"{path}: timestamp column: {e}") from None
                 data[name] = col.to_pylist()
+            if first and infer:
+                _infer(parser, [{n: data[n][i] for n in ("symbol", "timestamp")}
+                                for i in range(min(batch.num_rows, 2000))])
+            first = False
             out: list[MarketItem] = []
             for i in range(batch.num_rows):
                 row_no += 1
@@ -122,26 +161,40 @@ def _batches(path: Path, parser: RowParser, tz: tzinfo | None, allow_float: bool
 
 
 class ParquetBarProvider(BarProvider):
-    """Bars from a Parquet file, in file order (see the module docstring for column types)."""
+    """Bars from a Parquet file, in file order (see the module docstring for column types;
+    `interval_s`, `sessions` and `symbol` as for `CsvBarProvider`). Reads row group by row
+    group, so memory stays bounded by `batch_rows`."""
 
     def __init__(self, path: str | os.PathLike[str], *, tz: str | tzinfo | None = None,
-                 interval_s: int = 60, epoch_unit: str = "s", provider: str = "parquet",
+                 interval_s: int | None = 60, epoch_unit: str = "s", provider: str = "parquet",
                  allow_float: bool = False, symbols: Iterable[str] | None = None,
-                 batch_rows: int = BATCH_ROWS) -> None:
+                 batch_rows: int = BATCH_ROWS, sessions: bool = False,
+                 symbol: str | None = None) -> None:
         check_epoch_unit(epoch_unit)
         self.path = Path(path)
         self.name = provider
         self._tz = resolve_tz(tz)
         self._allow_float = allow_float
+        self._infer = interval_s is None and not sessions
         self._parser = RowParser(
-            provider=provider, tz=self._tz, interval_s=interval_s, epoch_unit=epoch_unit,
+            provider=provider, tz=self._tz, interval_s=interval_s or 60, epoch_unit=epoch_unit,
+            sessions=sessions,
             convert=_to_decimal_allowing_float if allow_float else to_decimal)
         self._symbols = frozenset(symbols) if symbols is not None else None
         self._batch_rows = batch_rows
+        self._symbol = symbol
+
+    @property
+    def parser(self) -> RowParser:
+        return self._parser
+
+    def batches(self) -> Generator[list[MarketItem], None, None]:
+        """The blocking batch reader (run it in a worker thread)."""
+        return _batches(self.path, self._parser, self._tz, self._allow_float, self._symbols,
+                        self._batch_rows, self._symbol, self._infer)
 
     async def stream(self) -> AsyncGenerator[MarketItem, None]:
-        gen = _batches(self.path, self._parser, self._tz, self._allow_float, self._symbols,
-                       self._batch_rows)
+        gen = self.batches()
         async with aclosing(items_from_thread(gen)) as items:
             async for item in items:
                 yield item

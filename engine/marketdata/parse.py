@@ -1,33 +1,49 @@
 """Turning one row of a bar file into a `Bar` (or a `BadInput` saying why not).
 
-Documented columns (CSV header names; Parquet column names):
+Documented columns (CSV header names; Parquet column names; matched case-insensitively, and
+the usual export spellings are accepted: `Date`/`Datetime`/`time` for `timestamp`, `Ticker`
+for `symbol`, so a Yahoo or Stooq download reads as it is):
 
 | column        | required | meaning                                                         |
 |---------------|----------|-----------------------------------------------------------------|
-| `symbol`      | yes      | ticker, e.g. `AAPL`                                              |
+| `symbol`      | yes*     | ticker, e.g. `AAPL`. *A file without it is one symbol's: the     |
+|               |          | reader's `symbol` (`--symbol`), else the file name up to its first |
+|               |          | `.`, `_`, `-` or space, upper-cased (`aapl.us.txt` -> `AAPL`)    |
 | `timestamp`   | yes      | the bar's OPENING time: ISO-8601 with an offset (`...Z`,         |
 |               |          | `...+00:00`, `...-05:00`) or a bare epoch number (unit `epoch_unit`, |
 |               |          | default seconds). A naive ISO time is refused unless the reader  |
-|               |          | is given a time zone (`tz="America/New_York"`)                   |
+|               |          | is given a time zone (`tz="America/New_York"`). A DATE alone     |
+|               |          | (`2024-03-01`) is that day's regular NYSE session: it opens at   |
+|               |          | 09:30 New York and is known at the close (16:00, 13:00 on early- |
+|               |          | close days), whatever `tz` says                                  |
 | `open`..`close` | yes    | prices, parsed as `Decimal` from their text (never via float)    |
 | `volume`      | yes      | shares, `Decimal` (fractional volume is allowed)                 |
 | `vwap`        | no       | the bar's volume-weighted average price                          |
 | `trade_count` | no       | number of trades (integer)                                       |
-| `interval_s`  | no       | bar length in seconds; default is the reader's `interval_s` (60) |
+| `interval_s`  | no       | bar length in seconds; default is the reader's `interval_s`      |
 
-Empty optional cells mean "not given". Extra columns are ignored.
+Empty optional cells mean "not given". Extra columns are ignored — `Adj Close` too: prices are
+traded as written in open/high/low/close.
+
+The interval of a file without an `interval_s` column is declared (`interval_s`, or
+`sessions=True` for daily bars) or inferred from its first rows (`infer_interval`): the
+commonest gap between a symbol's consecutive bars; 20 hours or more means daily bars, which
+are then read as sessions like date-only timestamps.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from events.market import Bar, BarError
+from projections.calendar import NEW_YORK, is_business_day, session_close, session_open
 
 from .types import BadInput, MarketItem
 
@@ -38,8 +54,30 @@ EpochUnit = Literal["s", "ms", "us", "ns"]
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 REQUIRED_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
+# Header spellings of common exports (Yahoo, Stooq, yfinance, brokers) -> our column names.
+COLUMN_ALIASES = {"date": "timestamp", "datetime": "timestamp", "time": "timestamp",
+                  "date_time": "timestamp", "ticker": "symbol", "vol": "volume"}
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DAILY_GAP_S = 20 * 3600
 OPTIONAL_COLUMNS = ("vwap", "trade_count", "interval_s")
 PRICE_COLUMNS = ("open", "high", "low", "close", "vwap")
+
+
+def normalize_columns(names: list[str]) -> list[str]:
+    """Header names as the readers match them: lower case, spaces as underscores, aliases
+    resolved (a name we already have is never replaced by an alias)."""
+    out = [n.strip().lower().replace(" ", "_") for n in names]
+    present = set(out)
+    return [COLUMN_ALIASES[n] if n in COLUMN_ALIASES and COLUMN_ALIASES[n] not in present
+            else n for n in out]
+
+
+def symbol_from_filename(path: Any) -> str:
+    """`aapl.us.txt` -> `AAPL`, `SPY_daily.csv` -> `SPY`: a single-symbol file's symbol."""
+    from pathlib import Path
+
+    name = Path(path).name
+    return re.split(r"[._\- ]", name, maxsplit=1)[0].upper()
 
 
 class InputError(ValueError):
@@ -159,12 +197,45 @@ def parse_timestamp(value: Any, tz: tzinfo | None, epoch_unit: str = "s") -> dat
     return dt if dt.tzinfo is UTC else dt.astimezone(UTC)
 
 
+def session_bar_time(d: date) -> tuple[datetime, int]:
+    """(start in UTC, length in seconds) of business day `d`'s regular session."""
+    if not is_business_day(d):
+        why = "a weekend" if d.weekday() >= 5 else "an NYSE holiday"
+        raise InputError("NOT_A_TRADING_DAY",
+                         f"date {d.isoformat()} is {why}: a daily bar must be a trading day "
+                         "(remove the row)")
+    opens, closes = session_open(d), session_close(d)
+    return opens.astimezone(UTC), int((closes - opens).total_seconds())
+
+
+def _session_date(value: Any, tz: tzinfo | None, epoch_unit: str) -> date:
+    """The trading day a daily bar's timestamp names: its date as written when it is a date
+    or a midnight (exports stamp daily bars 00:00), else the New York date of the instant."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _DATE_RE.match(value.strip()):
+        return date.fromisoformat(value.strip())
+    if isinstance(value, str):
+        try:
+            naive = datetime.fromisoformat(value.strip())
+        except ValueError:
+            naive = None
+        if naive is not None and naive.time() == datetime.min.time():
+            return naive.date()
+    if isinstance(value, datetime) and value.time() == datetime.min.time():
+        return value.date()
+    return parse_timestamp(value, tz or UTC, epoch_unit).astimezone(NEW_YORK).date()
+
+
 class RowParser:
     """Parses rows of one source. Keeps a small cache of timestamp texts because every
-    symbol of a multi-symbol file repeats the same timestamps."""
+    symbol of a multi-symbol file repeats the same timestamps.
+
+    `sessions=True` reads every timestamp as the trading day of a daily bar (see the module
+    docstring); a date-only timestamp is always read that way."""
 
     def __init__(self, *, provider: str, tz: tzinfo | None = None, interval_s: int = 60,
-                 epoch_unit: str = "s",
+                 epoch_unit: str = "s", sessions: bool = False,
                  convert: Callable[[Any, str], Decimal] = to_decimal) -> None:
         check_epoch_unit(epoch_unit)
         if interval_s <= 0:
@@ -173,21 +244,33 @@ class RowParser:
         self.tz = tz
         self.interval_s = interval_s
         self.epoch_unit = epoch_unit
+        self.sessions = sessions
         self._dec = convert
-        self._ts_cache: dict[Any, datetime] = {}
+        self._ts_cache: dict[Any, tuple[datetime, int | None]] = {}
 
     def timestamp(self, value: Any) -> datetime:
         """Parse a timestamp cell (cached); raises `InputError`."""
-        if isinstance(value, datetime):
-            return parse_timestamp(value, self.tz, self.epoch_unit)
+        return self.when(value)[0]
+
+    def when(self, value: Any) -> tuple[datetime, int | None]:
+        """(start, length when the timestamp itself decides it: a session) of a timestamp
+        cell, cached; raises `InputError`."""
+        if not isinstance(value, str):
+            return self._when(value)
         cache = self._ts_cache
-        dt = cache.get(value)
-        if dt is None:
-            dt = parse_timestamp(value, self.tz, self.epoch_unit)
+        hit = cache.get(value)
+        if hit is None:
+            hit = self._when(value)
             if len(cache) >= 4096:
                 cache.clear()
-            cache[value] = dt
-        return dt
+            cache[value] = hit
+        return hit
+
+    def _when(self, value: Any) -> tuple[datetime, int | None]:
+        if self.sessions or (isinstance(value, str) and _DATE_RE.match(value.strip())) or (
+                isinstance(value, date) and not isinstance(value, datetime)):
+            return session_bar_time(_session_date(value, self.tz, self.epoch_unit))
+        return parse_timestamp(value, self.tz, self.epoch_unit), None
 
     def parse(self, row: Mapping[str, Any], raw: Callable[[], str]) -> MarketItem:
         """`row` maps column names to cell values (text, or typed Parquet values; None or ''
@@ -203,10 +286,12 @@ class RowParser:
             vwap = row.get("vwap")
             count = row.get("trade_count")
             interval = row.get("interval_s")
+            start, session_s = self.when(row["timestamp"])
             return Bar(
                 symbol=sym or "",
-                start=self.timestamp(row["timestamp"]),
-                interval_s=(to_int(interval, "interval_s")
+                start=start,
+                interval_s=(session_s if session_s is not None else
+                            to_int(interval, "interval_s")
                             if interval is not None and interval != "" else self.interval_s),
                 open=dec(row["open"], "open"),
                 high=dec(row["high"], "high"),
@@ -221,3 +306,35 @@ class RowParser:
         except (InputError, BarError) as e:
             return BadInput(reason=e.code, detail=e.message, raw=raw(), symbol=sym or None,
                             provider=self.provider)
+
+
+def infer_interval(keys: list[tuple[str, datetime]]) -> int | None:
+    """The bar interval (seconds) of a sample of (symbol, start): the commonest positive gap
+    between a symbol's consecutive starts (the smaller on a tie), or None if the sample has
+    no two bars of one symbol. Rows may be in any order."""
+    by_symbol: dict[str, list[datetime]] = {}
+    for sym, start in keys:
+        by_symbol.setdefault(sym, []).append(start)
+    gaps: Counter[int] = Counter()
+    for starts in by_symbol.values():
+        starts.sort()
+        for a, b in itertools.pairwise(starts):
+            gap = int((b - a).total_seconds())
+            if gap > 0:
+                gaps[gap] += 1
+    if not gaps:
+        return None
+    return min(gaps, key=lambda g: (-gaps[g], g))
+
+
+TIMEFRAMES = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "1d": None}
+
+
+def parse_timeframe(value: str) -> tuple[int | None, bool]:
+    """`--timeframe` -> (interval seconds, daily sessions): "5m" -> (300, False), "1d" ->
+    (None, True)."""
+    v = value.strip().lower()
+    if v not in TIMEFRAMES:
+        raise ValueError(f"timeframe {value!r}: use one of {', '.join(TIMEFRAMES)}")
+    seconds = TIMEFRAMES[v]
+    return seconds, seconds is None

@@ -57,19 +57,22 @@ class KillSwitch:
         self._backoff = verify_backoff_s
         self._lock = anyio.Lock()
 
-    async def engage(self, *, actor: str, reason: str, flatten: bool = False) -> KillResult:
-        """Halt first (durably), then cancel and flatten at the broker, then verify there.
+    async def engage(self, *, actor: str, reason: str, flatten: bool = False,
+                     attempts: int | None = None) -> KillResult:
+        """Halt first (durably), then cancel and flatten at the broker, then verify there
+        (up to `attempts` times, default the configured number, waiting between tries).
         One round at a time: a second caller waits for the round under way."""
+        tries = attempts or self._attempts
         if self._proj.risk.kill_switch == "off":
             await self._log.append(KillSwitchEngaged(ts=self._clock.now(), actor=actor,
                                                      reason=reason, flatten=flatten))
         async with self._lock:
-            return await self._round(flatten)
+            return await self._round(flatten, tries)
 
-    async def _round(self, flatten: bool) -> KillResult:
+    async def _round(self, flatten: bool, tries: int) -> KillResult:
         result = KillResult(verified=False, attempts=0, open_orders=-1, flat=False)
         flatten_sent: set[str] = set()
-        for attempt in range(1, self._attempts + 1):
+        for attempt in range(1, tries + 1):
             result.attempts = attempt
             await self._cancel_everything()
             if flatten:
@@ -92,7 +95,8 @@ class KillSwitch:
                          extra={"seq": self._log.last_seq})
                 result.verified = True
                 return result
-            await self._clock.sleep(self._backoff * min(attempt, 8))
+            if attempt < tries:
+                await self._clock.sleep(self._backoff * min(attempt, 8))
         log.error("kill switch NOT verified after %d attempts: %d open orders, flat=%s",
                   result.attempts, result.open_orders, result.flat)
         return result
@@ -103,6 +107,23 @@ class KillSwitch:
         gone = [c for c in sorted(self._proj.orders.open_ids) if c not in working]
         if gone:
             await self._exec.settle_by_lookup(gone)
+
+    async def verify(self, *, flatten: bool) -> bool:
+        """Look once (no cancels, no orders): record `KillSwitchVerified` if the broker shows
+        nothing open and, when flattening was asked, no position. For callers that can not
+        wait within a step (backtests) and look again after later bars."""
+        try:
+            open_orders = await self._broker.open_orders()
+            positions = await self._broker.positions()
+        except BrokerError as e:
+            log.warning("kill switch: broker check failed (%s)", e)
+            return False
+        flat = all(p.qty == 0 for p in positions)
+        if open_orders or (flatten and not flat):
+            return False
+        await self._log.append(KillSwitchVerified(ts=self._clock.now(), open_orders=0,
+                                                  flat=flat, attempts=1))
+        return True
 
     async def _cancel_everything(self) -> None:
         try:

@@ -22,6 +22,7 @@ from engine.clock import Clock
 from engine.recovery.reconcile import Reconciler
 from engine.risk.limits import RiskLimits
 from events.catalogue import (
+    FillModel,
     RecoveryCompleted,
     RecoveryStep,
     RunEnded,
@@ -53,12 +54,14 @@ def seal_predecessors(proj: Projections, log_: EventLog, clock: Clock) -> list[R
 
 
 async def start_run(log_: EventLog, proj: Projections, clock: Clock, *, run_id: str,
-                    code_version: str, settings_hash: str, mode: str) -> list[str]:
+                    code_version: str, settings_hash: str, mode: str,
+                    fill_model: FillModel | None = None) -> list[str]:
     sealed = seal_predecessors(proj, log_, clock)
     for e in sealed:
         await log_.append(e)
     await log_.append(RunStarted(ts=clock.now(), run_id=run_id, code_version=code_version,
-                                 settings_hash=settings_hash, mode=mode))
+                                 settings_hash=settings_hash, mode=mode,
+                                 fill_model=fill_model))
     return [e.run_id for e in sealed]
 
 
@@ -69,11 +72,12 @@ async def end_run(log_: EventLog, clock: Clock, run_id: str, reason: str = "clea
 async def recover(log_: EventLog, proj: Projections, clock: Clock, reconciler: Reconciler,
                   limits: RiskLimits, *, run_id: str, code_version: str, settings_hash: str,
                   mode: str,
-                  prepare: Callable[[], Awaitable[None]] | None = None) -> RecoveryReport:
+                  prepare: Callable[[], Awaitable[None]] | None = None,
+                  fill_model: FillModel | None = None) -> RecoveryReport:
     """`prepare` runs right after `RunStarted` (e.g. refreshing symbol eligibility): from
     there on a failure is a failure of this run, recorded as such."""
     sealed = await start_run(log_, proj, clock, run_id=run_id, code_version=code_version,
-                             settings_hash=settings_hash, mode=mode)
+                             settings_hash=settings_hash, mode=mode, fill_model=fill_model)
     if prepare is not None:
         await prepare()
 

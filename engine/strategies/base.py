@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -42,6 +42,12 @@ class StrategyParams(BaseModel):
 
     symbols: tuple[str, ...] = ()
     """Symbols this strategy trades; empty means every symbol the runner feeds it."""
+
+    time_in_force: Literal["day", "gtc"] = "day"
+    """Of the orders it sends unless it says otherwise. "day" orders expire at the session's
+    end, so a signal on its last bar never fills; "gtc" ones rest until the next session's
+    open. Fractional orders must be day orders (Alpaca's rule), so a "gtc" strategy sizes in
+    whole shares."""
 
     @field_validator("symbols")
     @classmethod

@@ -74,7 +74,8 @@ class StrategyRunner:
                                  "instance its own instance_name")
             names.add(s.instance_name)
             self._slots.append(_Slot(s, StrategyContext(s.instance_name, projections, clock,
-                                                        self._history)))
+                                                        self._history,
+                                                        time_in_force=s.params.time_in_force)))
         self._by_name = {slot.strategy.instance_name: slot for slot in self._slots}
         self._by_symbol: dict[str, tuple[_Slot, ...]] = {}
         self._projections = projections

@@ -41,7 +41,11 @@ def env_for(fake: FakeAlpaca) -> dict[str, str]:
         "MQD_ALPACA__DATA_STREAM_URL": fake.data_stream_url,
         "MQD_DATA__SOURCE": "alpaca",
         "MQD_DATA__SYMBOLS": '["AAPL"]',
-        "MQD_STRATEGIES": '[{"name": "sma_crossover", "params": {"fast": 1, "slow": 2, "qty": "1"}}]',
+        # Unprotected until the Alpaca adapter sends bracket/OTO legs (issue 11, broker side):
+        # it refuses them rather than send a parent without its legs.
+        "MQD_STRATEGIES": '[{"name": "sma_crossover", "params": {"fast": 1, "slow": 2, "qty": "1", '
+                          '"protect": false}}]',
+        "MQD_RISK__REQUIRE_PROTECTION": "false",
         "MQD_RISK__STALE_AFTER_BARS": "100",
         "MQD_RISK__DAY_TRADE_MODE": "off",
         "MQD_RISK__MAX_ORDER_NOTIONAL": "5000",
