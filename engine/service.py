@@ -141,6 +141,8 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                     await end_run(engine.log, engine.clock, engine.run_id, reason[:500])
             raise
         log.info("recovery: %s", report.reason, extra={"seq": engine.log.last_seq})
+        # Bars published while we were down: the provider fills from the log's last bars.
+        source.resume_from({s: b.start for s, b in engine.proj.market.last_bar.items()})
         if engine.step_mode and engine.proj.risk.kill_switch != "off":
             # a stepped simulation has no stream to wait for: its cancels settle at once
             await engine.kill.engage(actor="recovery", reason="kill switch engaged at startup",
