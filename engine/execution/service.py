@@ -383,7 +383,7 @@ class ExecutionService:
         o = u.order
         t = self.tracker.get(o.client_order_id)
         if t is None:
-            t = self._replacement_arrived(o)
+            t = self._replacement_arrived(o) or self._by_broker_id(o)
         if t is None:
             self._note(UnknownBrokerMessage(
                 ts=self._clock.now(), source=self._broker.name,
@@ -426,6 +426,14 @@ class ExecutionService:
             self._note(UnknownBrokerMessage(
                 ts=now, source=self._broker.name, raw=f"event {ev!r} for {o.client_order_id}",
                 error="unknown trade-update event"))
+
+    def _by_broker_id(self, o: BrokerOrder) -> Tracked | None:
+        """An open order of ours that the broker names differently (a leg: Alpaca names
+        legs itself) is still ours if the log holds its broker order id."""
+        for coid in self._proj.orders.open_ids:
+            if self._proj.orders.orders[coid].broker_order_id == o.broker_order_id:
+                return self.tracker.get(coid)
+        return None
 
     def _replacement_arrived(self, o: BrokerOrder) -> Tracked | None:
         """A message about an order we do not know yet may be the replacement a replace of

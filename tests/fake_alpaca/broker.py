@@ -1305,9 +1305,12 @@ class Broker:
         for order in self.orders.values():
             if nested and order.parent_id is not None:
                 continue  # shown inside its parent's `legs`
-            if status == "open" and not order.is_open:
+            # nested, a parent is rolled up with its legs: open while any of them is
+            # (assumed: Alpaca documents "roll up multi-leg orders under legs", not the rule)
+            is_open = order.is_open or (nested and any(x.is_open for x in self.legs_of(order)))
+            if status == "open" and not is_open:
                 continue
-            if status == "closed" and order.is_open:
+            if status == "closed" and is_open:
                 continue
             sub = order.submitted_at or order.created_at
             if after is not None and not sub > after:

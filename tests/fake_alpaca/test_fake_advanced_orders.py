@@ -129,8 +129,12 @@ def test_bracket_legs_held_until_parent_fills_then_take_profit_cancels_stop(
     assert legs[str(tp.id)].status == OrderStatus.NEW  # take-profit live
     assert legs[str(sl.id)].status == OrderStatus.HELD  # stop-loss waits for its trigger
     assert legs[str(tp.id)].qty == "10"
+    # nested, the filled parent is listed open while its legs work
+    assert [o.id for o in c.get_orders(GetOrdersRequest(status="open", nested=True))] \
+        == [parent.id]
     assert fake_alpaca.tick("AAPL", 111) == [str(tp.id)]
     assert c.get_order_by_id(sl.id).status == OrderStatus.CANCELED
+    assert c.get_orders(GetOrdersRequest(status="open", nested=True)) == []
     assert events(fake_alpaca, str(tp.id)) == ["new", "fill"]
     assert events(fake_alpaca, str(sl.id)) == ["canceled"]
     assert fake_alpaca.positions() == []
