@@ -66,6 +66,7 @@ from events.catalogue import (
     OrderSubmitted,
     ReplaceRequested,
     RiskApproved,
+    TrailingStopUpdated,
     UnknownBrokerMessage,
 )
 from events.store import EventLog
@@ -393,6 +394,7 @@ class ExecutionService:
             return
         now = self._clock.now()
         ev = u.event
+        self._trail_moved(t, o)
         if ev in ("fill", "partial_fill"):
             self._book_fill(t, o, u.execution_id, u.qty, u.price, u.timestamp,
                                   source="stream", fee=u.fee)
@@ -426,6 +428,19 @@ class ExecutionService:
             self._note(UnknownBrokerMessage(
                 ts=now, source=self._broker.name, raw=f"event {ev!r} for {o.client_order_id}",
                 error="unknown trade-update event"))
+
+    def _trail_moved(self, t: Tracked, o: BrokerOrder) -> None:
+        """A trailing stop the broker reports with a new high-water mark or stop: record the
+        broker's figures (Alpaca sends no update for it; a lookup, a listing or any later
+        message of the order shows it)."""
+        if o.order_type != "trailing_stop" or o.hwm is None or o.stop_price is None:
+            return
+        ours = t.order
+        if not ours.is_open or (ours.hwm, ours.stop_price) == (o.hwm, o.stop_price):
+            return
+        self._note(TrailingStopUpdated(ts=self._clock.now(), client_order_id=t.client_order_id,
+                                       hwm=o.hwm, stop_price=o.stop_price,
+                                       broker_time=o.updated_at, symbol=o.symbol))
 
     def _by_broker_id(self, o: BrokerOrder) -> Tracked | None:
         """An open order of ours that the broker names differently (a leg: Alpaca names
@@ -551,6 +566,7 @@ class ExecutionService:
             self._order_event(t, "order_accepted", OrderAccepted(
                 ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
                 broker_time=o.updated_at, symbol=o.symbol))
+        self._trail_moved(t, o)
         t.broker_cum_qty = max(t.broker_cum_qty, o.filled_qty)
         missing = t.broker_cum_qty - t.filled_qty
         if missing > 0 and o.filled_avg_price is not None:

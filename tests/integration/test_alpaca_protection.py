@@ -168,3 +168,24 @@ async def test_a_rejected_leg_and_a_leg_of_an_unknown_parent(tmp_path: Path,
         assert any(other.client_order_id in raw for raw in unknown)  # the parent's messages
         assert any(str(other.legs[0].id) in raw or other.legs[0].client_order_id in raw
                    for raw in unknown)  # and its leg's
+
+
+async def test_trailing_stop_moves_as_the_broker_reports_it(tmp_path: Path,
+                                                             fake: FakeAlpaca) -> None:
+    async with alpaca_world(tmp_path / "log.sqlite", fake, **RICH) as w:
+        buy = await w.order(qty="3", stop_price=D("180"))
+        await w.until(lambda: w.order_of(buy.client_order_id).status == S.ACCEPTED)
+        fake.fill(buy.client_order_id, price="190")
+        await w.until(lambda: w.order_of(buy.client_order_id).status == S.FILLED)
+        trail = await w.order(side="sell", qty="3", order_type="trailing_stop",
+                              trail_percent=D("2"), time_in_force="gtc")
+        assert isinstance(trail, RiskApproved), trail
+        coid = trail.client_order_id
+        await w.until(lambda: w.order_of(coid).status == S.ACCEPTED)
+        fake.tick("AAPL", "200")  # Alpaca pushes nothing for this; a lookup shows it
+        await w.engine.reconciler.orders(startup=False)
+        await w.until(lambda: w.order_of(coid).hwm == D(200))
+        assert w.order_of(coid).stop_price == D("196")
+        fake.tick("AAPL", "195.5")
+        await w.until(lambda: w.order_of(coid).status == S.FILLED)
+        assert w.engine.proj.positions.positions["AAPL"].qty == 0
