@@ -241,6 +241,7 @@ async def _reconcile_loop(engine: Engine, interval_s: float) -> None:
         await engine.clock.sleep(interval_s)
         try:
             result = await engine.reconciler.reconcile(startup=False)
+            await engine.check_protection("reconciliation")
         except BrokerError as e:
             log.warning("reconciliation skipped: %s", e)
             continue
