@@ -615,6 +615,17 @@ class AlpacaBroker:
         return next((leg for leg in parent.with_legs()
                      if leg.client_order_id == client_order_id), None)
 
+    async def get_order(self, broker_order_id: str) -> BrokerOrder | None:
+        """An order by Alpaca's id (legs nested), or None when Alpaca has no such order."""
+        if not _is_uuid(broker_order_id):
+            return None
+        raw = await self._read("get_order", lambda c: c.get(f"/orders/{broker_order_id}",
+                                                            {"nested": "true"}),
+                               not_found_ok=True)
+        if raw is _NOT_FOUND:
+            return None
+        return self._legs.name(self._parse_one(raw, parse_order, "get_order"))
+
     async def _get_order(self, broker_order_id: str) -> BrokerOrder:
         raw = await self._read("get_order", lambda c: c.get(f"/orders/{broker_order_id}",
                                                             {"nested": "true"}))

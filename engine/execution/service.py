@@ -31,6 +31,7 @@ from decimal import Decimal
 from typing import Any
 
 import anyio
+import msgspec
 
 from engine.brokers.base import (
     AmbiguousSubmitError,
@@ -369,7 +370,9 @@ class ExecutionService:
             if isinstance(event, TradeUpdate):
                 await self._on_update(event)
             elif isinstance(event, StreamConnected):
-                if event.reconnect or event.since is not None:
+                # Also on the first connection when orders are open: what they did before
+                # the stream listened (an order sent at once, a fill at submission) is lost.
+                if event.reconnect or event.since is not None or self._proj.orders.open_ids:
                     await self.fill_gap(event.since)
             elif isinstance(event, UnparsedMessage):
                 self._note(UnknownBrokerMessage(
@@ -646,9 +649,21 @@ class ExecutionService:
             await self.sync_order(orders[coid], source="gap_fill")
 
     async def _lookup(self, coid: str) -> BrokerOrder | None:
+        """The broker's record of our order: by client id, else (a broker that names some
+        orders itself, like a replaced Alpaca leg) by the broker id the log holds."""
         try:
-            return await self._broker.get_order_by_client_id(coid)
-        except BrokerUnavailableError as e:
+            found = await self._broker.get_order_by_client_id(coid)
+            if found is not None:
+                return found
+            ours = self._proj.orders.orders.get(coid)
+            by_id = getattr(self._broker, "get_order", None)
+            if ours is None or ours.broker_order_id is None or by_id is None:
+                return None
+            found = await by_id(ours.broker_order_id)
+            if found is not None and found.client_order_id != coid:
+                found = msgspec.structs.replace(found, client_order_id=coid)
+            return found
+        except (BrokerUnavailableError, OrderNotFoundError) as e:
             log.warning("lookup of %s failed: %s", coid, e)
             return None
 

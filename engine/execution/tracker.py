@@ -43,7 +43,24 @@ class Tracked:
     # A submit call (or its resolution by lookup) is under way in this process: "not found"
     # may just mean "not yet", so nobody else may close the order.
     in_flight: bool = False
-    replacing: PendingReplace | None = None
+    asked: PendingReplace | None = None  # a replace this process sent
+
+    @property
+    def replacing(self) -> PendingReplace | None:
+        """The replace under way: this process's, else one the log records as asked for and
+        not yet answered (a restart mid-replace)."""
+        if self.asked is not None:
+            return self.asked
+        o = self.proj.orders.orders.get(self.client_order_id)
+        p = o.pending if o is not None else None
+        if p is None or p.new_client_order_id is None:
+            return None
+        left = o.qty - o.filled_qty if o is not None and o.qty is not None else None
+        return PendingReplace(old_client_order_id=self.client_order_id,
+                              new_client_order_id=p.new_client_order_id,
+                              qty=p.qty if p.qty is not None else left,
+                              limit_price=p.limit_price, stop_price=p.stop_price,
+                              trail_price=p.trail_price, trail_percent=p.trail_percent)
 
     @property
     def order(self) -> Order:
@@ -107,8 +124,16 @@ class ExecutionTracker:
         return would_move(t.order, tag)
 
     def start_replace(self, t: Tracked, pending: PendingReplace) -> None:
-        t.replacing = pending
+        t.asked = pending
         self.replaces[pending.new_client_order_id] = pending
 
     def replace_creating(self, new_coid: str) -> PendingReplace | None:
-        return self.replaces.get(new_coid)
+        found = self.replaces.get(new_coid)
+        if found is not None:
+            return found
+        for coid in self.proj.orders.open_ids:  # asked for before a restart
+            o = self.proj.orders.orders[coid]
+            if o.pending is not None and o.pending.new_client_order_id == new_coid:
+                t = self.get(coid)
+                return t.replacing if t is not None else None
+        return None
