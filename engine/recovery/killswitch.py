@@ -158,9 +158,13 @@ class KillSwitch:
             # What the broker still works to close this position (its view, not the log's:
             # an order the log believes open may be long gone).
             closing_side = "sell" if p.qty > 0 else "buy"
-            open_closing = sum((o.qty - o.filled_qty for o in remote
-                                if o.symbol == p.symbol and o.side == closing_side
-                                and o.qty is not None), Decimal(0))
+            # A one-cancels-other group (an OCO, a bracket's legs) closes its shares once.
+            groups: dict[str, Decimal] = {}
+            for o in remote:
+                if o.symbol == p.symbol and o.side == closing_side and o.qty is not None:
+                    key = o.parent_broker_order_id or o.broker_order_id
+                    groups[key] = max(groups.get(key, Decimal(0)), o.qty - o.filled_qty)
+            open_closing = sum(groups.values(), Decimal(0))
             qty = abs(p.qty) - open_closing
             if p.qty == 0 or qty <= 0:
                 continue  # nothing left that an order still open does not already close

@@ -85,3 +85,36 @@ async def test_verified_is_recorded_once_per_round(tmp_path: Path, fake: FakeAlp
         assert fake.positions()[0]["qty"] == "5"  # not asked to flatten: still long
         events = await w.events()
         assert len([e for e in events if isinstance(e, KillSwitchVerified)]) == 1
+
+
+async def test_halt_cancels_legs_with_their_parents_and_flattens(tmp_path: Path,
+                                                                 fake: FakeAlpaca) -> None:
+    from events.catalogue import StopLoss, TakeProfit, leg_client_order_id
+
+    async with alpaca_world(tmp_path / "log.sqlite", fake, **RICH) as w:
+        held = await w.order(qty="2", order_type="limit", limit_price=D("185"),
+                             order_class="bracket", time_in_force="gtc",
+                             take_profit=TakeProfit(limit_price=D("200")),
+                             stop_loss=StopLoss(stop_price=D("180")))
+        live = await w.order(symbol="MSFT", qty="3", order_class="bracket",
+                             time_in_force="gtc", take_profit=TakeProfit(limit_price=D("420")),
+                             stop_loss=StopLoss(stop_price=D("380")))
+        await w.until(lambda: w.order_of(live.client_order_id).status == S.ACCEPTED)
+        fake.fill(live.client_order_id, price="400")
+        tp = leg_client_order_id(live.client_order_id, "take_profit")
+        await w.until(lambda: w.order_of(tp).status == S.ACCEPTED)
+        fake.block_trade_stream(True)
+        fake.drop_trade_streams()
+        fake.set_auto_fill(True)
+        w.engine.kill._backoff = 0.01
+        res = await w.engine.kill.engage(actor="test", reason="legs", flatten=True)
+        assert res.verified and res.flat
+        assert fake.orders("open") == [] and fake.positions() == []
+        family = [held.client_order_id, *(leg_client_order_id(c, r) for c in
+                                          (held.client_order_id, live.client_order_id)
+                                          for r in ("take_profit", "stop_loss"))]
+        assert all(not w.order_of(c).is_open for c in family)
+        assert w.engine.proj.orders.open_ids == set()
+        sells = [o for o in fake.orders() if o["symbol"] == "MSFT" and o["type"] == "market"
+                 and o["side"] == "sell"]
+        assert [o["qty"] for o in sells] == ["3"]
