@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 import logging
+import signal
 import socket
 import sys
 import traceback
@@ -302,6 +303,16 @@ def quiet_unless_verbose(args: argparse.Namespace, settings: Settings) -> None:
         logging.getLogger().setLevel(logging.WARNING)
 
 
+def backtest_stem(strategy: str, paths: Sequence[Path]) -> str:
+    """The default name of a backtest's log and report: the strategy and what it ran on.
+    Several files are named by their stems (up to three) or else their folder; resolve() so
+    files given relative to the working directory still have a folder name."""
+    source = paths[0].stem if len(paths) == 1 else (
+        "+".join(p.stem for p in paths) if len(paths) <= 3
+        else paths[0].resolve().parent.name)
+    return f"{strategy}-{source}"
+
+
 def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     from replay import outcome
     from replay.backtest import count_rows, data_paths, run_backtest, stuck_orders_line
@@ -319,7 +330,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     quiet_unless_verbose(args, settings)
     out_dir = Path(args.out) if args.out else settings.data_dir / "backtests"
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.strategy}-{paths[0].stem if len(paths) == 1 else paths[0].parent.name}"
+    stem = backtest_stem(args.strategy, paths)
     log_path = next_free(out_dir / f"{stem}.sqlite")
     symbols = [s.strip() for s in args.symbols.split(",")] if args.symbols else None
     bar = Progress()
@@ -364,9 +375,12 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         print(rep.render_table(report))
         print()
         for line in (refused.line(), stuck_orders_line(result.open_orders),
-                     _refused_rows_line(result.refused_rows)):
+                     result.refused_rows_line()):
             if line:
                 print(line)
+        if result.bars and not refused.intents:
+            print(f"the strategy sent no orders on {result.bars:,} bars (no signal, or no "
+                  "size it could afford: see its parameters and --cash)")
         print(f"bars {result.bars:,}" + (f" ({result.interval})" if result.interval else "")
               + f"; log {result.log_path}; report {report_dir / 'report.json'}")
         for w in written:
@@ -375,14 +389,6 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {refused.verdict()}", file=sys.stderr)
         return EXIT_CHECK_FAILED
     return EXIT_OK
-
-
-def _refused_rows_line(rows: dict[str, int]) -> str | None:
-    if not rows:
-        return None
-    total = sum(rows.values())
-    top = ", ".join(f"{k} {v:,}" for k, v in sorted(rows.items(), key=lambda kv: -kv[1]))
-    return f"{total:,} input row(s) refused: {top} (each is a data_rejected event in the log)"
 
 
 def next_free(path: Path) -> Path:
@@ -417,7 +423,12 @@ def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
     overrides["strategies"] = ({"name": args.strategy, "params": base},)
     settings = load_settings(**{**_settings_overrides(args), **overrides})
     quiet_unless_verbose(args, settings)
-    stem = f"{args.strategy}-{paths[0].stem if len(paths) == 1 else paths[0].parent.name}"
+    # Several files relative to the working directory have no parent name: name them by
+    # their stems instead, so the default name never ends in a bare dash.
+    source = paths[0].stem if len(paths) == 1 else (
+        paths[0].resolve().parent.name if paths[0].is_dir() or len(paths) > 3
+        else "+".join(p.stem for p in paths))
+    stem = f"{args.strategy}-{source}"
     out_dir = Path(args.out) if args.out else next_free(settings.data_dir / "sweeps" / stem)
     bar = Progress()
     if bar.live:
@@ -644,6 +655,41 @@ def cmd_halt_resume(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if answer.get("ok") else EXIT_CHECK_FAILED
 
 
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.dashboard.security import BindError
+    from engine.dashboard.server import DashboardStartError, run_dashboard
+    from engine.dashboard.setup import announce_token, build_config
+    from engine.service import control_socket_path
+
+    log_path, chosen = status_log(settings)  # --log, else the most recent run's
+    settings = settings.model_copy(update={"log_file": log_path})
+    bind = args.bind or settings.dashboard.bind
+    try:
+        cfg, host, port = build_config(
+            log_path=log_path, socket_path=control_socket_path(settings),
+            data_dir=settings.data_dir, limits=settings.risk, bind=bind,
+            allow_remote=args.allow_remote or settings.dashboard.allow_remote)
+    except BindError as e:
+        raise UsageError(str(e)) from None
+    announce_token(cfg.token)
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as tg:
+            try:
+                served = await tg.start(run_dashboard, cfg, host, port)
+            except DashboardStartError as e:
+                raise UsageError(str(e)) from None
+            print(f"dashboard {served.url} (log {log_path}, {chosen}); Ctrl-C to stop",
+                  file=sys.stderr, flush=True)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    break
+            tg.cancel_scope.cancel()
+
+    anyio.run(serve)
+    return EXIT_OK
+
+
 # --- parser ----------------------------------------------------------------------------------
 
 
@@ -704,8 +750,13 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, helptext: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=helptext, parents=[common])
 
-    command("run", "run the engine (no settings: the demo on sample data)")
-    command("demo", "the embedded demo: $200 simulated account, sample data, VWAP")
+    runp = command("run", "run the engine (no settings: the demo on sample data)")
+    demop = command("demo", "the embedded demo: $200 simulated account, sample data, VWAP")
+    for rp in (runp, demop):
+        rp.add_argument("--pace", type=float, default=None, metavar="SECONDS",
+                        help="wall-clock seconds between replayed bars, to watch it trade")
+        rp.add_argument("--dashboard", action="store_true",
+                        help="serve the dashboard (dashboard.bind, default 127.0.0.1:8765)")
     c = command("config", "print the effective settings (secrets masked)")
     c.add_argument("--json", action="store_true", help="(always JSON)")
     b = command("backtest", "replay bars or a log through the engine")
@@ -719,6 +770,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--ray", action="store_true", help="run on a Ray cluster (pip install .[ray])")
     s = command("status", "trading state, positions, orders, P&L vs limits")
     s.add_argument("--json", action="store_true")
+    d = command("dashboard", "the operator's dashboard in the browser, on any log")
+    d.add_argument("--bind", help="HOST:PORT (default: dashboard.bind, 127.0.0.1:8765)")
+    d.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback bind (every request then needs the token)")
     for name, helptext in (("halt", "engage the kill switch"), ("resume", "release it")):
         h = command(name, helptext)
         h.add_argument("--reason", required=True)
@@ -739,9 +794,23 @@ def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _run_overrides(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    """--pace / --dashboard of run and demo, merged over the settings they would load."""
+    out: dict[str, Any] = {}
+    if getattr(args, "pace", None) is not None or getattr(args, "dashboard", False):
+        base = load_settings(**overrides)
+        if args.pace is not None:
+            if args.pace < 0:
+                raise UsageError("--pace must be >= 0 seconds")
+            out["data"] = base.data.model_copy(update={"pace_s": args.pace})
+        if args.dashboard:
+            out["dashboard"] = base.dashboard.model_copy(update={"enabled": True})
+    return out
+
+
 COMMANDS = {"run": cmd_run, "demo": cmd_run, "config": cmd_config, "backtest": cmd_backtest,
             "sweep": cmd_sweep, "status": cmd_status, "halt": cmd_halt_resume,
-            "resume": cmd_halt_resume}
+            "resume": cmd_halt_resume, "dashboard": cmd_dashboard}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -758,6 +827,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "demo":
             # The demo ignores configured brokers/data: it is always the embedded default.
             overrides.update(broker="simulated", data={"source": "sample"})
+        overrides.update(_run_overrides(args, overrides))
         settings = load_settings(**overrides)
         setup_logging(settings, args.verbose)
         return COMMANDS[command](args, settings)

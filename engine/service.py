@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,18 @@ from anyio.abc import TaskStatus
 
 from engine.app import Engine, open_engine
 from engine.brokers.base import BrokerError
+from engine.brokers.simulated import default_assets_line
 from engine.clock import Clock, LiveClock, SimClock
 from engine.config import Settings
 from engine.marketdata.types import BarProvider, MarketItem
 from engine.recovery.startup import end_run
-from engine.sources import FILE_SOURCES, data_symbols, first_bar_start, make_provider
+from engine.sources import (
+    FILE_SOURCES,
+    data_symbols,
+    file_preview,
+    first_bar_start,
+    make_provider,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +71,7 @@ def restore_simulated(engine: Engine) -> None:
     opened = []
     parents: dict[str, str] = {}
     held: set[str] = set()
+    hwms: dict[str, Decimal] = {}
     for coid in sorted(p.orders.open_ids):
         o = p.orders.orders[coid]
         if o.broker_order_id is None:
@@ -78,12 +88,15 @@ def restore_simulated(engine: Engine) -> None:
             parents[coid] = o.parent_id
         if o.status.value == "held":
             held.add(coid)
+        if o.hwm is not None:
+            hwms[coid] = o.hwm
     seen = [int(o.broker_order_id[4:]) for o in p.orders.orders.values()
             if o.broker_order_id and o.broker_order_id.startswith("sim-")
             and o.broker_order_id[4:].isdigit()]
     cash = p.account.cash_now if p.account.known else sim.cash
     sim.restore(cash, positions, opened, orders_seen=max(seen, default=0),
-                executions_seen=len(p.orders.execution_ids), held=held, parents=parents)
+                executions_seen=len(p.orders.execution_ids), held=held, parents=parents,
+                hwms=hwms)
 
 
 class BrokerErrorMonitor:
@@ -115,10 +128,14 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
     """Run until the data ends (file sources), a signal, or a failure. `progress(bars)` is
     called now and then with the bars handled so far (a display for long replays)."""
     replaying = settings.data.source in FILE_SOURCES
+    # Your own bar files on the simulated broker: their symbols trade out of the box.
+    preview = await file_preview(settings) if (
+        replaying and settings.broker == "simulated" and broker is None
+        and settings.data.source in ("csv", "parquet")) else None
     if clock is None:
         # Bars from files are replayed at accelerated simulated time on the simulated broker;
         # anything else runs on the wall clock.
-        clock = SimClock(await first_bar_start(settings)) \
+        clock = SimClock(preview[0] if preview else await first_bar_start(settings)) \
             if replaying and settings.broker == "simulated" else LiveClock()
     source = provider or make_provider(settings, clock)
     finite = replaying if stop_after_data is None else stop_after_data
@@ -126,6 +143,10 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
     async with open_engine(settings, clock=clock, broker=broker, log_path=log_path) as engine:
         restore_simulated(engine)
         sim = engine.sim
+        if sim is not None and preview is not None:
+            defaulted = sim.add_default_assets(preview[1])
+            if defaulted:
+                log.warning("%s", default_assets_line(defaulted))
         symbols = sorted(set(data_symbols(settings)) | set(sim.assets if sim is not None else ()))
         monitor = BrokerErrorMonitor(settings.kill_switch.max_broker_errors,
                                      settings.kill_switch.broker_error_window_s)
@@ -152,6 +173,12 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                 stop = anyio.Event()
                 tg.start_soon(_signals, stop)
                 await tg.start(_control_server, engine, control_socket_path(settings))
+                if settings.notify.webhook_url:
+                    from engine.notify.service import Notifier
+
+                    await tg.start(Notifier(engine.log, engine.clock, settings.notify).run)
+                if settings.dashboard.enabled:
+                    await tg.start(_dashboard, engine, settings)
                 if not engine.step_mode:
                     await tg.start(engine.execution.run_updates)
                     await tg.start(engine.run_fill_feed)
@@ -159,13 +186,17 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                     # only now: the stream and reconciliation run while it cancels
                     tg.start_soon(_kill_until_verified, engine,
                                   settings.kill_switch.retry_interval_s)
+                    if hasattr(engine.broker, "stream_health"):
+                        tg.start_soon(_stream_watch, engine)
                 tg.start_soon(_kill_monitors, engine, monitor, settings)
                 tg.start_soon(_snapshots, engine, settings.snapshot_every)
                 task_status.started(engine)
                 log.info("engine ready: trading state %s", engine.proj.risk.trading_state,
                          extra={"seq": engine.log.last_seq})
                 done = anyio.Event()
-                tg.start_soon(_market, engine, source, done, progress)
+                # pacing slows replays only: live bars come at their own pace
+                tg.start_soon(_market, engine, source, done, progress,
+                              settings.data.pace_s if replaying else 0.0)
                 with anyio.CancelScope() as wait_scope:
                     async with anyio.create_task_group() as waiters:
                         async def first(ev: anyio.Event, why: str) -> None:
@@ -212,7 +243,8 @@ async def _signals(stop: anyio.Event) -> None:
 
 
 async def _market(engine: Engine, source: BarProvider, done: anyio.Event,
-                  progress: Callable[[int], None] | None = None) -> None:
+                  progress: Callable[[int], None] | None = None,
+                  pace_s: float = 0.0) -> None:
     async with source, aclosing(source.stream()) as items:
         item: MarketItem
         n = 0
@@ -221,6 +253,11 @@ async def _market(engine: Engine, source: BarProvider, done: anyio.Event,
             n += 1
             if progress is not None and n % 1000 == 0:
                 progress(engine.bars_seen)
+            if pace_s:
+                # a replay slowed to a watchable pace (wall time between bars; the engine's
+                # simulated clock still moves by bar time)
+                await engine.log.flush()
+                await anyio.sleep(pace_s)
         if progress is not None:
             progress(engine.bars_seen)
     await engine.log.flush()
@@ -234,6 +271,43 @@ async def _snapshots(engine: Engine, every: int) -> None:
         await engine.clock.sleep(30.0)
         if engine.log.last_seq - engine.snapshot_seq >= every:
             await engine.save_snapshot()
+
+
+async def _dashboard(engine: Engine, settings: Settings, *,
+                     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """The operator's dashboard on this service's log (a reader like any other; its
+    commands come back through the control socket)."""
+    from engine.dashboard.server import run_dashboard
+    from engine.dashboard.setup import announce_token, build_config
+
+    d = settings.dashboard
+    cfg, host, port = build_config(
+        log_path=engine.log.path, socket_path=control_socket_path(settings),
+        data_dir=settings.data_dir, limits=settings.risk, bind=d.bind,
+        allow_remote=d.allow_remote, now=lambda _: engine.clock.now())
+    announce_token(cfg.token)
+    async with anyio.create_task_group() as tg:
+        served = await tg.start(run_dashboard, cfg, host, port)
+        print(f"dashboard {served.url}", file=sys.stderr, flush=True)
+        log.info("dashboard at %s", served.url)
+        task_status.started()
+
+
+async def _stream_watch(engine: Engine, every_s: float = 0.2) -> None:
+    """Record the broker stream's state when it changes, so the dashboard and the alerts
+    can tell from the log how long it has been down."""
+    from events.catalogue import BrokerStreamStatus
+
+    last: tuple[str, bool] | None = None
+    while True:
+        health = engine.broker.stream_health  # type: ignore[attr-defined]
+        now = (health.state, health.state == "listening")
+        if now != last and health.state != "idle":
+            last = now
+            await engine.log.append(BrokerStreamStatus(
+                ts=engine.clock.now(), state=health.state, connected=now[1],
+                detail=(health.last_error or "")[:300]))
+        await anyio.sleep(every_s)  # polled: the SDK's reconnect loop has no callback
 
 
 async def _reconcile_loop(engine: Engine, interval_s: float) -> None:

@@ -76,11 +76,18 @@ def _alpaca_live(settings: Settings, clock: Clock) -> BarProvider:
 
 async def first_bar_start(settings: Settings) -> datetime:
     """Where a replay of a file source begins (the simulated clock starts there)."""
+    return (await file_preview(settings))[0]
+
+
+async def file_preview(settings: Settings) -> tuple[datetime, set[str]]:
+    """A file source's first bar start and (for bar files, which are read whole to be
+    sorted) every symbol it holds; for a recorded log only the first bar's symbol."""
     source = make_provider(settings, None)
     async with source, aclosing(source.stream()) as items:
         async for item in items:
             if isinstance(item, Bar):
-                return item.start
+                stats = source.stats if isinstance(source, OrderedFileProvider) else None
+                return item.start, set(stats.symbols) if stats is not None else {item.symbol}
     raise ValueError("the data source has no bars")
 
 

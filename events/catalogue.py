@@ -561,6 +561,37 @@ class IllegalTransition(Event, frozen=True, tag="illegal_transition"):
     event_seq: int = 0
 
 
+# --- operations: broker stream health and alerts -----------------------------------------
+
+
+class BrokerStreamStatus(Event, frozen=True, tag="broker_stream"):
+    """The broker's trade-update stream changed state (recorded on change only), so the
+    dashboard and alerts can say how long it has been down from the log alone."""
+
+    state: str
+    connected: bool
+    detail: str = ""
+
+
+class AlertSent(Event, frozen=True, tag="alert_sent"):
+    """An alert the notifier tried to deliver to one webhook: who was told what, when.
+
+    `webhook` names the target without its secret parts (scheme, host, port); `source_seq`
+    is the event that raised the alert; `dropped` counts alerts discarded (oldest first)
+    because the queue was full since the previous record."""
+
+    alert_id: str
+    kind: str
+    summary: str
+    webhook: str
+    delivered: bool
+    attempts: int
+    status: int | None = None
+    error: str = ""
+    source_seq: int = 0
+    dropped: int = 0
+
+
 AnyEvent = Union[
     BarReceived,
     DataRejected,
@@ -600,6 +631,8 @@ AnyEvent = Union[
     OrphanOrderCanceled,
     ReconciliationCompleted,
     IllegalTransition,
+    BrokerStreamStatus,
+    AlertSent,
 ]
 
 ALL_EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__  # type: ignore[attr-defined]

@@ -25,8 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from engine.app import make_broker, open_engine
-from engine.brokers.base import BrokerAsset
-from engine.brokers.simulated import SimulatedBroker
+from engine.brokers.simulated import SimulatedBroker, default_assets_line
 from engine.clock import SimClock
 from engine.config import Settings
 from engine.marketdata.csv_io import CsvBarProvider
@@ -69,6 +68,18 @@ class BacktestResult:
     default_assets: list[str] = field(default_factory=list)  # symbols traded by default
     interval: str | None = None  # the bars' interval as read ("1m", "1d sessions", ...)
     refused_rows: dict[str, int] = field(default_factory=dict)  # input rows refused, by reason
+    first_refusal: str | None = None  # the first refused row's detail (file and line)
+
+    def refused_rows_line(self) -> str | None:
+        """One line on the input rows that never became bars (None when all did)."""
+        if not self.refused_rows:
+            return None
+        ranked = sorted(self.refused_rows.items(), key=lambda kv: (-kv[1], kv[0]))
+        total = sum(self.refused_rows.values())
+        fix = _FIXES.get(ranked[0][0])
+        return (f"{total:,} input row(s) refused: "
+                + ", ".join(f"{k} {v:,}" for k, v in ranked)
+                + f"; first: {self.first_refusal}" + (f"; fix: {fix}" if fix else ""))
 
 
 BAR_FILE_SUFFIXES = {".csv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -215,21 +226,15 @@ async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log:
         run_id = "bt-" + hashlib.sha256(
             f"{digest}|{settings.fingerprint()}|{start}|{end}|{symbols}".encode()
         ).hexdigest()[:16]
-        broker = make_broker(settings, clock)
+        # The simulated broker is ours to shape (default assets); any other is open_engine's.
+        broker = make_broker(settings, clock) if settings.broker == "simulated" else None
         defaulted: list[str] = []
         if isinstance(broker, SimulatedBroker):
             in_data = stats.symbols if stats is not None else {
                 i.symbol for i in pending if isinstance(i, Bar)}
-            defaulted = sorted(set(in_data) - set(broker.assets))
-            if defaulted:
-                broker.assets = {**broker.assets, **{s: BrokerAsset(
-                    symbol=s, tradable=True, fractionable=False, shortable=False)
-                    for s in defaulted}}
-                if notice is not None:
-                    shown = ", ".join(defaulted[:8]) + (", ..." if len(defaulted) > 8 else "")
-                    notice(f"{len(defaulted)} symbol(s) not in the assets file, traded as "
-                           f"tradable whole-share, not shortable: {shown} (an assets file "
-                           "with --assets decides otherwise)")
+            defaulted = broker.add_default_assets(in_data)
+            if defaulted and notice is not None:
+                notice(default_assets_line(defaulted))
         async with open_engine(settings, clock=clock, broker=broker, strategies=strategies,
                                run_id=run_id, log_path=out_log, step_mode=True) as engine:
             seen = sorted({i.symbol for i in pending if isinstance(i, Bar)} |
@@ -262,7 +267,8 @@ async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log:
                           first_bar=first, last_bar=last, open_orders=stuck,
                           default_assets=defaulted,
                           interval=describe_interval(stats) if stats is not None else None,
-                          refused_rows=dict(stats.refused) if stats is not None else {})
+                          refused_rows=dict(stats.refused) if stats is not None else {},
+                          first_refusal=stats.first_refusal if stats is not None else None)
 
 
 def stuck_orders(proj: Projections) -> list[StuckOrder]:

@@ -362,7 +362,12 @@ _SUMMARIES: dict[str, Callable[[Any], str]] = {
     "asset_info": lambda e: (f"tradable={e.tradable} fractionable={e.fractionable} "
                              f"shortable={e.shortable} status={e.status}"),
     "run_started": lambda e: (f"run {e.run_id} started, mode {e.mode}, code {e.code_version}, "
-                              f"settings {e.settings_hash}"),
+                              f"settings {e.settings_hash}"
+                              + (f"; fills: slippage {e.fill_model.slippage_bps} bps, volume "
+                                 f"cap {e.fill_model.volume_participation}, zero volume "
+                                 f"{e.fill_model.zero_volume}, time in force "
+                                 f"{e.fill_model.time_in_force}"
+                                 if e.fill_model is not None else "")),
     "run_ended": lambda e: f"run {e.run_id} ended: {e.reason}",
     "run_sealed": lambda e: f"run {e.run_id} sealed at seq {e.last_seq}: {e.reason}",
     "recovery_step": lambda e: f"{e.step}" + (f": {e.detail}" if e.detail else ""),

@@ -23,6 +23,7 @@ import base64
 import html
 import io
 import re
+from array import array
 from bisect import bisect_right
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -83,32 +84,33 @@ def _safe(symbol: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", symbol) or "symbol"
 
 
-def _session_ticks(times: Sequence[datetime], max_labels: int = 12
+def _session_ticks(points: Sequence[tuple[int, datetime]], max_labels: int = 12
                    ) -> tuple[list[int], list[int], list[str]]:
-    """Positions where a new trading day starts (for separators), and a subset of them
-    labelled with the date, at most `max_labels`."""
+    """From (position, time) pairs in order (all points, or the thinned ones drawn): the
+    positions where a new trading day starts (for separators; to the drawn resolution), and
+    a subset of them labelled with the date, at most `max_labels`."""
     starts: list[int] = []
-    last = ""
-    for i, t in enumerate(times):
+    days: list[str] = []
+    for i, t in points:
         day = session_of(t)
-        if day != last:
+        if not days or day != days[-1]:
             starts.append(i)
-            last = day
+            days.append(day)
     step = max(1, -(-len(starts) // max_labels))
-    shown = starts[::step]
-    return starts, shown, [session_of(times[i]) for i in shown]
+    return starts, starts[::step], days[::step]
 
 
-def _trading_axis(ax: Any, times: Sequence[datetime], *, separators: bool = True) -> None:
-    """Trading time on x: points are evenly spaced (nights, weekends and holidays take no
+def _trading_axis(ax: Any, n: int, points: Sequence[tuple[int, datetime]], *,
+                  separators: bool = True) -> None:
+    """Trading time on x: `n` points evenly spaced (nights, weekends and holidays take no
     room), a faint line where each session starts, dates at a few of them."""
-    starts, shown, labels = _session_ticks(times)
+    starts, shown, labels = _session_ticks(points)
     if separators and len(starts) <= 400:
         for i in starts[1:]:
             ax.axvline(i - 0.5, color="grey", linewidth=0.3, alpha=0.5)
     ax.set_xticks(shown)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize="small")
-    ax.set_xlim(-0.5, max(len(times) - 0.5, 0.5))
+    ax.set_xlim(-0.5, max(n - 0.5, 0.5))
 
 
 def equity_png(report: Report, *, max_points: int = MAX_POINTS) -> bytes:
@@ -140,9 +142,9 @@ def equity_png(report: Report, *, max_points: int = MAX_POINTS) -> bytes:
                        linewidth=0)
     ax_dd.set_ylabel("drawdown %")
     ax_dd.grid(True, axis="y", alpha=0.3)
-    times = [p.ts for p in curve]
-    _trading_axis(ax, times)  # the session separators on both panels
-    _trading_axis(ax_dd, times)
+    drawn = [(i, curve[i].ts) for i in idx]
+    _trading_axis(ax, len(curve), drawn)  # the session separators on both panels
+    _trading_axis(ax_dd, len(curve), drawn)
     ax_dd.set_xlabel("trading time (sessions joined)")
     return _png(fig)
 
@@ -162,14 +164,14 @@ def trades_png(report: Report, symbol: str, *, max_points: int = MAX_POINTS,
     fig = _figure(10, 6.5)
     ax, ax_pnl = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 2]})
     series = report.prices.get(symbol)
-    times_us = list(series.times_us) if series is not None else []
-    times = [_EPOCH + timedelta(microseconds=t) for t in times_us]
-    if times:
-        idx = _thin(len(times), max_points)
-        assert series is not None
+    times_us = series.times_us if series is not None else array("q")
+    if series is not None and len(times_us):
+        idx = _thin(len(times_us), max_points)
         ax.plot(idx, [series.closes[i] for i in idx], color="tab:grey", linewidth=0.9,
                 label="close")
-        _trading_axis(ax, times, separators=False)
+        _trading_axis(ax, len(times_us),
+                      [(i, _EPOCH + timedelta(microseconds=times_us[i])) for i in idx],
+                      separators=False)
 
     def at(ts: datetime) -> int:
         # A fill at a bar's start is drawn on that bar (whose end is the first one after it).

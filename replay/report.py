@@ -753,7 +753,21 @@ def build_report(log_path: str | os.PathLike[str], *, risk_free: float = 0.0,
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None else f"{x * 100:.{digits}f}%"
+    if x is None:
+        return "-"
+    text = f"{x * 100:.{digits}f}"
+    return (text.lstrip("-") if float(text) == 0 else text) + "%"  # never "-0.0%"
+
+
+def _interval(seconds: int | None) -> str:
+    if seconds is None:
+        return "? s"
+    if seconds in (SESSION_SECONDS, 12_600):  # a daily bar is a session (13:00 early closes)
+        return "1 session (daily)"
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds} s"
 
 
 def _num(x: float | None, digits: int = 2) -> str:
@@ -821,7 +835,7 @@ def summary_rows(r: Report) -> list[tuple[str, str]]:
     return [
         ("fill model", fill_model_text(r.fill_model)),
         ("period", (f"{_ts(r.start)} -> {_ts(r.end)} ({r.bars} bars of "
-                   f"{r.interval_s or '?'} s, {r.sessions} trading days)")),
+                   f"{_interval(r.interval_s)}, {r.sessions} trading days)")),
         ("strategies", ", ".join(r.strategies) or "-"),
         ("symbols", ", ".join(r.symbols) or "-"),
         ("starting equity", _money(r.starting_equity)),

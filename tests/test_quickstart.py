@@ -52,6 +52,12 @@ def test_quickstart_from_a_fresh_venv(tmp_path: Path) -> None:
     assert list((work / "runs").glob("demo-*.sqlite"))
     python = bin_dir / "python"
     assert Path(sys.executable).resolve() != python.resolve()
+    # what a newcomer types next: `status` finds the demo's log under runs/ by itself
+    status = subprocess.run([str(python), "-m", "engine", "status"], cwd=REPO,
+                            env={**env, "MQD_DATA_DIR": str(work)}, capture_output=True,
+                            text=True, timeout=120)
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert "demo-0001.sqlite (most recent run" in status.stdout
 
     collect = second.replace("python -m pytest -q", "python -m pytest -q --collect-only tests/events")
     assert collect != second, "the README's test command changed; update this test"

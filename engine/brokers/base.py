@@ -137,6 +137,12 @@ class BrokerFill(msgspec.Struct, frozen=True, kw_only=True):
     cum_qty: Decimal | None = None
 
 
+# A trailing stop's mark moved (`order.hwm`, `order.stop_price` the new values). Not an event
+# of Alpaca's stream (Alpaca shows the mark on the order); the simulated broker sends it, and
+# an adapter that learns of a move another way may send it too.
+TRAILING_STOP_MOVED = "trailing_stop_moved"
+
+
 class TradeUpdate(msgspec.Struct, frozen=True, kw_only=True):
     """One message from the trade-updates stream. For fills, `qty`/`price` are this
     execution's and `order.filled_qty` the cumulative quantity after it."""

@@ -54,7 +54,7 @@ outcome, like Alpaca's 422).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -75,6 +75,7 @@ from engine.brokers.base import (
     OrderNotFoundError,
     OrderRejectedError,
     OrderRequest,
+    TRAILING_STOP_MOVED,
     StreamConnected,
     TradeUpdate,
 )
@@ -439,10 +440,15 @@ class SimulatedBroker:
                     self._trigger(o, bar, gapped=True, stop=stop)
                     return
                 # open -> high -> low: the mark follows the high, then the low is checked.
+                before = o.hwm
                 o.hwm = (max(o.hwm, bar.high) if sell else min(o.hwm, bar.low)) \
                     if o.hwm is not None else (bar.high if sell else bar.low)
                 stop = o.stop()
                 assert stop is not None
+                if o.hwm != before:
+                    o.updated_at = bar.start
+                    self._emit(TradeUpdate(event=TRAILING_STOP_MOVED, order=o.snapshot(),
+                                           timestamp=bar.start))
                 if bar.low <= stop if sell else bar.high >= stop:
                     self._trigger(o, bar, gapped=False, stop=stop)
                 return
@@ -581,7 +587,8 @@ class SimulatedBroker:
     def restore(self, cash: Decimal, positions: Mapping[str, tuple[Decimal, Decimal]],
                 open_orders: list[tuple[OrderRequest, str, Decimal, Decimal, datetime]], *,
                 orders_seen: int, executions_seen: int,
-                held: AbstractSet[str] = frozenset(), parents: Mapping[str, str] | None = None) -> None:
+                held: AbstractSet[str] = frozenset(), parents: Mapping[str, str] | None = None,
+                hwms: Mapping[str, Decimal] | None = None) -> None:
         """Rebuild the paper account from the engine's log (the simulated broker has no
         memory of its own between processes): cash, positions (qty, avg) and resting orders
         (request, broker id, filled qty, filled notional, submitted at), the legs among them
@@ -600,7 +607,7 @@ class SimulatedBroker:
                        filled_qty=filled, filled_notional=notional, updated_at=submitted)
             if req.order_type == "trailing_stop":
                 last = self._last.get(req.symbol)
-                o.hwm = last.close if last else None
+                o.hwm = (hwms or {}).get(req.client_order_id) or (last.close if last else None)
             self._orders[broker_id] = o
             self._by_coid[req.client_order_id] = o
             self._open.setdefault(req.symbol, {})[broker_id] = o
@@ -612,8 +619,25 @@ class SimulatedBroker:
         n = [int(b.removeprefix("sim-")) for b in self._orders if b.removeprefix("sim-").isdigit()]
         self._n_orders = max([self._n_orders, *n])
 
+    def add_default_assets(self, symbols: Iterable[str]) -> list[str]:
+        """Symbols the assets file does not list become tradable, whole-share, not shortable
+        (your own data trades out of the box; a listed symbol keeps what the file says).
+        Returns the symbols added."""
+        added = sorted(set(symbols) - set(self.assets))
+        if added:
+            self.assets = {**self.assets, **{s: BrokerAsset(
+                symbol=s, tradable=True, fractionable=False, shortable=False) for s in added}}
+        return added
+
     # --- test and operator hooks ---------------------------------------------------------
 
     def set_position(self, symbol: str, qty: Decimal, avg: Decimal) -> None:
         """Someone traded by hand at the broker: no trade update is sent."""
         self._positions[symbol] = _Position(qty=qty, avg=avg)
+
+
+def default_assets_line(symbols: list[str]) -> str:
+    """The one line telling a user which symbols `add_default_assets` added."""
+    shown = ", ".join(symbols[:8]) + (", ..." if len(symbols) > 8 else "")
+    return (f"{len(symbols)} symbol(s) not in the assets file, traded as tradable whole-share, "
+            f"not shortable: {shown} (an assets file with --assets decides otherwise)")

@@ -44,6 +44,7 @@ from engine.brokers.base import (
     OrderNotFoundError,
     OrderRejectedError,
     OrderRequest,
+    TRAILING_STOP_MOVED,
     StreamConnected,
     TradeUpdate,
     UnparsedMessage,
@@ -427,6 +428,8 @@ class ExecutionService:
         elif ev == "replaced":
             if t.status != S.REPLACED:
                 self._broker_replaced(t, o, "stream")
+        elif ev == TRAILING_STOP_MOVED:
+            pass  # recorded above, once, by _trail_moved (the broker's figures)
         else:
             self._note(UnknownBrokerMessage(
                 ts=now, source=self._broker.name, raw=f"event {ev!r} for {o.client_order_id}",

@@ -42,6 +42,7 @@ never rename one (add new ones instead). Each rejection carries the numbers behi
 | ADVANCED_ORDER_TIME_IN_FORCE | a bracket / OCO / OTO or a stop-type order with a time in force other than day or gtc |
 | SUB_PENNY_PRICE | a price not in Alpaca's increments: $0.01 at or above $1, $0.0001 below |
 | PROTECTION_REQUIRED | `risk.require_protection` is on and the order opens or adds to a position without a stop-loss |
+| PROTECTION_EXCEEDS_POSITION | a closing stop would cover more than the position its open stops leave unprotected (two stops triggering would open the other way) |
 | REPLACE_TARGET_INVALID | a stop move names no open protective stop of this symbol, or changes what the order is (type, trail unit) |
 | FRACTIONAL_PROTECTION_UNAVAILABLE | the order opens a fractional position whose stop the broker can not hold with it (no bracket for fractions) and `risk.engine_side_protection` is off |
 """
@@ -92,3 +93,4 @@ class Reason(StrEnum):
     PROTECTION_REQUIRED = "PROTECTION_REQUIRED"
     FRACTIONAL_PROTECTION_UNAVAILABLE = "FRACTIONAL_PROTECTION_UNAVAILABLE"
     REPLACE_TARGET_INVALID = "REPLACE_TARGET_INVALID"
+    PROTECTION_EXCEEDS_POSITION = "PROTECTION_EXCEEDS_POSITION"

@@ -211,6 +211,17 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
                               position=pos, qty=qty, allow_short=limits.allow_short,
                               shortable=shortable))
 
+    # -- protection beyond the position --------------------------------------------------
+    # Protective orders reserve no shares (they only close), so two stops for one position
+    # would both pass the direction check above; if both triggered they would open the
+    # other way. Only what the position still lacks may be protected.
+    if opening == 0 and intent.order_type in STOP_ORDER_TYPES:
+        guarded = v.protected_qty(sym, side)
+        if guarded + qty > abs(pos):
+            reasons.append(_r(Reason.PROTECTION_EXCEEDS_POSITION,
+                              f"stops already cover {guarded} of the {abs(pos)} {sym} held",
+                              position=pos, protected=guarded, qty=qty))
+
     # -- opposite orders (Alpaca's wash-trade protection) ---------------------------------
     opposite = (res.sell_qty or res.sell_notional) if buy else (res.buy_qty or res.buy_notional)
     if opposite:

@@ -117,6 +117,12 @@ class GateView:
                           else left * price * default_stop_pct)
         return total
 
+    def protected_qty(self, symbol: str, side: str) -> Decimal:
+        """The unfilled quantity of the stops on `side` that guard the position now (not
+        the held legs of an entry still to fill: they guard what it will open)."""
+        return sum(((o.qty or ZERO) - o.filled_qty for o in self.protection(symbol)
+                    if o.side == side), ZERO)
+
     def order(self, client_order_id: str) -> Order | None:
         return self.proj.orders.orders.get(client_order_id)
 

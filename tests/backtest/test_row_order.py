@@ -252,3 +252,18 @@ async def test_parquet_in_any_row_order_and_export_columns(tmp_path: Path) -> No
                              tmp_path / "g.sqlite")
     assert ref.bars == got.bars == len(rows) and ref.intents > 0
     assert await payload_digest(got.log_path) == await payload_digest(ref.log_path)
+
+
+async def test_some_rows_refused_are_counted_with_the_first_and_the_fix(tmp_path: Path) -> None:
+    rows = grouped(minute_rows(["AAA", "BBB"], DAYS[:1]))
+    rows[5][3] = "null"  # as Yahoo writes a missing price
+    rows[400][1] = "2026-03-02 09:31"  # a naive time among offsets
+    path = write_csv(tmp_path / "some.csv", rows)
+    res = await run_backtest(_settings(tmp_path), path, tmp_path / "s.sqlite")
+    assert res.refused_rows == {"BAD_NUMBER": 1, "NAIVE_TIMESTAMP": 1}
+    assert res.bars == len(rows) - 2
+    line = res.refused_rows_line()
+    assert line is not None and line.startswith("2 input row(s) refused: BAD_NUMBER 1, ")
+    assert "first: some.csv line 7: high='null' is not a number" in line
+    rejected = [e for e in await _events(res.log_path) if isinstance(e, DataRejected)]
+    assert sorted(e.reason for e in rejected) == ["BAD_NUMBER", "NAIVE_TIMESTAMP"]

@@ -150,6 +150,9 @@ async def test_trailing_stop_ratchets_bar_by_bar(log_path: Path) -> None:
         assert sim.hwm == D(105) and await fills(w, d.client_order_id) == []
         await w.bar(mk_bar("AAPL", 4, "108", h="110", lo="107.9", c="109"))  # ratchets: 107.80
         assert sim.stop() == D("107.80")
+        # The log follows the mark as the broker reports it (status and the budget use it).
+        ours = w.proj.orders.orders[d.client_order_id]
+        assert (ours.hwm, ours.stop_price) == (D(110), D("107.80"))
         await w.bar(mk_bar("AAPL", 5, "109", h="109", lo="106"))
         assert await fills(w, d.client_order_id) == [(D(10), D("107.80"))]
 

@@ -206,11 +206,11 @@ async def test_html_opens_with_no_network(tmp_path: Path) -> None:
 def test_trading_time_axis_joins_sessions() -> None:
     fri, mon = date(2026, 11, 27), date(2026, 11, 30)
     times = [ny(fri, 15, 58), ny(fri, 15, 59), ny(fri, 16, 0), ny(mon, 9, 31), ny(mon, 9, 32)]
-    starts, shown, labels = _session_ticks(times)
+    starts, shown, labels = _session_ticks(list(enumerate(times)))
     # the weekend takes no room: Monday starts right after Friday's last bar (index 3)
-    assert starts == [0, 3] and labels == ["2026-11-27", "2026-11-30"]
+    assert starts == shown == [0, 3] and labels == ["2026-11-27", "2026-11-30"]
     many = [ny(date(2026, 1, 5) + timedelta(days=d), 16, 0) for d in range(300)]
-    _, _, labels = _session_ticks(many, max_labels=12)
+    _, _, labels = _session_ticks(list(enumerate(many)), max_labels=12)
     assert len(labels) <= 12
 
 
@@ -235,3 +235,12 @@ async def test_per_symbol_plot_with_hundreds_of_trades(tmp_path: Path) -> None:
     png = trades_png(r, "AAPL")
     assert png.startswith(b"\x89PNG")
     assert set(render_plots(r)) == {"equity.png", "trades_AAPL.png"}
+
+
+def test_display_never_shows_minus_zero_and_names_the_bar_interval() -> None:
+    from replay.report import _interval, _money, _pct
+
+    assert _pct(-0.00001, 1) == "0.0%" and _pct(-0.0012, 1) == "-0.1%"
+    assert _money(D("-0.004")) == "0.00" and _money(D("-0.006")) == "-0.01"
+    assert [_interval(x) for x in (60, 3600, 23_400, 12_600, 86_400)] == [
+        "1m", "1h", "1 session (daily)", "1 session (daily)", "1d"]

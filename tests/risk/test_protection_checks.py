@@ -148,3 +148,14 @@ async def test_held_leg_of_an_unfilled_parent_protects_nothing(log_path: Path) -
                                 broker_order_id="b-tp")]:
             await w.log.append(e)
         assert [o.leg_role for o in w.gate_view().protection("AAPL")] == ["stop_loss"]
+
+
+async def test_a_second_stop_for_a_guarded_position_alone_refuses(log_path: Path) -> None:
+    async with trading_world(log_path, cash="10000") as w:
+        await w.hold("MSFT", "4", "50")
+        kw = dict(symbol="MSFT", side="sell", order_type="stop", time_in_force="gtc")
+        first = approved_(await w.submit(qty="3", stop_price="48", **kw))
+        assert codes(await w.submit(qty="2", stop_price="47", **kw)) == {
+            "PROTECTION_EXCEEDS_POSITION"}
+        approved_(await w.submit(qty="1", stop_price="47", **kw))  # the unguarded share
+        assert first.protective

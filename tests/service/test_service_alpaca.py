@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from events.catalogue import BrokerStreamStatus
 from tests.fake_alpaca import FakeAlpaca
 from tests.service.procs import cli, service
 
@@ -74,6 +75,17 @@ def status(tmp: Path, env: dict[str, str]) -> dict:  # type: ignore[type-arg]
     return json.loads(r.stdout)  # type: ignore[no-any-return]
 
 
+def _events(tmp: Path) -> list[object]:
+    import asyncio
+
+    from events.store import LogReader
+
+    async def read() -> list[object]:
+        async with LogReader(tmp / "data" / "events.sqlite") as r:
+            return [e async for _, e in r.read(where="type = 'broker_stream'")]
+    return asyncio.run(read())
+
+
 def filled_orders(fake: FakeAlpaca) -> int:
     return sum(1 for o in fake.orders() if o["status"] == "filled")
 
@@ -110,3 +122,7 @@ def test_service_trades_stops_and_carries_on(tmp_path: Path, fake: FakeAlpaca) -
         p["symbol"]: str(D(p["qty"])) for p in fake.positions()}
     counts = fake.order_count_by_client_id()
     assert counts and all(n == 1 for n in counts.values())
+    # the trade-update stream's state is in the log (for the dashboard and alerts)
+    streams = [e for e in _events(tmp_path) if isinstance(e, BrokerStreamStatus)]
+    assert streams[0].state == "connecting" and not streams[0].connected
+    assert any(e.connected and e.state == "listening" for e in streams), streams
