@@ -4,8 +4,8 @@ position's protection is compared with the orders the broker still works.
 Runs after orders were reconciled, so the log already knows what the broker did while we
 were not listening (a stop canceled by hand, a DAY stop that expired overnight, a leg the
 broker rejected). A position whose last protective stop ended without filling and that no
-live stop covers is recorded as `DiscrepancyFound(kind="protection_missing")` and handled by
-policy (`reconcile.missing_protection`):
+live stop covers is recorded as `ProtectionMissing` (the notifier's "missing protection"
+alert) and handled by policy (`reconcile.missing_protection`):
 
 - `restore`: the same stop (type, stop price or trail, the uncovered quantity) is asked for
   again through the gate, as a reduce-only intent whose id is derived from the stop that went
@@ -27,7 +27,7 @@ from typing import Literal
 
 from engine.clock import Clock
 from engine.execution.router import OrderRouter
-from events.catalogue import DiscrepancyFound, OrderIntent, TradingStateChanged
+from events.catalogue import OrderIntent, ProtectionMissing, TradingStateChanged
 from events.store import EventLog
 from projections.orders import TERMINAL, Order, OrderStatus, armed_stops
 from projections.state import Projections
@@ -109,12 +109,12 @@ class ProtectionGuard:
             found.append(m)
             if m.stop.client_order_id not in self._reported:
                 self._reported.add(m.stop.client_order_id)
-                await self._log.append(DiscrepancyFound(
-                    ts=self._clock.now(), kind="protection_missing",
-                    client_order_id=m.stop.client_order_id, symbol=m.symbol,
-                    ours=f"position {m.position}, {m.uncovered} without a stop",
-                    broker=f"stop {m.stop.status.value}",
-                    detail=f"found at {when}; policy {self.policy}: {self._describe(m.stop)}"))
+                await self._log.append(ProtectionMissing(
+                    ts=self._clock.now(), symbol=m.symbol, client_order_id=m.stop.client_order_id,
+                    position=m.position, uncovered=m.uncovered,
+                    stop_status=m.stop.status.value, action=self.policy, found_at=when,
+                    restore_intent_id=intent_id if self.policy == "restore" else None,
+                    detail=self._describe(m.stop)))
                 log.warning("%s: protection missing (%s %s); policy %s", m.symbol,
                             m.stop.client_order_id, m.stop.status.value, self.policy,
                             extra={"seq": self._log.last_seq})

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from events.catalogue import DiscrepancyFound, RiskApproved, StopLoss, leg_client_order_id
+from events.catalogue import ProtectionMissing, RiskApproved, StopLoss, leg_client_order_id
 from projections.orders import OrderStatus
 from tests.fake_alpaca import FakeAlpaca
 from tests.integration.alpaca_world import AlpacaWorld, alpaca_world
@@ -45,9 +45,8 @@ async def protected_long(w: AlpacaWorld, fake: FakeAlpaca) -> str:
     return leg_client_order_id(d.client_order_id, "stop_loss")
 
 
-def missing_records(events: list[Any]) -> list[DiscrepancyFound]:
-    return [e for e in events if isinstance(e, DiscrepancyFound)
-            and e.kind == "protection_missing"]
+def missing_records(events: list[Any]) -> list[ProtectionMissing]:
+    return [e for e in events if isinstance(e, ProtectionMissing)]
 
 
 async def test_stop_removed_by_hand_while_running_is_restored_once(tmp_path: Path,
@@ -64,7 +63,8 @@ async def test_stop_removed_by_hand_while_running_is_restored_once(tmp_path: Pat
         assert (restored["side"], restored["qty"], restored["stop_price"]) == ("sell", "4", "180")
         assert restored["client_order_id"] != stop["client_order_id"]
         assert restored["time_in_force"] == "gtc"
-        assert len(missing_records(await w.events())) == 1
+        (record,) = missing_records(await w.events())
+        assert (record.action, record.restore_intent_id) == ("restore", f"restore:{sl}")
         assert w.engine.proj.positions.positions["AAPL"].qty == 4
 
 
@@ -95,4 +95,21 @@ async def test_alert_only_records(tmp_path: Path, fake: FakeAlpaca) -> None:
         assert await w.engine.check_protection("reconciliation") == 1
         assert live_stops(fake) == []
         (record,) = missing_records(await w.events())
-        assert record.client_order_id == sl and "policy alert" in record.detail
+        assert (record.client_order_id, record.action, record.uncovered) == (sl, "alert", 4)
+        assert record.stop_status == "expired" and "stop 180" in record.detail
+
+
+async def test_the_record_raises_the_missing_protection_alert(tmp_path: Path,
+                                                               fake: FakeAlpaca) -> None:
+    from engine.notify.rules import AlertRules
+
+    async with alpaca_world(tmp_path / "log.sqlite", fake, **RESTORE) as w:
+        await protected_long(w, fake)
+        (stop,) = live_stops(fake)
+        fake.cancel(stop["id"])
+        await w.until(lambda: not any(
+            o.is_open and o.order_type == "stop" for o in w.engine.proj.orders.orders.values()))
+        await w.engine.check_protection("reconciliation")
+        (record,) = missing_records(await w.events())
+    alerts = AlertRules().on_event(1, record)
+    assert [(a.kind, a.details["symbol"]) for a in alerts] == [("missing_protection", "AAPL")]
