@@ -189,3 +189,24 @@ async def test_trailing_stop_moves_as_the_broker_reports_it(tmp_path: Path,
         fake.tick("AAPL", "195.5")
         await w.until(lambda: w.order_of(coid).status == S.FILLED)
         assert w.engine.proj.positions.positions["AAPL"].qty == 0
+
+
+async def test_parent_canceled_partly_filled_leaves_legs_for_what_filled(
+        tmp_path: Path, fake: FakeAlpaca) -> None:
+    async with alpaca_world(tmp_path / "log.sqlite", fake, **RICH) as w:
+        d = await bracket(w, qty="10", order_type="limit", limit_price=D("189"))
+        p = d.client_order_id
+        tp, sl = leg_client_order_id(p, "take_profit"), leg_client_order_id(p, "stop_loss")
+        await w.until(lambda: w.order_of(p).status == S.ACCEPTED)
+        fake.fill(p, qty="4", price="189")
+        await w.until(lambda: w.order_of(p).status == S.PARTIALLY_FILLED)
+        await w.engine.execution.cancel(p, reason="test")
+        await w.until(lambda: w.order_of(p).status == S.CANCELED)
+        await w.until(lambda: w.order_of(tp).status == S.ACCEPTED
+                      and w.order_of(sl).status == S.ACCEPTED)
+        assert w.order_of(tp).qty == w.order_of(sl).qty == 4
+        assert {leg["qty"] for leg in fake.legs(p)} == {"4"}
+        fake.tick("AAPL", "179")
+        await w.until(lambda: w.order_of(sl).status == S.FILLED)
+        await w.until(lambda: w.order_of(tp).status == S.CANCELED)
+        assert w.engine.proj.positions.positions["AAPL"].qty == 0
