@@ -793,7 +793,7 @@ def sdk_request(r: OrderRequest) -> OrderRequestBase:
                 stop_price=float(r.stop_loss.stop_price),
                 limit_price=(float(r.stop_loss.limit_price)
                              if r.stop_loss.limit_price is not None else None))
-    f = (lambda v: float(v) if v is not None else None)  # noqa: E731
+    f = (lambda v: float(v) if v is not None else None)
     if r.order_type == "market":
         return MarketOrderRequest(**common)
     if r.order_type == "limit":

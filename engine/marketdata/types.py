@@ -76,7 +76,7 @@ class BarProvider(ABC):
 
     name: str = "provider"
 
-    def resume_from(self, last_bars: Mapping[str, datetime]) -> None:  # noqa: B027
+    def resume_from(self, last_bars: Mapping[str, datetime]) -> None:
         """A previous run's last bar start per symbol (from the log). Live providers fill
         what was published since; files and replays have nothing to fill."""
 

@@ -242,8 +242,8 @@ def test_cancels_take_legs_and_siblings_with_them(fake_alpaca, alpaca_trading_cl
 
 
 @pytest.mark.parametrize(("request_", "status", "message"), [
-    (bracket(qty=1.5, tif=TimeInForce.DAY), 422, "fractional orders are not supported for "
-                                                  "bracket orders"),
+    (bracket(qty=1.5, tif=TimeInForce.DAY), 422,
+     "fractional orders are not supported for bracket orders"),
     (bracket(tp=100.005), 422, "sub-penny increment"),
     (bracket(tp=100), 422, "take_profit.limit_price must be >= base_price + 0.01"),
     (bracket(sl=99.995), 422, "sub-penny increment"),
