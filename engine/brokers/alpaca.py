@@ -65,12 +65,14 @@ from alpaca.trading.enums import OrderClass, OrderSide, TimeInForce
 from alpaca.trading.requests import (
     LimitOrderRequest,
     MarketOrderRequest,
-    OrderRequest as OrderRequestBase,
     StopLimitOrderRequest,
     StopLossRequest,
     StopOrderRequest,
     TakeProfitRequest,
     TrailingStopOrderRequest,
+)
+from alpaca.trading.requests import (
+    OrderRequest as OrderRequestBase,
 )
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 

@@ -34,6 +34,7 @@ import anyio
 import msgspec
 
 from engine.brokers.base import (
+    TRAILING_STOP_MOVED,
     AmbiguousSubmitError,
     Broker,
     BrokerError,
@@ -44,7 +45,6 @@ from engine.brokers.base import (
     OrderNotFoundError,
     OrderRejectedError,
     OrderRequest,
-    TRAILING_STOP_MOVED,
     StreamConnected,
     TradeUpdate,
     UnparsedMessage,
