@@ -148,9 +148,14 @@ def render_explain(x: Explanation) -> str:
         lines.append(f"  - {r.code}: {r.message}" + (f" [{vals}]" if vals else ""))
     lines.append("")
     lines.append("chain:")
+    root = x.client_order_ids[0] if x.client_order_ids else x.query
     for st in x.steps:
+        # Several orders share a chain (legs, replacements): name the one a step is about.
+        coid = st.client_order_id
+        who = "" if coid in (None, root) else (
+            f"[{coid[len(root):]}] " if coid.startswith(root) else f"[{coid}] ")
         lines.append(f"  {st.seq:>8}  {fmt_ts(st.ts)}  {_ROLE_LABEL.get(st.role, st.role):<10}  "
-                     f"{st.type:<22}  {st.summary}")
+                     f"{st.type:<22}  {who}{st.summary}")
     if x.orders:
         lines.append("")
         lines.append("orders now:")

@@ -50,7 +50,8 @@ async def test_explain_shows_the_family_and_every_replace(log_path: Path) -> Non
     assert set(by_leg.client_order_ids) == set(x.client_order_ids)
     text = render_explain(x)
     assert f"stop_loss leg {sl}" in text  # the approval names its legs
-    assert f"replace requested as {new}: stop 99.50" in text
+    assert f"[-sl] replace requested as {new}: stop 99.50" in text  # whose step it is
+    assert "[-sl] broker has it as" in text and "[-tp] broker has it as" in text
     assert f"{new} [stop-loss leg of {d.client_order_id}]: stop accepted, stop 99.50" in text
     assert f"{sl} [stop-loss leg of {d.client_order_id}]: stop replaced" in text
     assert f"{d.client_order_id} [bracket, legs {tp}, {new}]: market filled" in text
