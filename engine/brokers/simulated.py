@@ -304,10 +304,9 @@ class SimulatedBroker:
         if not o.open:
             raise CancelRejectedError(f"order is {o.status}")
         self._close(o, "canceled")
-        if o.parent is not None:  # canceling one leg cancels the other (Alpaca)
-            for sib in o.parent.legs:
-                if sib is not o and sib.open:
-                    self._close(sib, "canceled")
+        # Canceling one leg cancels the other (Alpaca); in an OCO the parent is a leg too.
+        for other in self._one_cancels_other(o):
+            self._close(other, "canceled")
 
     async def replace(self, broker_order_id: str, *, qty: Decimal | None = None,
                       limit_price: Decimal | None = None,
@@ -539,12 +538,23 @@ class SimulatedBroker:
         self._emit(TradeUpdate(event="fill" if done else "partial_fill", order=o.snapshot(),
                                timestamp=when, execution_id=exec_id, qty=qty, price=price,
                                position_qty=pos.qty, fee=fee))
-        if o.parent is not None:  # one leg's fill cancels its sibling
-            for sib in o.parent.legs:
-                if sib is not o and sib.open:
-                    self._close(sib, "canceled", when)
+        for other in self._one_cancels_other(o):  # one leg's fill cancels its sibling
+            self._close(other, "canceled", when)
         if done and o.legs:
             self._parent_ended(o, when)
+
+    def _one_cancels_other(self, o: _Order) -> list[_Order]:
+        """The open orders `o` cancels by filling or being canceled: its sibling legs, and
+        in an OCO (whose parent is the take-profit) the parent and its stop alike."""
+        if o.parent is not None:
+            family = [*o.parent.legs]
+            if o.parent.request.order_class == "oco":
+                family.append(o.parent)
+        elif o.request.order_class == "oco":
+            family = [*o.legs]
+        else:
+            return []
+        return [x for x in family if x is not o and x.open]
 
     # --- reads ---------------------------------------------------------------------------
 

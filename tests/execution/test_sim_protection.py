@@ -230,3 +230,44 @@ async def test_moving_a_stop_goes_through_the_gate_and_the_broker(log_path: Path
         await w.bar(mk_bar("AAPL", 2, "97", lo="95.5"))
         assert await fills(w, ok.client_order_id) == [(D(10), D(96))]
         assert tp.status == S.CANCELED and w.proj.positions.positions["AAPL"].qty == 0
+
+
+async def test_oco_on_an_open_position_both_legs_live_one_cancels_the_other(
+        log_path: Path) -> None:
+    async with sim_world(log_path) as w:
+        await w.bar(mk_bar("AAPL", 0, "100"))
+        await w.order(qty="10")
+        await w.bar(mk_bar("AAPL", 1, "100"))
+        oco = await w.order(side="sell", qty="10", order_class="oco", order_type="limit",
+                            limit_price=D(105), time_in_force="gtc", reduce_only=True,
+                            take_profit=TakeProfit(limit_price=D(105)),
+                            stop_loss=StopLoss(stop_price=D(97)))
+        assert isinstance(oco, RiskApproved) and oco.protective
+        assert (oco.order_type, oco.limit_price, [leg.role for leg in oco.legs]) == (
+            "limit", D(105), ["stop_loss"])
+        tp = w.proj.orders.orders[oco.client_order_id]
+        sl = w.proj.orders.orders[oco.legs[0].client_order_id]
+        assert (tp.status, sl.status) == (S.ACCEPTED, S.ACCEPTED)  # both live at once
+        assert [o.client_order_id for o in w.gate_view_protection("AAPL")] == [
+            sl.client_order_id]
+        await w.bar(mk_bar("AAPL", 2, "100", h="106", lo="99"))
+        assert await fills(w, tp.client_order_id) == [(D(10), D(105))]
+        assert sl.status == S.CANCELED and w.proj.positions.positions["AAPL"].qty == 0
+
+
+async def test_short_bracket_mirrors_the_long(log_path: Path) -> None:
+    from tests.execution.simworld import WIDE
+    async with sim_world(log_path, config=SimConfig(allow_short=True),
+                         limits=WIDE.model_copy(update={"allow_short": True})) as w:
+        await w.bar(mk_bar("AAPL", 0, "100"))
+        d = await w.order(side="sell", qty="5", order_class="bracket", time_in_force="gtc",
+                          stop_loss=StopLoss(stop_price=D(103)),
+                          take_profit=TakeProfit(limit_price=D(95)))
+        assert isinstance(d, RiskApproved), d
+        assert [(leg.side, leg.role) for leg in d.legs] == [("buy", "take_profit"),
+                                                            ("buy", "stop_loss")]
+        await w.bar(mk_bar("AAPL", 1, "100"))
+        await w.bar(mk_bar("AAPL", 2, "104", h="104.5", lo="103.5"))  # gaps above the stop
+        sl = w.proj.orders.orders[d.legs[1].client_order_id]
+        assert await fills(w, sl.client_order_id) == [(D(5), D(104))]
+        assert w.proj.positions.positions["AAPL"].qty == 0
