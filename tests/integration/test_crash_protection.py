@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.rebuild import rebuild_from_path
 from events.catalogue import DiscrepancyFound
 from events.store import LogReader
-from projections.state import rebuild_from_path
 from tests.fake_alpaca import FakeAlpaca
 from tests.integration.test_crash_recovery import check, engine_env, snapshot
 from tests.service.procs import REPO, Service, service
@@ -74,7 +74,7 @@ async def log_agrees(log: Path, fake: FakeAlpaca) -> None:
     theirs = {o["id"] for o in fake.orders("open") if o["type"] in STOP_TYPES}
     assert ours == theirs
     async with LogReader(log) as r:
-        odd = [e.kind async for _, e in r.read(where="type = 'discrepancy'")
+        odd = [e.kind async for _, e in r.read(types=("discrepancy",))
                if isinstance(e, DiscrepancyFound)]
     assert not odd, odd
 
