@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, Self, cast
 
 import aiosqlite
 import anyio
@@ -442,10 +442,15 @@ class EventLog:
                 "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
             ) as cur:
                 last = await cur.fetchone()
-        except sqlite3.DatabaseError as e:
-            await db.close()
+        except BaseException as e:
+            # Whatever refused the file (damage, a newer format), close what was opened: a
+            # leaked connection's thread later calls into a closed event loop.
+            with anyio.CancelScope(shield=True):
+                await db.close()
             self._db = None
-            raise CorruptLogError(f"{self.path}: damaged log ({e})") from None
+            if isinstance(e, sqlite3.DatabaseError):
+                raise CorruptLogError(f"{self.path}: damaged log ({e})") from None
+            raise
         if last is not None:
             self._next_seq = last[0] + 1
             self._prev_hash = last[1]
@@ -768,7 +773,7 @@ class LogReader:
         self._read_only = read_only
         self._db: aiosqlite.Connection | None = None
 
-    async def __aenter__(self) -> LogReader:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 
@@ -783,9 +788,12 @@ class LogReader:
         try:
             self._db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
             await _check_format(self._db, self.path, writable=False)
-        except sqlite3.DatabaseError as e:
-            await self.close()
-            raise CorruptLogError(f"{self.path}: cannot read log: {e}") from None
+        except BaseException as e:
+            with anyio.CancelScope(shield=True):  # a newer format too: never leak the thread
+                await self.close()
+            if isinstance(e, sqlite3.DatabaseError):
+                raise CorruptLogError(f"{self.path}: cannot read log: {e}") from None
+            raise
 
     async def close(self) -> None:
         if self._db is not None:

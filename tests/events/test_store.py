@@ -6,7 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from datetime import timezone
+from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,7 +18,6 @@ from events.errors import CorruptLogError, DecodeError, LogWriteError, SchemaToo
 from events.store import _SCHEMA, EventLog, LogReader
 from tests.factories import T0, approved, bar, fill, submitted_chain
 
-UTC = timezone.utc
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -145,6 +144,32 @@ async def test_newer_schema_is_refused(log_path: Path) -> None:
     with pytest.raises(SchemaTooNewError):
         async with LogReader(log_path):
             pass
+
+
+async def test_a_refused_open_leaves_no_connection_behind(log_path: Path) -> None:
+    """A log too new to open closes the connection it opened: a leaked one's thread would
+    later call into a closed event loop (seen as an unhandled thread exception)."""
+    import threading
+    async with EventLog.open(log_path) as log:
+        await log.append(intent(1))
+    con = sqlite3.connect(log_path)
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'")
+    con.commit()
+    con.close()
+
+    def workers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if "_connection_worker_thread" in t.name}
+
+    before = workers()
+    for opener in (lambda: EventLog.open(log_path), lambda: LogReader(log_path)):
+        # The error's traceback is kept (as a caller logging it would): a connection left
+        # open is reachable from it, so only closing it ends its thread.
+        with pytest.raises(SchemaTooNewError) as refused:
+            async with opener():  # type: ignore[attr-defined]
+                pass
+        for t in workers() - before:
+            t.join(timeout=5)
+        assert not {t for t in workers() - before if t.is_alive()}, refused.value
 
 
 async def test_row_with_newer_event_version_names_seq(log_path: Path) -> None:
