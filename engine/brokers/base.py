@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Protocol
 
 import msgspec
 
-from events.catalogue import OrderClass, OrderLeg, OrderType, StopLoss, TakeProfit
-
-Side = Literal["buy", "sell"]
+from events.catalogue import OrderLeg, StopLoss, TakeProfit
+from events.vocabulary import OrderClass, OrderType
+from events.vocabulary import Side as Side  # noqa: PLC0414  (the adapters import it from here)
 
 
 class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -64,6 +64,7 @@ import anyio
 import msgspec
 
 from engine.brokers.base import (
+    TRAILING_STOP_MOVED,
     AmbiguousSubmitError,
     BrokerAccount,
     BrokerAsset,
@@ -75,19 +76,16 @@ from engine.brokers.base import (
     OrderNotFoundError,
     OrderRejectedError,
     OrderRequest,
-    TRAILING_STOP_MOVED,
     StreamConnected,
     TradeUpdate,
 )
 from engine.clock import Clock
 from events.catalogue import STOP_ORDER_TYPES, FillModel, OrderLeg
 from events.market import Bar
+from events.vocabulary import CENT, ZERO, floor_qty, is_whole
 from projections.calendar import order_session, trading_day
 
 log = logging.getLogger(__name__)
-ZERO = Decimal(0)
-QTY_STEP = Decimal("0.000000001")
-CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True)
@@ -236,7 +234,7 @@ class SimulatedBroker:
         if asset is None or not asset.tradable:
             raise OrderRejectedError(f"asset {r.symbol} is not tradable", status=422)
         qty = r.qty
-        fractional = r.notional is not None or (qty is not None and qty != qty.to_integral_value())
+        fractional = r.notional is not None or (qty is not None and not is_whole(qty))
         if fractional and not asset.fractionable:
             raise OrderRejectedError(f"asset {r.symbol} is not fractionable", status=422)
         if fractional and r.time_in_force != "day":
@@ -495,12 +493,12 @@ class SimulatedBroker:
             remaining = order_qty - o.filled_qty
         else:
             remaining = ((r.notional or ZERO) - o.filled_notional) / price
-            remaining = remaining.quantize(QTY_STEP, ROUND_DOWN)
+            remaining = floor_qty(remaining)
         if immediate or (bar.volume == 0 and self.config.zero_volume == "fill"):
             cap = remaining
         else:
             cap = bar.volume * self.config.volume_participation
-        whole = order_qty is not None and order_qty == order_qty.to_integral_value()
+        whole = order_qty is not None and is_whole(order_qty)
         qty = min(remaining, cap)
         if whole:
             qty = qty.to_integral_value(ROUND_DOWN)

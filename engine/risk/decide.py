@@ -254,7 +254,7 @@ def _decide_move(intent: OrderIntent, v: GateView, limits: RiskLimits) -> Decisi
     bar = v.last_bar(sym)
     last = bar.close if bar is not None else None
     remaining = (target.qty or ZERO) - target.filled_qty
-    fractional = remaining != remaining.to_integral_value()
+    fractional = not is_whole(remaining)
     reasons.extend(protection.check(intent, last, fractional))
     mark = last if last is not None else target.reference_price
     moved = msgspec.structs.replace(target, stop_price=intent.stop_price,
