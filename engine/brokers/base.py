@@ -17,7 +17,7 @@ from typing import Protocol
 import msgspec
 
 from events.catalogue import OrderLeg, StopLoss, TakeProfit
-from events.vocabulary import OrderClass, OrderType
+from events.vocabulary import ZERO, OrderClass, OrderType
 from events.vocabulary import Side as Side  # noqa: PLC0414  (the adapters import it from here)
 
 
@@ -66,7 +66,7 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
     notional: Decimal | None = None
     limit_price: Decimal | None = None
     time_in_force: str = "day"
-    filled_qty: Decimal = Decimal(0)
+    filled_qty: Decimal = ZERO
     filled_avg_price: Decimal | None = None
     submitted_at: datetime | None = None
     updated_at: datetime | None = None
@@ -154,7 +154,7 @@ class TradeUpdate(msgspec.Struct, frozen=True, kw_only=True):
     qty: Decimal | None = None
     price: Decimal | None = None
     position_qty: Decimal | None = None
-    fee: Decimal = Decimal(0)  # commission the broker charged on this execution, if any
+    fee: Decimal = ZERO  # commission the broker charged on this execution, if any
 
 
 class StreamConnected(msgspec.Struct, frozen=True, kw_only=True):

@@ -82,7 +82,7 @@ from engine.brokers.base import (
 from engine.clock import Clock
 from events.catalogue import STOP_ORDER_TYPES, FillModel, OrderLeg
 from events.market import Bar
-from events.vocabulary import CENT, ZERO, floor_qty, is_whole
+from events.vocabulary import CENT, SUB_CENT, ZERO, floor_qty, is_whole
 from projections.calendar import order_session, trading_day
 
 log = logging.getLogger(__name__)
@@ -90,10 +90,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SimConfig:
-    slippage_bps: Decimal = Decimal(0)
-    fee_per_share: Decimal = Decimal(0)
-    fee_bps: Decimal = Decimal(0)
-    min_fee: Decimal = Decimal(0)
+    slippage_bps: Decimal = ZERO
+    fee_per_share: Decimal = ZERO
+    fee_bps: Decimal = ZERO
+    min_fee: Decimal = ZERO
     volume_participation: Decimal = Decimal("0.1")
     allow_short: bool = False
     fill_at_signal_close: bool = False
@@ -139,7 +139,7 @@ class _Order:
             symbol=r.symbol, side=r.side, order_type=r.order_type, status=self.status,
             qty=self.order_qty, notional=r.notional, limit_price=r.limit_price,
             time_in_force=r.time_in_force, filled_qty=self.filled_qty,
-            filled_avg_price=(self.filled_notional / self.filled_qty).quantize(Decimal("0.0001"))
+            filled_avg_price=(self.filled_notional / self.filled_qty).quantize(SUB_CENT)
             if self.filled_qty else None,
             submitted_at=self.submitted_at, updated_at=self.updated_at or self.submitted_at,
             replaced_by=self.replaced_by, replaces=self.replaces,
@@ -487,7 +487,7 @@ class SimulatedBroker:
             price = base_price * (1 + slip) if r.side == "buy" else base_price * (1 - slip)
         else:
             price = base_price
-        price = price.quantize(Decimal("0.0001"))
+        price = price.quantize(SUB_CENT)
         order_qty = o.order_qty
         if order_qty is not None:
             remaining = order_qty - o.filled_qty
