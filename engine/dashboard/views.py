@@ -15,7 +15,7 @@ from engine.risk.limits import RiskLimits
 from events.vocabulary import ZERO
 from projections.calendar import trading_day
 from projections.market import last_price
-from projections.orders import Order, open_orders
+from projections.orders import Order, legs_of, open_orders
 from projections.protection import protection_of
 from projections.risk import day_trades_in_window, realized_in_week, realized_on
 from projections.state import Projections
@@ -52,17 +52,27 @@ def entry_json(e: Entry) -> dict[str, Any]:
             "summary": e.summary}
 
 
+def leg_json(o: Order) -> dict[str, Any]:
+    return {"client_order_id": o.client_order_id, "role": o.leg_role or o.order_type,
+            "order_type": o.order_type, "status": o.status.value,
+            "stop_price": dec(o.stop_price), "limit_price": dec(o.limit_price),
+            "qty": dec(o.qty), "filled_qty": dec(o.filled_qty)}
+
+
 def order_json(o: Order, proj: Projections) -> dict[str, Any]:
-    # Legs: the orders that replace or hang off this one (issue 11 adds bracket/OCO legs).
-    legs = [c for c in (o.replaced_by,) if c]
+    """An order with its legs (a bracket's/OCO's stop and take-profit, each an order in the
+    log) and the links that make its chain: parent, replacement."""
     return {"client_order_id": o.client_order_id, "intent_id": o.intent_id,
             "strategy": o.strategy, "symbol": o.symbol, "side": o.side,
-            "order_type": o.order_type, "qty": dec(o.qty), "notional": dec(o.notional),
-            "limit_price": dec(o.limit_price), "status": o.status.value,
+            "order_type": o.order_type, "order_class": o.order_class, "qty": dec(o.qty),
+            "notional": dec(o.notional), "limit_price": dec(o.limit_price),
+            "stop_price": dec(o.stop_price), "status": o.status.value,
             "filled_qty": dec(o.filled_qty), "avg_fill_price": dec(o.avg_fill_price),
             "fees": dec(o.fees), "broker_order_id": o.broker_order_id,
-            "replaces": o.replaces, "legs": legs, "reason": o.reason,
-            "created_seq": o.created_seq, "updated_seq": o.updated_seq}
+            "parent_id": o.parent_id, "leg_role": o.leg_role, "replaces": o.replaces,
+            "replaced_by": o.replaced_by,
+            "legs": [leg_json(x) for x in legs_of(proj.orders, o)],
+            "reason": o.reason, "created_seq": o.created_seq, "updated_seq": o.updated_seq}
 
 
 def protection(proj: Projections, fold: DashboardFold, symbol: str) -> dict[str, Any]:

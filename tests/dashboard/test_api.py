@@ -252,3 +252,37 @@ async def test_follows_a_log_still_being_written_with_batched_pushes(tmp_path: P
     seqs = [e["seq"] for u in updates for e in u["timeline"]]
     assert seqs == list(range(1, target + 1))  # every event pushed once, in order
     assert len(updates) < 600 / 5  # batched: many events per push
+
+
+async def test_a_bracket_shows_its_legs_and_the_position_its_live_stop(tmp_path: Path) -> None:
+    """After the entry fills, the bracket's stop leg is armed at the broker: the position's
+    protection is that stop, and the open orders are the legs, each naming its parent."""
+    from events.catalogue import OrderAccepted
+    from projections.protection import protection_of
+    from tests.factories import T0, fill, submitted_chain
+    from tests.projections.test_protection_model import SL, TP, bracket
+
+    path = tmp_path / "events.sqlite"
+    async with EventLog.open(path) as log:
+        for e in [bar("AAPL", later(-1), "100"), bracket(),
+                  *submitted_chain("mqd-" + "a" * 40),
+                  fill("mqd-" + "a" * 40, "10", "100", done=True),
+                  OrderAccepted(ts=T0, client_order_id=SL, broker_order_id="b-sl"),
+                  OrderAccepted(ts=T0, client_order_id=TP, broker_order_id="b-tp")]:
+            log.append_nowait(e)  # type: ignore[arg-type]
+        await log.flush()
+    async with LogReader(path) as r:
+        proj = await rebuild(r)
+    async with dashboard(path, tmp_path) as d:
+        o = (await d.get("/api/overview")).json()
+        every = (await d.get("/api/orders?status=all")).json()["orders"]
+    live = protection_of(proj, "AAPL")
+    [pos] = o["positions"]
+    assert pos["protection"]["live_at_broker"] is True
+    assert D(pos["protection"]["stop_price"]) == live.stop == D(98)
+    assert pos["protection"]["orders"] == [SL]
+    parent = next(x for x in every if x["client_order_id"] == "mqd-" + "a" * 40)
+    assert [(leg["client_order_id"], leg["role"]) for leg in parent["legs"]] == \
+        [(TP, "take_profit"), (SL, "stop_loss")]
+    assert {x["client_order_id"]: x["parent_id"] for x in o["open_orders"]} == \
+        {TP: parent["client_order_id"], SL: parent["client_order_id"]}

@@ -81,7 +81,12 @@ function render(o) {
     const tr = el("tr"); tr.dataset.coid = x.client_order_id;
     const td = el("td"); td.appendChild(link(x.client_order_id, () => showChain(x.client_order_id))); tr.appendChild(td);
     cell(tr, x.symbol); cell(tr, x.side); cell(tr, x.order_type); cell(tr, x.qty ? q6(x.qty) : ("$" + m2(x.notional)), "num");
-    cell(tr, x.limit_price, "num"); cell(tr, x.status); cell(tr, q6(x.filled_qty), "num"); cell(tr, x.legs.join(", ") || "-");
+    cell(tr, [x.limit_price && "limit " + x.limit_price, x.stop_price && "stop " + x.stop_price].filter(Boolean).join(" ") || "-", "num");
+    cell(tr, x.status); cell(tr, q6(x.filled_qty), "num");
+    const lg = el("td");
+    for (const l of x.legs) { lg.appendChild(link(`${l.role} ${l.stop_price || l.limit_price || ""} ${l.status}`, () => showChain(l.client_order_id))); lg.appendChild(document.createTextNode(" ")); }
+    if (!x.legs.length) lg.textContent = x.parent_id ? `${x.leg_role || "leg"} of ${x.parent_id.slice(0, 16)}` : "-";
+    tr.appendChild(lg);
     return tr;
   }));
   fill($("freshness").tBodies[0], o.freshness.map((x) => {
