@@ -594,6 +594,24 @@ class AlertSent(Event, frozen=True, tag="alert_sent"):
     dropped: int = 0
 
 
+class ProtectionMissing(Event, frozen=True, tag="protection_missing"):
+    """An open position lost (part of) its protection at the broker: the protective stop
+    `client_order_id` ended unfilled (canceled by hand, an expired DAY stop, a rejected leg)
+    and no live stop covers `uncovered` of `position`. `action` is what the policy
+    (`reconcile.missing_protection`) did: restore (re-placed through the gate as intent
+    `restore_intent_id`), halt, or alert. Found at `found_at` (startup | reconciliation)."""
+
+    symbol: str
+    client_order_id: str
+    position: Decimal
+    uncovered: Decimal
+    stop_status: str
+    action: str
+    found_at: str = "reconciliation"
+    restore_intent_id: str | None = None
+    detail: str = ""
+
+
 AnyEvent = Union[
     BarReceived,
     DataRejected,
@@ -635,6 +653,7 @@ AnyEvent = Union[
     IllegalTransition,
     BrokerStreamStatus,
     AlertSent,
+    ProtectionMissing,
 ]
 
 ALL_EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__  # type: ignore[attr-defined]

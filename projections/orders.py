@@ -181,6 +181,8 @@ class Terms(msgspec.Struct, kw_only=True):
     stop_price: Decimal | None = None
     trail_price: Decimal | None = None
     trail_percent: Decimal | None = None
+    # the replacement's client id we chose (a restart mid-replace must know it is ours)
+    new_client_order_id: str | None = None
 
 
 class Order(msgspec.Struct, kw_only=True):
@@ -599,7 +601,8 @@ def _on_reason(state: OrdersState, seq: int, o: Order,
 
 def _on_replace_requested(state: OrdersState, seq: int, o: Order, e: ReplaceRequested) -> None:
     o.pending = Terms(qty=e.qty, limit_price=e.limit_price, stop_price=e.stop_price,
-                      trail_price=e.trail_price, trail_percent=e.trail_percent)
+                      trail_price=e.trail_price, trail_percent=e.trail_percent,
+                      new_client_order_id=e.new_client_order_id)
 
 
 def _pick(*values: Decimal | None) -> Decimal | None:
