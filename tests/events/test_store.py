@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
-from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
 
@@ -131,13 +131,18 @@ async def test_undecodable_row_names_its_seq(log_path: Path) -> None:
         assert res.first_bad_seq == 2
 
 
-async def test_newer_schema_is_refused(log_path: Path) -> None:
+async def _write_a_log_from_the_future(log_path: Path) -> None:
+    """A log whose file format is newer than this build (v99)."""
     async with EventLog.open(log_path) as log:
         await log.append(intent(1))
     con = sqlite3.connect(log_path)
     con.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'")
     con.commit()
     con.close()
+
+
+async def test_newer_schema_is_refused(log_path: Path) -> None:
+    await _write_a_log_from_the_future(log_path)
     with pytest.raises(SchemaTooNewError, match="log format v99 was written by a newer"):
         async with EventLog.open(log_path):
             pass
@@ -150,12 +155,7 @@ async def test_a_refused_open_leaves_no_connection_behind(log_path: Path) -> Non
     """A log too new to open closes the connection it opened: a leaked one's thread would
     later call into a closed event loop (seen as an unhandled thread exception)."""
     import threading
-    async with EventLog.open(log_path) as log:
-        await log.append(intent(1))
-    con = sqlite3.connect(log_path)
-    con.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'")
-    con.commit()
-    con.close()
+    await _write_a_log_from_the_future(log_path)
 
     def workers() -> set[threading.Thread]:
         return {t for t in threading.enumerate() if "_connection_worker_thread" in t.name}
@@ -192,8 +192,7 @@ async def test_truncated_file_gives_clear_error(log_path: Path) -> None:
             log.append_nowait(bar(close=str(100 + i % 7), start=T0))
         await log.flush()
     size = log_path.stat().st_size
-    with open(log_path, "r+b") as f:
-        f.truncate(size // 2)
+    os.truncate(log_path, size // 2)
     with pytest.raises(CorruptLogError, match="truncated"):
         async with EventLog.open(log_path):
             pass
