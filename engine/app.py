@@ -33,6 +33,7 @@ from engine.brokers.simulated import SimConfig, SimulatedBroker
 from engine.clock import Clock, SimClock
 from engine.config import Settings
 from engine.execution.router import OrderRouter
+from engine.protection_watch import engine_side_exits
 from engine.execution.service import ExecutionService
 from engine.marketdata.assets import read_assets_csv, sample_assets_path
 from engine.marketdata.types import MarketItem
@@ -185,7 +186,7 @@ class Engine:
             await self.refresh_assets(symbols)
 
         self.report = await recover(
-            self.log, self.proj, self.clock, self.reconciler, self.settings.risk,
+            self.log, self.proj, self.clock, self.reconciler, self.settings.risk_limits(),
             run_id=self.run_id, code_version=code_version(),
             settings_hash=self.settings.fingerprint(), mode=self.settings.mode, prepare=prepare,
             fill_model=self.fill_model())
@@ -254,6 +255,8 @@ class Engine:
         self.bars_seen += 1
         if self.step_mode and await self.loss_watch.check(attempts=1):
             await self.pump()  # the kill switch's cancels, before any strategy sees the bar
+        for exit_ in engine_side_exits(self.proj, bar, self.clock.now()):
+            await self._act(exit_)  # a stop the broker could not hold (see protection_watch)
         for out in self.runner.on_bar(bar):
             await self._act(out)
         await self._feed_fills()
@@ -309,7 +312,7 @@ async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None
         proj = await rebuild_from_path(path) if event_log.last_seq else Projections()
         event_log.subscribe(proj.apply)
         the_broker = broker or make_broker(settings, clock)
-        gate = RiskGate(event_log, proj, settings.risk, clock)
+        gate = RiskGate(event_log, proj, settings.risk_limits(), clock)
         account_id = ""
         execution = ExecutionService(event_log, proj, the_broker, clock, account_id=account_id,
                                      submit_timeout_s=settings.alpaca.request_timeout_s * 2)

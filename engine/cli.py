@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 import logging
+import signal
 import socket
 import sys
 import traceback
@@ -172,6 +173,7 @@ async def summary_text(log_path: Path, settings: Settings, reason: str) -> str:
 
     from events.catalogue import AccountSnapshot, FillReceived, RiskRejected
     from events.store import LogReader
+    from projections.protection import describe, protection_of
     from projections.state import rebuild
 
     async with LogReader(log_path) as r:
@@ -187,9 +189,16 @@ async def summary_text(log_path: Path, settings: Settings, reason: str) -> str:
                 fees += e.fee
     equity = proj.equity()
     rows = []
+    stops = [o for o in proj.orders.orders.values() if o.protective and o.is_stop]
     for s, p in sorted(proj.positions.positions.items()):
-        rows.append([s, _qty(p.qty), _money(p.avg_cost if p.qty else None),
+        # An open position shows the stop protecting it now; a flat one its history.
+        mine = [o for o in stops if o.symbol == s]
+        stop = describe(protection_of(proj, s)) if p.qty else (
+            f"{len(mine)} placed, {sum(1 for o in mine if o.filled_qty > 0)} hit" if mine else "-")
+        rows.append([s, _qty(p.qty), _money(p.avg_cost if p.qty else None), stop,
                      _money(p.realized_pnl), _money(p.fees)])
+    triggered = sum(1 for o in stops if o.filled_qty > 0)
+    legs = sum(1 for o in stops if o.parent_id is not None)
     decisions = list(proj.risk.decisions.values())
     rejected = Counter(r.code for d in decisions if isinstance(d, RiskRejected) for r in d.reasons)
     change = equity - first_equity if first_equity else None
@@ -204,8 +213,12 @@ async def summary_text(log_path: Path, settings: Settings, reason: str) -> str:
     ]
     if rejected:
         lines.append("rejections  " + ", ".join(f"{k} x{v}" for k, v in rejected.most_common()))
+    if stops:
+        lines.append(f"protection  {len(stops)} stops at the broker ({legs} as legs of their "
+                     f"entry); {triggered} triggered")
     if rows:
-        lines += ["", table(["symbol", "qty", "avg cost", "realized P&L", "fees"], rows)]
+        lines += ["", table(["symbol", "qty", "avg cost", "stop", "realized P&L", "fees"],
+                            rows)]
     lines += ["", f"event log   {log_path}",
               f"inspect     python -m engine.replay {log_path} timeline --limit 50"]
     return "\n".join(lines)
@@ -290,6 +303,16 @@ def quiet_unless_verbose(args: argparse.Namespace, settings: Settings) -> None:
         logging.getLogger().setLevel(logging.WARNING)
 
 
+def backtest_stem(strategy: str, paths: Sequence[Path]) -> str:
+    """The default name of a backtest's log and report: the strategy and what it ran on.
+    Several files are named by their stems (up to three) or else their folder; resolve() so
+    files given relative to the working directory still have a folder name."""
+    source = paths[0].stem if len(paths) == 1 else (
+        "+".join(p.stem for p in paths) if len(paths) <= 3
+        else paths[0].resolve().parent.name)
+    return f"{strategy}-{source}"
+
+
 def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     from replay import outcome
     from replay.backtest import count_rows, data_paths, run_backtest, stuck_orders_line
@@ -307,7 +330,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     quiet_unless_verbose(args, settings)
     out_dir = Path(args.out) if args.out else settings.data_dir / "backtests"
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.strategy}-{paths[0].stem if len(paths) == 1 else paths[0].parent.name}"
+    stem = backtest_stem(args.strategy, paths)
     log_path = next_free(out_dir / f"{stem}.sqlite")
     symbols = [s.strip() for s in args.symbols.split(",")] if args.symbols else None
     bar = Progress()
@@ -400,7 +423,12 @@ def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
     overrides["strategies"] = ({"name": args.strategy, "params": base},)
     settings = load_settings(**{**_settings_overrides(args), **overrides})
     quiet_unless_verbose(args, settings)
-    stem = f"{args.strategy}-{paths[0].stem if len(paths) == 1 else paths[0].parent.name}"
+    # Several files relative to the working directory have no parent name: name them by
+    # their stems instead, so the default name never ends in a bare dash.
+    source = paths[0].stem if len(paths) == 1 else (
+        paths[0].resolve().parent.name if paths[0].is_dir() or len(paths) > 3
+        else "+".join(p.stem for p in paths))
+    stem = f"{args.strategy}-{source}"
     out_dir = Path(args.out) if args.out else next_free(settings.data_dir / "sweeps" / stem)
     bar = Progress()
     if bar.live:
@@ -434,6 +462,7 @@ async def status_data(settings: Settings) -> dict[str, Any]:
     from events.catalogue import OrderIntent  # noqa: F401  (catalogue import for decoding)
     from events.store import LogReader
     from projections.calendar import trading_day
+    from projections.protection import protection_of
     from projections.risk import day_trades_in_window, realized_in_week, realized_on
     from projections.state import rebuild
 
@@ -457,11 +486,15 @@ async def status_data(settings: Settings) -> dict[str, Any]:
         "kill_switch": proj.risk.kill_switch,
         "positions": [{"symbol": s, "qty": str(p.qty), "avg_cost": str(p.avg_cost),
                        "realized_pnl": str(p.realized_pnl),
-                       "last": str(marks[s]) if s in marks else None}
+                       "last": str(marks[s]) if s in marks else None,
+                       "protection": _protection_json(protection_of(proj, s))}
                       for s, p in sorted(proj.positions.positions.items()) if p.qty],
         "open_orders": [{"client_order_id": o.client_order_id, "symbol": o.symbol,
                          "side": o.side, "qty": str(o.qty) if o.qty is not None else None,
-                         "status": o.status.value, "filled_qty": str(o.filled_qty)}
+                         "status": o.status.value, "filled_qty": str(o.filled_qty),
+                         "type": o.order_type,
+                         "stop_price": str(o.stop_price) if o.stop_price is not None else None,
+                         "parent": o.parent_id, "leg": o.leg_role or None}
                         for o in (proj.orders.orders[c] for c in sorted(proj.orders.open_ids))],
         "pnl": {"today": str(realized_on(proj.risk, today)),
                 "today_limit": f"{limits.daily_limit(equity):.2f}" if equity > 0 else None,
@@ -473,6 +506,20 @@ async def status_data(settings: Settings) -> dict[str, Any]:
         "account": {"equity": str(equity), "cash": str(proj.account.cash_now)},
         "anomalies": len(proj.orders.anomalies),
     }
+
+
+def _protection_json(p: Any) -> dict[str, Any]:
+    return {"where": p.where, "stop": str(p.stop) if p.stop is not None else None,
+            "distance": str(p.distance) if p.distance is not None else None,
+            "covered": str(p.covered), "orders": list(p.orders)}
+
+
+def _protection_cell(x: dict[str, Any]) -> str:
+    if x["stop"] is None:
+        return "NONE"
+    where = "live at the broker" if x["where"] == "broker" else "engine-side only"
+    covered = "" if Decimal(x["covered"]) >= abs(Decimal(x["qty"])) else f", covers {x['covered']}"
+    return f"{Decimal(x['stop']):.2f} ({Decimal(x['distance']):.2f} away, {where}{covered})"
 
 
 def run_logs(settings: Settings) -> list[Path]:
@@ -521,14 +568,19 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
           f"cash {money(data['account']['cash'])}")
     if data["positions"]:
         print()
-        print(table(["symbol", "qty", "avg cost", "last", "realized"],
+        print(table(["symbol", "qty", "avg cost", "last", "realized", "stop"],
                     [[x["symbol"], qty(x["qty"]), money(x["avg_cost"]), money(x["last"]),
-                      money(x["realized_pnl"])] for x in data["positions"]]))
+                      money(x["realized_pnl"]),
+                      _protection_cell({**x["protection"], "qty": x["qty"]})]
+                     for x in data["positions"]]))
     if data["open_orders"]:
         print()
-        print(table(["client order id", "symbol", "side", "qty", "status", "filled"],
-                    [[o["client_order_id"], o["symbol"], o["side"], qty(o["qty"]), o["status"],
-                      qty(o["filled_qty"])] for o in data["open_orders"]]))
+        print(table(["client order id", "symbol", "side", "type", "qty", "stop", "status",
+                     "filled"],
+                    [[o["client_order_id"] + (f" ({o['leg']} of {o['parent'][:12]}...)"
+                                              if o["leg"] else ""),
+                      o["symbol"], o["side"], o["type"], qty(o["qty"]), o["stop_price"] or "-",
+                      o["status"], qty(o["filled_qty"])] for o in data["open_orders"]]))
     print(f"\nlog {data['log']} (seq {data['last_seq']}); anomalies {data['anomalies']}")
     return EXIT_OK
 
@@ -588,6 +640,41 @@ def cmd_halt_resume(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(", ".join(f"{k}={v}" for k, v in answer.items()))
     return EXIT_OK if answer.get("ok") else EXIT_CHECK_FAILED
+
+
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.dashboard.security import BindError
+    from engine.dashboard.server import DashboardStartError, run_dashboard
+    from engine.dashboard.setup import announce_token, build_config
+    from engine.service import control_socket_path
+
+    log_path, chosen = status_log(settings)  # --log, else the most recent run's
+    settings = settings.model_copy(update={"log_file": log_path})
+    bind = args.bind or settings.dashboard.bind
+    try:
+        cfg, host, port = build_config(
+            log_path=log_path, socket_path=control_socket_path(settings),
+            data_dir=settings.data_dir, limits=settings.risk, bind=bind,
+            allow_remote=args.allow_remote or settings.dashboard.allow_remote)
+    except BindError as e:
+        raise UsageError(str(e)) from None
+    announce_token(cfg.token)
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as tg:
+            try:
+                served = await tg.start(run_dashboard, cfg, host, port)
+            except DashboardStartError as e:
+                raise UsageError(str(e)) from None
+            print(f"dashboard {served.url} (log {log_path}, {chosen}); Ctrl-C to stop",
+                  file=sys.stderr, flush=True)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    break
+            tg.cancel_scope.cancel()
+
+    anyio.run(serve)
+    return EXIT_OK
 
 
 # --- parser ----------------------------------------------------------------------------------
@@ -650,8 +737,13 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, helptext: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=helptext, parents=[common])
 
-    command("run", "run the engine (no settings: the demo on sample data)")
-    command("demo", "the embedded demo: $200 simulated account, sample data, VWAP")
+    runp = command("run", "run the engine (no settings: the demo on sample data)")
+    demop = command("demo", "the embedded demo: $200 simulated account, sample data, VWAP")
+    for rp in (runp, demop):
+        rp.add_argument("--pace", type=float, default=None, metavar="SECONDS",
+                        help="wall-clock seconds between replayed bars, to watch it trade")
+        rp.add_argument("--dashboard", action="store_true",
+                        help="serve the dashboard (dashboard.bind, default 127.0.0.1:8765)")
     c = command("config", "print the effective settings (secrets masked)")
     c.add_argument("--json", action="store_true", help="(always JSON)")
     b = command("backtest", "replay bars or a log through the engine")
@@ -665,6 +757,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--ray", action="store_true", help="run on a Ray cluster (pip install .[ray])")
     s = command("status", "trading state, positions, orders, P&L vs limits")
     s.add_argument("--json", action="store_true")
+    d = command("dashboard", "the operator's dashboard in the browser, on any log")
+    d.add_argument("--bind", help="HOST:PORT (default: dashboard.bind, 127.0.0.1:8765)")
+    d.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback bind (every request then needs the token)")
     for name, helptext in (("halt", "engage the kill switch"), ("resume", "release it")):
         h = command(name, helptext)
         h.add_argument("--reason", required=True)
@@ -685,9 +781,23 @@ def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _run_overrides(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    """--pace / --dashboard of run and demo, merged over the settings they would load."""
+    out: dict[str, Any] = {}
+    if getattr(args, "pace", None) is not None or getattr(args, "dashboard", False):
+        base = load_settings(**overrides)
+        if args.pace is not None:
+            if args.pace < 0:
+                raise UsageError("--pace must be >= 0 seconds")
+            out["data"] = base.data.model_copy(update={"pace_s": args.pace})
+        if args.dashboard:
+            out["dashboard"] = base.dashboard.model_copy(update={"enabled": True})
+    return out
+
+
 COMMANDS = {"run": cmd_run, "demo": cmd_run, "config": cmd_config, "backtest": cmd_backtest,
             "sweep": cmd_sweep, "status": cmd_status, "halt": cmd_halt_resume,
-            "resume": cmd_halt_resume}
+            "resume": cmd_halt_resume, "dashboard": cmd_dashboard}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -704,6 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "demo":
             # The demo ignores configured brokers/data: it is always the embedded default.
             overrides.update(broker="simulated", data={"source": "sample"})
+        overrides.update(_run_overrides(args, overrides))
         settings = load_settings(**overrides)
         setup_logging(settings, args.verbose)
         return COMMANDS[command](args, settings)

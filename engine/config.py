@@ -79,6 +79,8 @@ class DataSettings(BaseModel):
     symbols: tuple[str, ...] = ()
     interval_s: int = Field(60, ge=1, le=86400, description="bar length of the synthetic feed")
     seed: int = Field(7, description="seed of the synthetic feed")
+    pace_s: float = Field(0.0, ge=0, le=60, description=(
+        "wall-clock seconds between bars of a replay (0: as fast as it goes), to watch a demo"))
 
 
 class StrategySettings(BaseModel):
@@ -108,6 +110,51 @@ class KillSwitchSettings(BaseModel):
     cancel_on_shutdown: bool = False
 
 
+class DashboardSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="serve the operator's dashboard inside the service")
+    bind: str = Field("127.0.0.1:8765", description="HOST:PORT to listen on")
+    allow_remote: bool = Field(
+        False, description="required to bind anywhere but loopback (the token is then needed "
+                           "for every request)")
+    poll_s: float = Field(0.25, gt=0, le=10, description="how often it looks for new events")
+
+    @model_validator(mode="after")
+    def _bind_ok(self) -> DashboardSettings:
+        from engine.dashboard.security import parse_bind
+
+        parse_bind(self.bind, allow_remote=self.allow_remote)
+        return self
+
+
+class NotifySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Secret: a webhook URL often carries its credential in the path (Slack, Discord).
+    webhook_url: tuple[SecretStr, ...] = Field(
+        (), description="webhooks that receive a JSON POST per alert (any number)")
+    queue_size: int = Field(100, ge=1, le=100_000,
+                            description="alerts waiting per webhook; the oldest is dropped")
+    max_attempts: int = Field(5, ge=1, le=50)
+    backoff_s: float = Field(1.0, gt=0, le=300, description="first retry delay (doubles)")
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    stream_down_s: float = Field(60.0, gt=0, description="alert when the broker stream is "
+                                                          "down longer than this")
+    kill_verify_s: float = Field(60.0, gt=0, description="alert when an engaged kill switch "
+                                                          "is not verified within this")
+
+    @model_validator(mode="after")
+    def _urls_ok(self) -> NotifySettings:
+        from urllib.parse import urlsplit
+
+        for url in self.webhook_url:
+            u = urlsplit(url.get_secret_value())
+            if u.scheme not in ("http", "https") or not u.hostname:
+                raise ValueError("notify.webhook_url entries must be http(s)://host/... URLs")
+        return self
+
+
 def _default_strategies() -> tuple[StrategySettings, ...]:
     return (StrategySettings(name="vwap_mean_reversion"),)
 
@@ -134,6 +181,8 @@ class Settings(BaseSettings):
     strategies: tuple[StrategySettings, ...] = Field(default_factory=_default_strategies)
     reconcile: ReconcileSettings = ReconcileSettings()
     kill_switch: KillSwitchSettings = KillSwitchSettings()
+    dashboard: DashboardSettings = DashboardSettings()
+    notify: NotifySettings = NotifySettings()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],
@@ -163,6 +212,13 @@ class Settings(BaseSettings):
         if not self.strategies:
             raise ValueError("configure at least one strategy")
         return self
+
+    def risk_limits(self) -> RiskLimits:
+        """The risk limits with `require_protection` resolved: unless set, on for a live
+        broker (Alpaca) and off for the simulated one."""
+        if self.risk.require_protection is not None:
+            return self.risk
+        return self.risk.model_copy(update={"require_protection": self.broker == "alpaca"})
 
     @property
     def log_path(self) -> Path:

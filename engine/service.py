@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -67,21 +69,34 @@ def restore_simulated(engine: Engine) -> None:
     p = engine.proj
     positions = {s: (x.qty, x.avg_cost) for s, x in p.positions.positions.items()}
     opened = []
+    parents: dict[str, str] = {}
+    held: set[str] = set()
+    hwms: dict[str, Decimal] = {}
     for coid in sorted(p.orders.open_ids):
         o = p.orders.orders[coid]
         if o.broker_order_id is None:
             continue
         req = OrderRequest(client_order_id=coid, symbol=o.symbol, side=o.side,  # type: ignore[arg-type]
                            order_type=o.order_type, time_in_force=o.time_in_force,  # type: ignore[arg-type]
-                           qty=o.qty, notional=o.notional, limit_price=o.limit_price)
+                           qty=o.qty, notional=o.notional, limit_price=o.limit_price,
+                           stop_price=o.stop_price if o.order_type != "trailing_stop" else None,
+                           trail_price=o.trail_price, trail_percent=o.trail_percent,
+                           order_class=o.order_class)  # type: ignore[arg-type]
         opened.append((req, o.broker_order_id, o.filled_qty, o.filled_notional,
                        engine.clock.now()))
+        if o.parent_id is not None:
+            parents[coid] = o.parent_id
+        if o.status.value == "held":
+            held.add(coid)
+        if o.hwm is not None:
+            hwms[coid] = o.hwm
     seen = [int(o.broker_order_id[4:]) for o in p.orders.orders.values()
             if o.broker_order_id and o.broker_order_id.startswith("sim-")
             and o.broker_order_id[4:].isdigit()]
     cash = p.account.cash_now if p.account.known else sim.cash
     sim.restore(cash, positions, opened, orders_seen=max(seen, default=0),
-                executions_seen=len(p.orders.execution_ids))
+                executions_seen=len(p.orders.execution_ids), held=held, parents=parents,
+                hwms=hwms)
 
 
 class BrokerErrorMonitor:
@@ -155,16 +170,26 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                 stop = anyio.Event()
                 tg.start_soon(_signals, stop)
                 await tg.start(_control_server, engine, control_socket_path(settings))
+                if settings.notify.webhook_url:
+                    from engine.notify.service import Notifier
+
+                    await tg.start(Notifier(engine.log, engine.clock, settings.notify).run)
+                if settings.dashboard.enabled:
+                    await tg.start(_dashboard, engine, settings)
                 if not engine.step_mode:
                     await tg.start(engine.execution.run_updates)
                     tg.start_soon(_reconcile_loop, engine, settings.reconcile.interval_s)
+                    if hasattr(engine.broker, "stream_health"):
+                        tg.start_soon(_stream_watch, engine)
                 tg.start_soon(_kill_monitors, engine, monitor, settings)
                 tg.start_soon(_snapshots, engine, settings.snapshot_every)
                 task_status.started(engine)
                 log.info("engine ready: trading state %s", engine.proj.risk.trading_state,
                          extra={"seq": engine.log.last_seq})
                 done = anyio.Event()
-                tg.start_soon(_market, engine, source, done, progress)
+                # pacing slows replays only: live bars come at their own pace
+                tg.start_soon(_market, engine, source, done, progress,
+                              settings.data.pace_s if replaying else 0.0)
                 with anyio.CancelScope() as wait_scope:
                     async with anyio.create_task_group() as waiters:
                         async def first(ev: anyio.Event, why: str) -> None:
@@ -211,7 +236,8 @@ async def _signals(stop: anyio.Event) -> None:
 
 
 async def _market(engine: Engine, source: BarProvider, done: anyio.Event,
-                  progress: Callable[[int], None] | None = None) -> None:
+                  progress: Callable[[int], None] | None = None,
+                  pace_s: float = 0.0) -> None:
     async with source, aclosing(source.stream()) as items:
         item: MarketItem
         n = 0
@@ -220,6 +246,11 @@ async def _market(engine: Engine, source: BarProvider, done: anyio.Event,
             n += 1
             if progress is not None and n % 1000 == 0:
                 progress(engine.bars_seen)
+            if pace_s:
+                # a replay slowed to a watchable pace (wall time between bars; the engine's
+                # simulated clock still moves by bar time)
+                await engine.log.flush()
+                await anyio.sleep(pace_s)
         if progress is not None:
             progress(engine.bars_seen)
     await engine.log.flush()
@@ -233,6 +264,43 @@ async def _snapshots(engine: Engine, every: int) -> None:
         await engine.clock.sleep(30.0)
         if engine.log.last_seq - engine.snapshot_seq >= every:
             await engine.save_snapshot()
+
+
+async def _dashboard(engine: Engine, settings: Settings, *,
+                     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """The operator's dashboard on this service's log (a reader like any other; its
+    commands come back through the control socket)."""
+    from engine.dashboard.server import run_dashboard
+    from engine.dashboard.setup import announce_token, build_config
+
+    d = settings.dashboard
+    cfg, host, port = build_config(
+        log_path=engine.log.path, socket_path=control_socket_path(settings),
+        data_dir=settings.data_dir, limits=settings.risk, bind=d.bind,
+        allow_remote=d.allow_remote, now=lambda _: engine.clock.now())
+    announce_token(cfg.token)
+    async with anyio.create_task_group() as tg:
+        served = await tg.start(run_dashboard, cfg, host, port)
+        print(f"dashboard {served.url}", file=sys.stderr, flush=True)
+        log.info("dashboard at %s", served.url)
+        task_status.started()
+
+
+async def _stream_watch(engine: Engine, every_s: float = 0.2) -> None:
+    """Record the broker stream's state when it changes, so the dashboard and the alerts
+    can tell from the log how long it has been down."""
+    from events.catalogue import BrokerStreamStatus
+
+    last: tuple[str, bool] | None = None
+    while True:
+        health = engine.broker.stream_health  # type: ignore[attr-defined]
+        now = (health.state, health.state == "listening")
+        if now != last and health.state != "idle":
+            last = now
+            await engine.log.append(BrokerStreamStatus(
+                ts=engine.clock.now(), state=health.state, connected=now[1],
+                detail=(health.last_error or "")[:300]))
+        await anyio.sleep(every_s)  # polled: the SDK's reconnect loop has no callback
 
 
 async def _reconcile_loop(engine: Engine, interval_s: float) -> None:

@@ -7,6 +7,12 @@ Rules for changing this file (old logs must always replay):
   previous version's payload into the new one;
 - tags (the strings after `tag=`) are stored in the log and never change.
 
+Version 2 of the order events (protection: stop, stop-limit and trailing-stop orders; bracket,
+OCO and OTO classes with their legs; replace of stop/trail levels) only *added* fields with
+defaults, so a v1 payload is a valid v2 payload (the upcasters are the identity). The version
+was still bumped so that an older build refuses a log that carries legs and stops instead of
+silently dropping the fields it does not know (msgspec ignores unknown fields).
+
 Fields named `intent_id`, `client_order_id` and `symbol` are copied into indexed columns of the
 log so reads by correlation id do not need to decode payloads.
 """
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal, Union
+from typing import ClassVar, Literal, Union
 
 import msgspec
 
@@ -23,8 +29,51 @@ from events.base import Event
 from events.market import Bar
 
 Side = Literal["buy", "sell"]
-OrderType = Literal["market", "limit"]
+OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
+OrderClass = Literal["simple", "bracket", "oco", "oto"]
+LegRole = Literal["take_profit", "stop_loss"]
 TradingStateName = Literal["recovering", "active", "reducing", "halted"]
+
+STOP_ORDER_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
+ORDER_CLASSES = ("simple", "bracket", "oco", "oto")
+
+
+def leg_client_order_id(parent_client_order_id: str, role: str) -> str:
+    """THE rule for a leg's client order id: the parent's id plus `-tp` (take-profit) or
+    `-sl` (stop-loss). Deterministic, so a restart derives the same ids; the gate's ids are
+    44 characters, which leaves room within Alpaca's 48. (Alpaca names legs itself; brokers
+    map its legs to these ids by parent and role.)"""
+    suffix = {"take_profit": "tp", "stop_loss": "sl"}[role]
+    return f"{parent_client_order_id}-{suffix}"
+
+
+class TakeProfit(msgspec.Struct, frozen=True, kw_only=True):
+    """The take-profit leg of a bracket/OCO/OTO: a limit order on the closing side."""
+
+    limit_price: Decimal
+
+
+class StopLoss(msgspec.Struct, frozen=True, kw_only=True):
+    """The stop-loss leg: a stop order at `stop_price`, a stop-limit when `limit_price` is set."""
+
+    stop_price: Decimal
+    limit_price: Decimal | None = None
+
+
+class OrderLeg(msgspec.Struct, frozen=True, kw_only=True):
+    """A leg the gate approved together with its parent: an order of its own in the log (id
+    from `leg_client_order_id`), held at the broker until the parent fills (bracket, OTO) or
+    live with its sibling at once (OCO)."""
+
+    client_order_id: str
+    role: LegRole
+    side: Side
+    order_type: OrderType
+    qty: Decimal
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
 
 
 # --- market data -------------------------------------------------------------------------
@@ -63,8 +112,18 @@ class OrderIntent(Event, frozen=True, tag="intent"):
 
     Exactly one of `qty` and `notional` should be set. `allow_notional` lets the gate turn an
     unaffordable whole-share quantity into a dollar (notional) order on a fractionable symbol.
-    `stop_price` is the strategy's protective stop; it sizes the loss budget the order uses.
+
+    `stop_price` means what it meant in every v1 log for market and limit orders: the
+    strategy's *planning* stop, which sizes the loss budget and is never sent. For
+    `order_type` stop / stop_limit it is the order's trigger price (Alpaca's `stop_price`).
+    A protective stop that lives at the broker is `stop_loss` (bracket/OTO/OCO leg) or a
+    stop-type order of its own. `trail_price` / `trail_percent` (exactly one) make a
+    `trailing_stop`. `order_class`: simple, bracket (entry + take_profit + stop_loss), oto
+    (entry + one of them), oco (take_profit + stop_loss closing an open position; the order
+    itself is the take-profit limit).
     """
+
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     intent_id: str
     strategy: str
@@ -80,6 +139,15 @@ class OrderIntent(Event, frozen=True, tag="intent"):
     allow_notional: bool = False
     signal_time: datetime | None = None
     reason: str = ""
+    # v2: protection
+    order_class: str = "simple"
+    take_profit: TakeProfit | None = None
+    stop_loss: StopLoss | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    # Move a stop: the client id of the open protective order whose stop_price / trail this
+    # intent replaces (Alpaca's PATCH); the gate decides it like any order.
+    replaces: str | None = None
 
 
 class StrategyError(Event, frozen=True, tag="strategy_error"):
@@ -103,7 +171,17 @@ class RejectReason(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RiskApproved(Event, frozen=True, tag="risk_approved"):
-    """The gate approved an intent; this is the order we are allowed to send, exactly."""
+    """The gate approved an intent; this is the order we are allowed to send, exactly.
+
+    v2: `stop_price` is the trigger of a stop / stop-limit order (never a planning stop);
+    `legs` are the orders that go with it (bracket/OTO/OCO), each with its own client id.
+    `protective` marks an order that only closes (a stop protecting a position, an OCO):
+    it holds no exposure or loss budget of its own. `risk_stop` is the stop the order's
+    `at_risk` was sized on (a live leg's, or the planning stop), `engine_side` that the
+    broker can not hold this protection (fractional shares) and the engine watches it.
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     intent_id: str
     client_order_id: str
@@ -121,6 +199,20 @@ class RiskApproved(Event, frozen=True, tag="risk_approved"):
     reduce_only: bool = False
     day_trade: bool = False
     converted_to_notional: bool = False
+    # v2: protection
+    order_class: str = "simple"
+    stop_price: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    take_profit: TakeProfit | None = None
+    stop_loss: StopLoss | None = None
+    legs: tuple[OrderLeg, ...] = ()
+    protective: bool = False
+    risk_stop: Decimal | None = None
+    engine_side: bool = False
+    # Set on an approved stop move: the order replaced; `client_order_id` is then the
+    # replacement's id (the order itself appears with `OrderReplaced`).
+    replaces: str | None = None
 
 
 class RiskRejected(Event, frozen=True, tag="risk_rejected"):
@@ -167,12 +259,17 @@ class OrderSubmitAmbiguous(Event, frozen=True, tag="order_submit_ambiguous"):
 
 
 class OrderAccepted(Event, frozen=True, tag="order_accepted"):
-    """The broker says the order is live (trade update `new`/`accepted`)."""
+    """The broker says the order is live (trade update `new`/`accepted`). For a leg this is
+    its activation; `qty` is set when the broker sized it (to a partially filled parent)."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     client_order_id: str
     broker_order_id: str
     broker_time: datetime | None = None
     symbol: str | None = None
+    # v2
+    qty: Decimal | None = None
 
 
 class FillReceived(Event, frozen=True, tag="fill"):
@@ -230,20 +327,47 @@ class OrderExpired(Event, frozen=True, tag="order_expired"):
 
 
 class ReplaceRequested(Event, frozen=True, tag="replace_requested"):
+    """Alpaca's PATCH: new terms for a live order (v2: a stop's trigger or a trail too)."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
+
     client_order_id: str
     new_client_order_id: str
     qty: Decimal | None = None
     limit_price: Decimal | None = None
+    # v2
+    stop_price: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
 
 
 class OrderReplaced(Event, frozen=True, tag="order_replaced"):
-    """The old order is terminal; the new one carries on with the same intent."""
+    """The old order is terminal; the new one carries on with the same intent (and, for a
+    leg, the same parent and role). Terms left None are the requested ones if a replace
+    was requested, else the old order's."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     client_order_id: str
     new_client_order_id: str
     new_broker_order_id: str
     qty: Decimal | None = None
     limit_price: Decimal | None = None
+    # v2
+    stop_price: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+
+
+class TrailingStopUpdated(Event, frozen=True, tag="trailing_stop_updated"):
+    """A trailing stop moved: the high-water mark (low-water for a buy stop) as the broker
+    reports it, and the stop price that follows from it. The broker's figures, not ours."""
+
+    client_order_id: str
+    hwm: Decimal
+    stop_price: Decimal
+    broker_time: datetime | None = None
+    symbol: str | None = None
 
 
 class UnknownBrokerMessage(Event, frozen=True, tag="unknown_broker_message"):
@@ -385,7 +509,10 @@ class PositionAdjusted(Event, frozen=True, tag="position_adjusted"):
 
 
 class OrphanOrderAdopted(Event, frozen=True, tag="orphan_adopted"):
-    """An order the broker has and the log did not know as open; from here it is tracked."""
+    """An order the broker has and the log did not know as open; from here it is tracked.
+    v2: its stop/trail terms and, for a leg, its parent and role."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     client_order_id: str
     broker_order_id: str
@@ -398,6 +525,15 @@ class OrphanOrderAdopted(Event, frozen=True, tag="orphan_adopted"):
     filled_qty: Decimal
     broker_status: str
     intent_id: str | None = None
+    # v2
+    order_class: str = "simple"
+    stop_price: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    hwm: Decimal | None = None
+    parent_client_order_id: str | None = None
+    leg_role: str = ""
+    time_in_force: str = "day"
 
 
 class OrphanOrderCanceled(Event, frozen=True, tag="orphan_canceled"):
@@ -425,6 +561,37 @@ class IllegalTransition(Event, frozen=True, tag="illegal_transition"):
     event_seq: int = 0
 
 
+# --- operations: broker stream health and alerts -----------------------------------------
+
+
+class BrokerStreamStatus(Event, frozen=True, tag="broker_stream"):
+    """The broker's trade-update stream changed state (recorded on change only), so the
+    dashboard and alerts can say how long it has been down from the log alone."""
+
+    state: str
+    connected: bool
+    detail: str = ""
+
+
+class AlertSent(Event, frozen=True, tag="alert_sent"):
+    """An alert the notifier tried to deliver to one webhook: who was told what, when.
+
+    `webhook` names the target without its secret parts (scheme, host, port); `source_seq`
+    is the event that raised the alert; `dropped` counts alerts discarded (oldest first)
+    because the queue was full since the previous record."""
+
+    alert_id: str
+    kind: str
+    summary: str
+    webhook: str
+    delivered: bool
+    attempts: int
+    status: int | None = None
+    error: str = ""
+    source_seq: int = 0
+    dropped: int = 0
+
+
 AnyEvent = Union[
     BarReceived,
     DataRejected,
@@ -445,6 +612,7 @@ AnyEvent = Union[
     OrderExpired,
     ReplaceRequested,
     OrderReplaced,
+    TrailingStopUpdated,
     UnknownBrokerMessage,
     AccountSnapshot,
     AssetInfo,
@@ -463,6 +631,8 @@ AnyEvent = Union[
     OrphanOrderCanceled,
     ReconciliationCompleted,
     IllegalTransition,
+    BrokerStreamStatus,
+    AlertSent,
 ]
 
 ALL_EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__  # type: ignore[attr-defined]

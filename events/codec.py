@@ -21,9 +21,24 @@ from events.errors import DecodeError, SchemaTooNewError
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
+
+def _only_fields_added(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 -> v2 where v2 only added fields with defaults: the old payload is valid as it is,
+    and decoding fills the new fields with their defaults (the meaning v1 logs always had)."""
+    return payload
+
+
 # (tag, from_version) -> function turning a payload of that version into from_version + 1.
-# Empty until an event's schema changes; see the rules at the top of events/catalogue.py.
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+# See the rules at the top of events/catalogue.py.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    # Protection (issue 11): order types, classes, legs, stop/trail replace.
+    ("intent", 1): _only_fields_added,
+    ("risk_approved", 1): _only_fields_added,
+    ("order_accepted", 1): _only_fields_added,
+    ("replace_requested", 1): _only_fields_added,
+    ("order_replaced", 1): _only_fields_added,
+    ("orphan_adopted", 1): _only_fields_added,
+}
 
 
 class Codec:

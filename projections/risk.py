@@ -82,7 +82,10 @@ def apply_fill(state: RiskState, e: FillReceived, realized: Decimal, before: Dec
         state.opened_day[sym] = day
 
     # Loss budget held by the position: grows with opening fills in proportion to the
-    # approved at-risk amount, shrinks in proportion as the position is reduced.
+    # approved at-risk amount, shrinks in proportion as the position is reduced. The gate
+    # sized `at_risk` on the part of the order that opens, so an opening fill takes its
+    # share of that part: what the order has not spent closing (`Order.closed_qty`, already
+    # updated for this fill). Scaling by the whole order instead under-counted a flip.
     risk = state.open_risk.get(sym, ZERO)
     if reduces:
         risk = risk * abs(after) / abs(before) if (after > 0) == (before > 0) and after else ZERO
@@ -91,9 +94,13 @@ def apply_fill(state: RiskState, e: FillReceived, realized: Decimal, before: Dec
         opened = e.qty
     if opened and order is not None and order.at_risk:
         if order.qty:
-            risk += order.at_risk * opened / order.qty
+            opening = order.qty - order.closed_qty
+            if opening > 0:
+                risk += order.at_risk * min(opened / opening, Decimal(1))
         elif order.notional:
-            risk += order.at_risk * min(opened * e.price / order.notional, Decimal(1))
+            opening_notional = order.notional - order.closed_notional
+            if opening_notional > 0:
+                risk += order.at_risk * min(opened * e.price / opening_notional, Decimal(1))
     if after == 0:
         risk = ZERO
     state.open_risk[sym] = risk

@@ -1,5 +1,9 @@
 """All projections together: one dispatch per event, rebuild by replay, and snapshots.
 
+Dispatch is one table from event type to its fold (`Projections._build_dispatch`); order
+events are registered from `projections.orders.ORDER_EVENT_TYPES`, keyed by the same tags
+the state machine's table uses, so no list of tags is kept by hand anywhere else.
+
 `Projections.apply(seq, event)` is deterministic and does no I/O: the same log prefix always
 gives the same state. Internally the folds mutate their own state objects (a copy per event
 would make a million-event replay crawl); nothing outside this package may mutate them.
@@ -8,6 +12,7 @@ would make a million-event replay crawl); nothing outside this package may mutat
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 from collections.abc import Callable
@@ -23,29 +28,19 @@ from events.catalogue import (
     AccountSnapshot,
     AssetInfo,
     BarReceived,
-    CancelRejected,
-    CancelRequested,
     FillReceived,
     KillSwitchEngaged,
     KillSwitchReleased,
     KillSwitchVerified,
-    OrderAccepted,
-    OrderCanceled,
-    OrderExpired,
-    OrderRejected,
-    OrderReplaced,
-    OrderSubmitAmbiguous,
-    OrderSubmitRequested,
-    OrderSubmitted,
     OrphanOrderAdopted,
     PositionAdjusted,
-    ReplaceRequested,
     RiskApproved,
     RiskRejected,
     RunEnded,
     RunSealed,
     RunStarted,
     TradingStateChanged,
+    TrailingStopUpdated,
 )
 from events.codec import Codec, default_codec
 from events.store import REPLAY_COLUMNS, LogReader, ts_to_us
@@ -61,7 +56,8 @@ ZERO = Decimal(0)
 BROKER_KNOWN = frozenset({OrderStatus.SUBMITTED, OrderStatus.ACCEPTED,
                           OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL})
 
-SNAPSHOT_VERSION = 1
+# 2: orders carry protection (legs, stops, trails); the risk fold counts flips correctly.
+SNAPSHOT_VERSION = 2
 
 
 class Projections:
@@ -111,7 +107,9 @@ class Projections:
             if not orders.apply_fill(o, seq, e):
                 return  # this execution was already booked
             realized, before, after = positions.apply_fill(p, seq, e)
-            risk.apply_fill(r, e, realized, before, after, o.orders.get(e.client_order_id))
+            order = o.orders.get(e.client_order_id)
+            orders.note_closing(order, before, e)
+            risk.apply_fill(r, e, realized, before, after, order)
             market.apply_fill_cash(a, e)
             if (order is not None and e.side == "buy" and a.netted_buys
                     and a.as_of is not None and e.broker_time <= a.as_of):
@@ -133,9 +131,6 @@ class Projections:
             risk.apply_run_started(r, e)
             market.apply_run_started(runs, seq, e)
 
-        def order_event(tag: str) -> Callable[[int, Any], None]:
-            return lambda seq, e: orders.apply_order_event(o, seq, e, tag)
-
         d: dict[type, Callable[[int, Any], None]] = {
             BarReceived: on_bar,
             BarReceivedView: on_bar,
@@ -153,21 +148,11 @@ class Projections:
             KillSwitchEngaged: lambda seq, e: risk.apply_kill_engaged(r, e),
             KillSwitchVerified: lambda seq, e: risk.apply_kill_verified(r, e),
             KillSwitchReleased: lambda seq, e: risk.apply_kill_released(r, e),
+            TrailingStopUpdated: lambda seq, e: orders.apply_trailing_update(o, seq, e),
         }
-        for cls, tag in (
-            (OrderSubmitRequested, "order_submit_requested"),
-            (OrderSubmitted, "order_submitted"),
-            (OrderSubmitAmbiguous, "order_submit_ambiguous"),
-            (OrderAccepted, "order_accepted"),
-            (CancelRequested, "cancel_requested"),
-            (CancelRejected, "cancel_rejected"),
-            (OrderCanceled, "order_canceled"),
-            (OrderRejected, "order_rejected"),
-            (OrderExpired, "order_expired"),
-            (ReplaceRequested, "replace_requested"),
-            (OrderReplaced, "order_replaced"),
-        ):
-            d[cls] = order_event(tag)
+        for cls in orders.ORDER_EVENT_TYPES:
+            if cls not in d:  # fills fold into several projections (above)
+                d[cls] = functools.partial(_order_event, o, tag_of(cls))
         return d
 
     # --- snapshots ---------------------------------------------------------------------
@@ -191,6 +176,10 @@ class Projections:
     def fingerprint(self) -> str:
         """A digest of the whole state (order-independent for sets), for equality checks."""
         return hashlib.sha256(_canonical_encoder.encode(self.to_snapshot())).hexdigest()
+
+
+def _order_event(state: OrdersState, tag: str, seq: int, e: Any) -> None:
+    orders.apply_order_event(state, seq, e, tag)
 
 
 class Snapshot(msgspec.Struct, kw_only=True):

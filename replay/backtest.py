@@ -229,7 +229,8 @@ async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log:
         run_id = "bt-" + hashlib.sha256(
             f"{digest}|{settings.fingerprint()}|{start}|{end}|{symbols}".encode()
         ).hexdigest()[:16]
-        broker = make_broker(settings, clock)
+        # The simulated broker is ours to shape (default assets); any other is open_engine's.
+        broker = make_broker(settings, clock) if settings.broker == "simulated" else None
         defaulted: list[str] = []
         if isinstance(broker, SimulatedBroker):
             in_data = stats.symbols if stats is not None else {
@@ -292,6 +293,9 @@ def stuck_orders(proj: Projections) -> list[StuckOrder]:
     out = []
     for coid in sorted(proj.orders.open_ids):
         o = proj.orders.orders[coid]
+        pos = proj.positions.positions.get(o.symbol)
+        if o.protective and pos is not None and pos.qty:
+            continue  # the stop of a position held at the end: protection, not a stuck order
         last = proj.market.last_bar.get(o.symbol)
         out.append(StuckOrder(client_order_id=coid, symbol=o.symbol, side=o.side, qty=o.qty,
                               notional=o.notional, status=o.status.value,

@@ -268,12 +268,31 @@ def summarize(e: Event) -> str:
     return " ".join(f"{k}={v}" for k, v in fields.items())
 
 
+def _protection_text(e: Any) -> list[str]:
+    parts = []
+    if e.order_class != "simple":
+        parts.append(e.order_class)
+    if e.take_profit is not None:
+        parts.append(f"take-profit {e.take_profit.limit_price}")
+    if e.stop_loss is not None:
+        sl = e.stop_loss
+        parts.append(f"stop-loss {sl.stop_price}"
+                     + (f" limit {sl.limit_price}" if sl.limit_price is not None else ""))
+    if e.trail_price is not None:
+        parts.append(f"trail ${e.trail_price}")
+    if e.trail_percent is not None:
+        parts.append(f"trail {e.trail_percent}%")
+    return parts
+
+
 def _s_intent(e: Any) -> str:
     parts = [f"{e.strategy}: {e.side} {_amount(e.qty, e.notional)} {e.order_type}"]
     if e.limit_price is not None:
         parts.append(f"limit {e.limit_price}")
     if e.stop_price is not None:
-        parts.append(f"stop {e.stop_price}")
+        parts.append(f"stop {e.stop_price}" if e.order_type in ("stop", "stop_limit")
+                     else f"planning stop {e.stop_price}")
+    parts += _protection_text(e)
     if e.reduce_only:
         parts.append("reduce-only")
     if e.reason:
@@ -284,10 +303,24 @@ def _s_intent(e: Any) -> str:
 def _s_approved(e: Any) -> str:
     flags = [n for n, on in (("reduce-only", e.reduce_only), ("day trade", e.day_trade),
                              ("converted to notional", e.converted_to_notional)) if on]
+    flags += [n for n, on in (("protective", e.protective),
+                              ("protection engine-side only", e.engine_side)) if on]
     limit = f" limit {e.limit_price}" if e.limit_price is not None else ""
+    stop = f" stop {e.stop_price}" if e.stop_price is not None else ""
+    extra = " ".join(_protection_text(e))
+    legs = "".join(f"; {leg.role} leg {leg.client_order_id}: {leg.side} {leg.qty} "
+                   f"{leg.order_type} {leg.stop_price or leg.limit_price}" for leg in e.legs)
     return (f"approved as {e.client_order_id}: {e.side} {_amount(e.qty, e.notional)} "
-            f"{e.order_type}{limit} ref {e.reference_price} est ${e.estimated_notional} "
-            f"at risk ${e.at_risk}" + (f" ({', '.join(flags)})" if flags else ""))
+            f"{e.order_type}{limit}{stop}{' ' + extra if extra else ''} ref "
+            f"{e.reference_price} est ${e.estimated_notional} "
+            f"at risk ${e.at_risk}" + (f" ({', '.join(flags)})" if flags else "") + legs)
+
+
+def _terms(e: Any) -> str:
+    parts = [f"{k} {v}" for k, v in (("qty", e.qty), ("limit", e.limit_price),
+                                       ("stop", e.stop_price), ("trail $", e.trail_price),
+                                       ("trail %", e.trail_percent)) if v is not None]
+    return " ".join(parts) or "terms as requested"
 
 
 def _s_fill(e: Any) -> str:
@@ -309,7 +342,9 @@ _SUMMARIES: dict[str, Callable[[Any], str]] = {
     "order_submitted": lambda e: (f"broker has it as {e.broker_order_id}"
                                   + (f" ({e.broker_status})" if e.broker_status else "")),
     "order_submit_ambiguous": lambda e: f"outcome unknown ({e.kind}): {e.error}",
-    "order_accepted": lambda e: f"accepted by the broker as {e.broker_order_id}",
+    "order_accepted": lambda e: (f"accepted by the broker as {e.broker_order_id}"
+                                 + (f" (qty {e.qty})" if e.qty is not None else "")),
+    "trailing_stop_updated": lambda e: f"trailing stop moved: hwm {e.hwm}, stop {e.stop_price}",
     "fill": _s_fill,
     "cancel_requested": lambda e: f"cancel requested by {e.actor}: {e.reason}",
     "cancel_rejected": lambda e: f"cancel refused: {e.reason}",
@@ -317,10 +352,10 @@ _SUMMARIES: dict[str, Callable[[Any], str]] = {
     "order_rejected": lambda e: (f"rejected by {'the broker' if e.by_broker else 'the engine'}: "
                                  f"{e.reason}"),
     "order_expired": lambda e: "expired",
-    "replace_requested": lambda e: (f"replace requested as {e.new_client_order_id}"
-                                    f" qty {e.qty} limit {e.limit_price}"),
+    "replace_requested": lambda e: (f"replace requested as {e.new_client_order_id}: "
+                                    f"{_terms(e)}"),
     "order_replaced": lambda e: (f"replaced by {e.new_client_order_id} "
-                                 f"({e.new_broker_order_id}) qty {e.qty} limit {e.limit_price}"),
+                                 f"({e.new_broker_order_id}): {_terms(e)}"),
     "unknown_broker_message": lambda e: f"{e.source}: {e.error}: {e.raw[:80]}",
     "account_snapshot": lambda e: (f"equity {e.equity} cash {e.cash} buying power "
                                    f"{e.buying_power}" + (f" ({e.source})" if e.source else "")),
@@ -395,6 +430,11 @@ class OrderView(msgspec.Struct, kw_only=True):
     reason: str
     created_seq: int
     updated_seq: int
+    stop_price: Decimal | None = None
+    parent_id: str | None = None
+    leg_role: str = ""
+    legs: tuple[str, ...] = ()
+    order_class: str = "simple"
 
 
 class AccountView(msgspec.Struct, kw_only=True):
@@ -456,7 +496,8 @@ def order_view(o: Order) -> OrderView:
         limit_price=o.limit_price, status=o.status.value, filled_qty=o.filled_qty,
         avg_fill_price=o.avg_fill_price, fees=o.fees, broker_order_id=o.broker_order_id,
         ambiguous=o.ambiguous, reason=o.reason, created_seq=o.created_seq,
-        updated_seq=o.updated_seq)
+        updated_seq=o.updated_seq, stop_price=o.stop_price, parent_id=o.parent_id,
+        leg_role=o.leg_role, legs=o.legs, order_class=o.order_class)
 
 
 def state_view(proj: Projections, *, as_of_ts: datetime | None,
@@ -646,6 +687,12 @@ async def explain(reader: LogReader, query: str, *, proj: Projections | None = N
             async for _, e in reader.read(where="type = 'order_replaced'"):
                 if isinstance(e, OrderReplaced) and e.new_client_order_id == query:
                     return await explain(reader, e.client_order_id, proj=proj)
+            # A leg's rows name only the leg: explain its family through the parent.
+            if proj is None:
+                proj = await rebuild(reader)
+            leg = proj.orders.orders.get(query)
+            if leg is not None and leg.parent_id is not None:
+                return await explain(reader, leg.parent_id, proj=proj)
     elif await _exists(reader, "intent_id", query):
         matched = "intent_id"
         intent_id = query
@@ -659,6 +706,7 @@ async def explain(reader: LogReader, query: str, *, proj: Projections | None = N
             seen[seq] = (e, _role(e))
             if isinstance(e, RiskApproved):
                 roots.add(e.client_order_id)
+                roots.update(leg.client_order_id for leg in e.legs)
     coids = await _successors(reader, roots) if roots else set()
     for coid in sorted(coids):
         for seq, e in await reader.by_client_order_id(coid):

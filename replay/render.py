@@ -148,16 +148,25 @@ def render_explain(x: Explanation) -> str:
         lines.append(f"  - {r.code}: {r.message}" + (f" [{vals}]" if vals else ""))
     lines.append("")
     lines.append("chain:")
+    root = x.client_order_ids[0] if x.client_order_ids else x.query
     for st in x.steps:
+        # Several orders share a chain (legs, replacements): name the one a step is about.
+        coid = st.client_order_id
+        who = "" if coid in (None, root) else (
+            f"[{coid[len(root):]}] " if coid.startswith(root) else f"[{coid}] ")
         lines.append(f"  {st.seq:>8}  {fmt_ts(st.ts)}  {_ROLE_LABEL.get(st.role, st.role):<10}  "
-                     f"{st.type:<22}  {st.summary}")
+                     f"{st.type:<22}  {who}{st.summary}")
     if x.orders:
         lines.append("")
         lines.append("orders now:")
         for o in x.orders:
             avg = f" avg {fmt_dec(o.avg_fill_price)}" if o.avg_fill_price is not None else ""
-            lines.append(f"  {o.client_order_id}: {o.status}, filled {o.filled_qty}{avg}, "
-                         f"fees {o.fees}" + (f" - {o.reason}" if o.reason else ""))
+            family = (f" [{o.leg_role.replace('_', '-')} leg of {o.parent_id}]" if o.parent_id
+                      else f" [{o.order_class}, legs {', '.join(o.legs)}]" if o.legs else "")
+            stop = f", stop {fmt_dec(o.stop_price)}" if o.stop_price is not None else ""
+            lines.append(f"  {o.client_order_id}{family}: {o.order_type} {o.status}{stop}, "
+                         f"filled {o.filled_qty}{avg}, fees {o.fees}"
+                         + (f" - {o.reason}" if o.reason else ""))
     lines.append("")
     if x.anomalies:
         lines.append(f"anomalies ({len(x.anomalies)}):")

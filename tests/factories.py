@@ -38,10 +38,13 @@ def approved(coid: str = "c1", *, symbol: str = "AAPL", side: str = "buy", qty: 
              ts: datetime = T0, intent_id: str | None = None, **kw: Any) -> RiskApproved:
     q = D(qty) if qty is not None else None
     n = D(notional) if notional is not None else None
+    kw.setdefault("order_type", "market")
+    kw.setdefault("limit_price", None)
+    kw.setdefault("time_in_force", "day")
     return RiskApproved(
         ts=ts, intent_id=intent_id or f"i-{coid}", client_order_id=coid, strategy="test",
-        symbol=symbol, side=side, order_type="market", qty=q, notional=n, limit_price=None,  # type: ignore[arg-type]
-        time_in_force="day", reference_price=D(price),
+        symbol=symbol, side=side, qty=q, notional=n,  # type: ignore[arg-type]
+        reference_price=D(price),
         estimated_notional=(q * D(price)) if q is not None else (n or D(0)), at_risk=D(at_risk),
         **kw,
     )

@@ -416,6 +416,10 @@ class AlpacaBroker:
         assert amount is not None
         if not amount.is_finite() or amount <= 0:
             raise OrderRejectedError(f"not sent: quantity/notional must be > 0 (got {amount})")
+        if r.order_class != "simple" or r.legs:
+            # Sending the parent alone would leave legs in our log the broker never got.
+            raise OrderRejectedError(f"not sent: {r.order_class} orders are not supported by "
+                                     "this Alpaca adapter yet")
         if r.order_type == "limit":
             if r.limit_price is None or not r.limit_price.is_finite() or r.limit_price <= 0:
                 raise OrderRejectedError("not sent: a limit order needs a positive limit_price")
@@ -519,9 +523,12 @@ class AlpacaBroker:
         qty: Decimal | None = None,
         limit_price: Decimal | None = None,
         client_order_id: str | None = None,
+        stop_price: Decimal | None = None,
+        trail: Decimal | None = None,
     ) -> BrokerOrder:
         """PATCH an order; returns the new order (Alpaca replaces by creating one). Errors
-        follow `submit`'s rules: the new order may exist unless the answer proves not."""
+        follow `submit`'s rules: the new order may exist unless the answer proves not.
+        `stop_price` / `trail` move a stop (Alpaca's PATCH fields of the same names)."""
         if not _is_uuid(broker_order_id):
             raise OrderNotFoundError(f"replace: {broker_order_id!r} is not an Alpaca order id")
         body: dict[str, str] = {}
@@ -533,6 +540,11 @@ class AlpacaBroker:
             if not limit_price.is_finite() or limit_price <= 0:
                 raise OrderRejectedError(f"not sent: limit_price must be > 0 (got {limit_price})")
             body["limit_price"] = format_dec(limit_price)
+        for name, value in (("stop_price", stop_price), ("trail", trail)):
+            if value is not None:
+                if not value.is_finite() or value <= 0:
+                    raise OrderRejectedError(f"not sent: {name} must be > 0 (got {value})")
+                body[name] = format_dec(value)
         if client_order_id is not None:
             self._check_client_order_id(client_order_id)
             body["client_order_id"] = client_order_id

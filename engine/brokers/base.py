@@ -16,24 +16,45 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from events.catalogue import OrderClass, OrderLeg, OrderType, StopLoss, TakeProfit
+
 Side = Literal["buy", "sell"]
 
 
 class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What to send. For a bracket/OTO/OCO, `take_profit` / `stop_loss` are the legs in
+    Alpaca's request shape and `legs` the same legs as our log knows them (with their client
+    ids, see `events.catalogue.leg_client_order_id`). For an OCO the order itself is the
+    take-profit limit and `legs` holds only the stop. `stop_price` is a stop / stop-limit
+    order's trigger; exactly one of `trail_price` / `trail_percent` makes a trailing stop."""
+
     client_order_id: str
     symbol: str
     side: Side
-    order_type: Literal["market", "limit"]
+    order_type: OrderType
     time_in_force: str = "day"
     qty: Decimal | None = None
     notional: Decimal | None = None
     limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    order_class: OrderClass = "simple"
+    take_profit: TakeProfit | None = None
+    stop_loss: StopLoss | None = None
+    legs: tuple[OrderLeg, ...] = ()
 
 
 class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
     """An order as the broker reports it. `status` uses Alpaca's names (new, accepted,
-    pending_new, partially_filled, filled, canceled, expired, rejected, replaced,
-    pending_cancel, done_for_day, ...); `filled_qty` is cumulative."""
+    pending_new, held, partially_filled, filled, canceled, expired, rejected, replaced,
+    pending_cancel, done_for_day, ...); `filled_qty` is cumulative.
+
+    `held` is a leg waiting at the broker: a bracket/OTO leg before its parent fills (Alpaca
+    keeps a bracket's stop-loss `held` even after that, while the take-profit is `new`; the
+    stop still triggers). `legs` are the child orders nested under a parent (Alpaca's
+    `nested=true` listing), each with `parent_broker_order_id` set. `hwm` is a trailing
+    stop's high-water mark as the broker reports it, `stop_price` its current stop."""
 
     broker_order_id: str
     client_order_id: str
@@ -51,10 +72,24 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime | None = None
     replaced_by: str | None = None
     replaces: str | None = None
+    stop_price: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    hwm: Decimal | None = None
+    order_class: str = "simple"
+    legs: tuple[BrokerOrder, ...] = ()
+    parent_broker_order_id: str | None = None
 
     @property
     def is_open(self) -> bool:
         return self.status not in CLOSED_STATUSES
+
+    def with_legs(self) -> list[BrokerOrder]:
+        """This order followed by its legs (and theirs), parents first."""
+        out = [self]
+        for leg in self.legs:
+            out.extend(leg.with_legs())
+        return out
 
 
 CLOSED_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced",
@@ -100,6 +135,12 @@ class BrokerFill(msgspec.Struct, frozen=True, kw_only=True):
     timestamp: datetime
     client_order_id: str | None = None
     cum_qty: Decimal | None = None
+
+
+# A trailing stop's mark moved (`order.hwm`, `order.stop_price` the new values). Not an event
+# of Alpaca's stream (Alpaca shows the mark on the order); the simulated broker sends it, and
+# an adapter that learns of a move another way may send it too.
+TRAILING_STOP_MOVED = "trailing_stop_moved"
 
 
 class TradeUpdate(msgspec.Struct, frozen=True, kw_only=True):
@@ -180,13 +221,20 @@ class Broker(Protocol):
 
     async def replace(self, broker_order_id: str, *, qty: Decimal | None = None,
                       limit_price: Decimal | None = None,
-                      client_order_id: str | None = None) -> BrokerOrder: ...
+                      client_order_id: str | None = None,
+                      stop_price: Decimal | None = None,
+                      trail: Decimal | None = None) -> BrokerOrder:
+        """Alpaca's PATCH. `stop_price` moves a stop / stop-limit trigger; `trail` is a
+        trailing stop's new trail (in the unit the order was placed with: price or percent)."""
+        ...
 
     async def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
         """The order, or None when the broker genuinely has no such order."""
         ...
 
-    async def open_orders(self) -> list[BrokerOrder]: ...
+    async def open_orders(self) -> list[BrokerOrder]:
+        """Open orders, legs nested under their parents (`BrokerOrder.legs`)."""
+        ...
 
     async def orders_since(self, after: datetime) -> list[BrokerOrder]:
         """Every order (any status) submitted or updated after `after` (gap filling)."""

@@ -20,21 +20,48 @@ Fill model (documented, default-safe; see also replay/README):
 - `fill_at_signal_close=True` fills market orders at once at the last close: that looks ahead
   (the strategy saw that close) and exists only for comparisons; it logs a warning.
 
+Protection (stop, stop-limit and trailing-stop orders; bracket, OTO and OCO legs):
+- A sell stop triggers when a bar's low reaches its stop (a buy stop: the high). It fills at
+  the stop, or, when the bar opened through it (a gap), at the open moved against us by
+  `slippage_bps`. A triggered stop-limit becomes a limit at its limit price: it fills at
+  the trigger if that is at or better than the limit, else when the bar comes back to the
+  limit, else it rests as a limit. A triggered stop that the volume cap only partly fills
+  carries on as a market order.
+- A trailing stop ratchets bar by bar along the assumed path open -> high -> low -> close: a
+  sell stop checks the open against its stop, then raises its high-water mark to the bar's
+  high, then triggers if the low reaches hwm - trail (a buy stop mirrors it: its low-water
+  mark follows the low, checked after the high). The mark starts at the last close before
+  the order.
+- Stop-type orders are looked at before the other orders of a bar. So when one bar touches
+  both a bracket's take-profit and its stop-loss, the stop fills and the take-profit is
+  canceled: with only OHLC we can not know which came first, and we assume the worse.
+- Bracket / OTO legs are `held` until the parent has filled completely, then go live
+  (`new`) sized to the filled quantity; a parent that ends partially filled (canceled,
+  expired) activates them at the filled quantity, one that ends unfilled cancels them.
+  Legs that go live with their parent's fill can trigger from the next bar on. OCO legs
+  are live at once. The first fill of a leg cancels its sibling; canceling a leg cancels
+  its sibling (as at Alpaca).
+- Orders that close a position hold its shares (Alpaca's `held_for_orders`): a sell beyond
+  what open sells (legs included) leave is refused without shorting.
+
 Rejections mirror Alpaca: insufficient buying power (cash account: cost beyond cash minus
 open buys), selling more than held without shorting, fractional orders on non-fractionable
-symbols or with a time in force other than day, a reused client order id (reported as the
-ambiguous duplicate-id outcome, like Alpaca's 422).
+symbols or with a time in force other than day, brackets / OCO / OTO / trailing stops on
+fractional quantities, a reused client order id (reported as the ambiguous duplicate-id
+outcome, like Alpaca's 422).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 
 import anyio
+import msgspec
 
 from engine.brokers.base import (
     AmbiguousSubmitError,
@@ -48,11 +75,12 @@ from engine.brokers.base import (
     OrderNotFoundError,
     OrderRejectedError,
     OrderRequest,
+    TRAILING_STOP_MOVED,
     StreamConnected,
     TradeUpdate,
 )
 from engine.clock import Clock
-from events.catalogue import FillModel
+from events.catalogue import STOP_ORDER_TYPES, FillModel, OrderLeg
 from events.market import Bar
 from projections.calendar import order_session, trading_day
 
@@ -96,22 +124,50 @@ class _Order:
     updated_at: datetime | None = None
     replaced_by: str | None = None
     replaces: str | None = None
+    parent: _Order | None = None
+    legs: list[_Order] = field(default_factory=list)
+    triggered: bool = False  # a stop whose trigger was reached: now a market / limit order
+    hwm: Decimal | None = None  # a trailing stop's high- (sell) or low- (buy) water mark
+    qty: Decimal | None = None  # a leg's size once its parent's fill is known
 
-    def snapshot(self) -> BrokerOrder:
+    @property
+    def order_qty(self) -> Decimal | None:
+        return self.qty if self.qty is not None else self.request.qty
+
+    def snapshot(self, with_legs: bool = True) -> BrokerOrder:
         r = self.request
         return BrokerOrder(
             broker_order_id=self.broker_order_id, client_order_id=r.client_order_id,
             symbol=r.symbol, side=r.side, order_type=r.order_type, status=self.status,
-            qty=r.qty, notional=r.notional, limit_price=r.limit_price,
+            qty=self.order_qty, notional=r.notional, limit_price=r.limit_price,
             time_in_force=r.time_in_force, filled_qty=self.filled_qty,
             filled_avg_price=(self.filled_notional / self.filled_qty).quantize(Decimal("0.0001"))
             if self.filled_qty else None,
             submitted_at=self.submitted_at, updated_at=self.updated_at or self.submitted_at,
-            replaced_by=self.replaced_by, replaces=self.replaces)
+            replaced_by=self.replaced_by, replaces=self.replaces,
+            stop_price=self.stop(), trail_price=r.trail_price, trail_percent=r.trail_percent,
+            hwm=self.hwm, order_class=r.order_class,
+            legs=tuple(leg.snapshot() for leg in self.legs) if with_legs else (),
+            parent_broker_order_id=self.parent.broker_order_id if self.parent else None)
+
+    def stop(self) -> Decimal | None:
+        """The trigger: a stop's own, a trailing stop's from its mark."""
+        r = self.request
+        if r.order_type != "trailing_stop" or self.hwm is None:
+            return r.stop_price
+        sell = r.side == "sell"
+        if r.trail_price is not None:
+            return self.hwm - r.trail_price if sell else self.hwm + r.trail_price
+        f = (r.trail_percent or ZERO) / 100
+        return (self.hwm * (1 - f) if sell else self.hwm * (1 + f)).quantize(CENT)
 
     @property
     def open(self) -> bool:
-        return self.status in ("new", "accepted", "partially_filled", "pending_cancel")
+        return self.status in ("new", "accepted", "partially_filled", "pending_cancel", "held")
+
+    @property
+    def is_stop(self) -> bool:
+        return self.request.order_type in STOP_ORDER_TYPES and not self.triggered
 
 
 @dataclass
@@ -185,8 +241,12 @@ class SimulatedBroker:
             raise OrderRejectedError(f"asset {r.symbol} is not fractionable", status=422)
         if fractional and r.time_in_force != "day":
             raise OrderRejectedError("fractional orders must be day orders", status=422)
+        if fractional and (r.order_class != "simple" or r.order_type == "trailing_stop"):
+            raise OrderRejectedError(f"fractional orders can not be {r.order_class} "
+                                     f"{r.order_type} orders", status=422)
         last = self._last.get(r.symbol)
-        price = r.limit_price if r.order_type == "limit" else (last.close if last else None)
+        price = r.limit_price if r.order_type in ("limit", "stop_limit") else (
+            last.close if last else None)
         if r.side == "buy" and price is not None:
             cost = r.notional if r.notional is not None else (qty or ZERO) * price
             available = self.cash - self._reserved_buys()
@@ -207,10 +267,35 @@ class SimulatedBroker:
         self._orders[o.broker_order_id] = o
         self._by_coid[r.client_order_id] = o
         self._open.setdefault(r.symbol, {})[o.broker_order_id] = o
+        if r.order_type == "trailing_stop":
+            o.hwm = last.close if last else None
+        for leg in r.legs:
+            self._add_leg(o, leg, now, live=r.order_class == "oco")
         self._emit(TradeUpdate(event="new", order=o.snapshot(), timestamp=now))
+        for child in o.legs:
+            if child.status == "new":
+                self._emit(TradeUpdate(event="new", order=child.snapshot(), timestamp=now))
         if self.config.fill_at_signal_close and r.order_type == "market" and last is not None:
             self._fill(o, last.close, last, immediate=True)
         return o.snapshot()
+
+    def _add_leg(self, parent: _Order, leg: OrderLeg, now: datetime, *, live: bool) -> None:
+        if leg.client_order_id in self._by_coid:
+            raise AmbiguousSubmitError("duplicate_id", "client_order_id must be unique")
+        pr = parent.request
+        req = OrderRequest(client_order_id=leg.client_order_id, symbol=pr.symbol, side=leg.side,
+                           order_type=leg.order_type, time_in_force=pr.time_in_force,
+                           qty=leg.qty, limit_price=leg.limit_price, stop_price=leg.stop_price,
+                           trail_price=leg.trail_price, trail_percent=leg.trail_percent,
+                           order_class=pr.order_class)
+        self._n_orders += 1
+        child = _Order(broker_order_id=f"sim-{self._n_orders:08d}", request=req,
+                       submitted_at=now, seq=self._n_orders, updated_at=now,
+                       status="new" if live else "held", parent=parent)
+        parent.legs.append(child)
+        self._orders[child.broker_order_id] = child
+        self._by_coid[req.client_order_id] = child
+        self._open.setdefault(req.symbol, {})[child.broker_order_id] = child
 
     async def cancel(self, broker_order_id: str) -> None:
         o = self._orders.get(broker_order_id)
@@ -219,39 +304,77 @@ class SimulatedBroker:
         if not o.open:
             raise CancelRejectedError(f"order is {o.status}")
         self._close(o, "canceled")
+        # Canceling one leg cancels the other (Alpaca); in an OCO the parent is a leg too.
+        for other in self._one_cancels_other(o):
+            self._close(other, "canceled")
 
     async def replace(self, broker_order_id: str, *, qty: Decimal | None = None,
                       limit_price: Decimal | None = None,
-                      client_order_id: str | None = None) -> BrokerOrder:
+                      client_order_id: str | None = None,
+                      stop_price: Decimal | None = None,
+                      trail: Decimal | None = None) -> BrokerOrder:
         o = self._orders.get(broker_order_id)
         if o is None:
             raise OrderNotFoundError(broker_order_id)
         if not o.open:
             raise OrderRejectedError(f"order is {o.status}", status=422)
-        new_req = OrderRequest(
-            client_order_id=client_order_id or f"{o.request.client_order_id[:44]}-r",
-            symbol=o.request.symbol, side=o.request.side, order_type=o.request.order_type,
-            time_in_force=o.request.time_in_force,
-            qty=qty if qty is not None else o.request.qty, notional=o.request.notional,
-            limit_price=limit_price if limit_price is not None else o.request.limit_price)
+        r = o.request
+        if stop_price is not None and r.order_type not in ("stop", "stop_limit"):
+            raise OrderRejectedError(f"{r.order_type} orders must not have stop_price", status=422)
+        if trail is not None and r.order_type != "trailing_stop":
+            raise OrderRejectedError("only trailing stops take trail", status=422)
+        if trail is not None and trail <= 0:
+            raise OrderRejectedError("trail must be positive", status=422)
+        percent = r.trail_percent is not None
+        new_req = msgspec.structs.replace(
+            r, client_order_id=client_order_id or f"{r.client_order_id[:44]}-r",
+            qty=qty if qty is not None else o.order_qty,
+            limit_price=limit_price if limit_price is not None else r.limit_price,
+            stop_price=stop_price if stop_price is not None else r.stop_price,
+            trail_percent=trail if trail is not None and percent else r.trail_percent,
+            trail_price=trail if trail is not None and not percent else r.trail_price,
+            legs=())
         self._n_orders += 1
         now = self.clock.now()
         new = _Order(broker_order_id=f"sim-{self._n_orders:08d}", request=new_req,
                      submitted_at=now, seq=self._n_orders, updated_at=now,
-                     replaces=o.broker_order_id)
+                     replaces=o.broker_order_id, parent=o.parent, hwm=o.hwm,
+                     status="held" if o.status == "held" else "new")
+        if o.parent is not None:
+            o.parent.legs = [new if x is o else x for x in o.parent.legs]
+        new.legs, o.legs = o.legs, []
+        for leg in new.legs:
+            leg.parent = new
         o.replaced_by = new.broker_order_id
         self._orders[new.broker_order_id] = new
         self._by_coid[new_req.client_order_id] = new
         self._open.setdefault(new_req.symbol, {})[new.broker_order_id] = new
         self._close(o, "replaced")
-        self._emit(TradeUpdate(event="new", order=new.snapshot(), timestamp=now))
+        if new.status == "new":
+            self._emit(TradeUpdate(event="new", order=new.snapshot(), timestamp=now))
         return new.snapshot()
 
-    def _close(self, o: _Order, status: str) -> None:
+    def _close(self, o: _Order, status: str, when: datetime | None = None) -> None:
         self._open.get(o.request.symbol, {}).pop(o.broker_order_id, None)
         o.status = status
-        o.updated_at = self.clock.now()
+        o.updated_at = when or self.clock.now()
         self._emit(TradeUpdate(event=status, order=o.snapshot(), timestamp=o.updated_at))
+        if o.legs and status in ("canceled", "expired", "rejected"):
+            self._parent_ended(o, o.updated_at)
+
+    def _parent_ended(self, parent: _Order, when: datetime) -> None:
+        """A parent is done filling: its held legs go live at the filled size, or, with
+        nothing filled, are canceled."""
+        for leg in parent.legs:
+            if leg.status != "held":
+                continue
+            if parent.filled_qty <= 0:
+                self._close(leg, "canceled", when)
+                continue
+            leg.qty = parent.filled_qty
+            leg.status = "new"
+            leg.updated_at = when
+            self._emit(TradeUpdate(event="new", order=leg.snapshot(), timestamp=when))
 
     def _open_orders(self) -> list[_Order]:
         return [o for book in self._open.values() for o in book.values()]
@@ -259,7 +382,8 @@ class SimulatedBroker:
     def _reserved_buys(self) -> Decimal:
         total = ZERO
         for o in self._open_orders():
-            if o.request.side == "buy":
+            # A leg (a short's buy stop, its take-profit) only covers: it needs no cash.
+            if o.request.side == "buy" and o.parent is None:
                 r = o.request
                 if r.notional is not None:
                     total += r.notional - o.filled_notional
@@ -270,9 +394,19 @@ class SimulatedBroker:
         return total
 
     def _reserved_sells(self, symbol: str) -> Decimal:
-        return sum(((o.request.qty or ZERO) - o.filled_qty
-                    for o in self._open.get(symbol, {}).values()
-                    if o.request.side == "sell"), ZERO)
+        # One-cancels-other orders hold the same shares once: an OCO's stop leg holds what
+        # its take-profit parent holds, a bracket's second live leg what its first holds.
+        # Held legs hold nothing yet.
+        total = ZERO
+        for o in self._open.get(symbol, {}).values():
+            if o.request.side != "sell" or o.status == "held":
+                continue
+            parent = o.parent
+            if parent is not None and (parent.request.order_class == "oco" or any(
+                    x.seq < o.seq and x.open and x.status != "held" for x in parent.legs)):
+                continue
+            total += (o.order_qty or ZERO) - o.filled_qty
+        return total
 
     # --- the market ----------------------------------------------------------------------
 
@@ -284,29 +418,81 @@ class SimulatedBroker:
             for o in list(book.values()):
                 if o.request.time_in_force == "day" and order_session(o.submitted_at) < day:
                     self._close(o, "expired")
-        for o in list(self._open.get(bar.symbol, {}).values()):
-            if o.submitted_at > bar.start:
-                continue
-            r = o.request
-            if r.order_type == "market":
-                self._fill(o, bar.open, bar)
-            elif r.limit_price is not None:
-                if r.side == "buy" and bar.low <= r.limit_price:
-                    self._fill(o, min(bar.open, r.limit_price), bar)
-                elif r.side == "sell" and bar.high >= r.limit_price:
-                    self._fill(o, max(bar.open, r.limit_price), bar)
+        book = self._open.get(bar.symbol)
+        if book:
+            # Held legs wait; legs that went live during this bar wait for the next one.
+            todo = [o for o in book.values()
+                    if o.status != "held" and o.submitted_at <= bar.start]
+            # Stops first: a bar touching a take-profit and a stop-loss fills the stop.
+            for o in [o for o in todo if o.is_stop] + [o for o in todo if not o.is_stop]:
+                if o.open:
+                    self._on_bar_order(o, bar)
         self._last[bar.symbol] = bar
 
-    def _fill(self, o: _Order, base_price: Decimal, bar: Bar, *, immediate: bool = False) -> None:
+    def _on_bar_order(self, o: _Order, bar: Bar) -> None:
+        r = o.request
+        sell = r.side == "sell"
+        if o.is_stop:
+            stop = o.stop()
+            if r.order_type == "trailing_stop":
+                if stop is not None and (bar.open <= stop if sell else bar.open >= stop):
+                    self._trigger(o, bar, gapped=True, stop=stop)
+                    return
+                # open -> high -> low: the mark follows the high, then the low is checked.
+                before = o.hwm
+                o.hwm = (max(o.hwm, bar.high) if sell else min(o.hwm, bar.low)) \
+                    if o.hwm is not None else (bar.high if sell else bar.low)
+                stop = o.stop()
+                assert stop is not None
+                if o.hwm != before:
+                    o.updated_at = bar.start
+                    self._emit(TradeUpdate(event=TRAILING_STOP_MOVED, order=o.snapshot(),
+                                           timestamp=bar.start))
+                if bar.low <= stop if sell else bar.high >= stop:
+                    self._trigger(o, bar, gapped=False, stop=stop)
+                return
+            assert stop is not None
+            if bar.open <= stop if sell else bar.open >= stop:
+                self._trigger(o, bar, gapped=True, stop=stop)
+            elif bar.low <= stop if sell else bar.high >= stop:
+                self._trigger(o, bar, gapped=False, stop=stop)
+            return
+        if r.order_type in ("market", "stop", "trailing_stop"):  # a triggered stop: market
+            self._fill(o, bar.open, bar, market=True)
+        elif r.limit_price is not None:
+            if not sell and bar.low <= r.limit_price:
+                self._fill(o, min(bar.open, r.limit_price), bar)
+            elif sell and bar.high >= r.limit_price:
+                self._fill(o, max(bar.open, r.limit_price), bar)
+
+    def _trigger(self, o: _Order, bar: Bar, *, gapped: bool, stop: Decimal) -> None:
+        """The stop was reached: at the open if the bar gapped through it, else at the stop."""
+        o.triggered = True
+        r = o.request
+        at = bar.open if gapped else stop
+        if r.order_type != "stop_limit":
+            self._fill(o, at, bar, market=gapped)
+            return
+        limit = r.limit_price
+        assert limit is not None
+        if (at >= limit) if r.side == "sell" else (at <= limit):
+            self._fill(o, at, bar)
+        elif (bar.high >= limit) if r.side == "sell" else (bar.low <= limit):
+            self._fill(o, limit, bar)
+        # else: it rests as a limit order
+
+    def _fill(self, o: _Order, base_price: Decimal, bar: Bar, *, immediate: bool = False,
+              market: bool | None = None) -> None:
         r = o.request
         slip = self.config.slippage_bps / 10_000
-        if r.order_type == "market":
+        if market if market is not None else r.order_type == "market":
             price = base_price * (1 + slip) if r.side == "buy" else base_price * (1 - slip)
         else:
             price = base_price
         price = price.quantize(Decimal("0.0001"))
-        if r.qty is not None:
-            remaining = r.qty - o.filled_qty
+        order_qty = o.order_qty
+        if order_qty is not None:
+            remaining = order_qty - o.filled_qty
         else:
             remaining = ((r.notional or ZERO) - o.filled_notional) / price
             remaining = remaining.quantize(QTY_STEP, ROUND_DOWN)
@@ -314,7 +500,7 @@ class SimulatedBroker:
             cap = remaining
         else:
             cap = bar.volume * self.config.volume_participation
-        whole = r.qty is not None and r.qty == r.qty.to_integral_value()
+        whole = order_qty is not None and order_qty == order_qty.to_integral_value()
         qty = min(remaining, cap)
         if whole:
             qty = qty.to_integral_value(ROUND_DOWN)
@@ -352,6 +538,23 @@ class SimulatedBroker:
         self._emit(TradeUpdate(event="fill" if done else "partial_fill", order=o.snapshot(),
                                timestamp=when, execution_id=exec_id, qty=qty, price=price,
                                position_qty=pos.qty, fee=fee))
+        for other in self._one_cancels_other(o):  # one leg's fill cancels its sibling
+            self._close(other, "canceled", when)
+        if done and o.legs:
+            self._parent_ended(o, when)
+
+    def _one_cancels_other(self, o: _Order) -> list[_Order]:
+        """The open orders `o` cancels by filling or being canceled: its sibling legs, and
+        in an OCO (whose parent is the take-profit) the parent and its stop alike."""
+        if o.parent is not None:
+            family = [*o.parent.legs]
+            if o.parent.request.order_class == "oco":
+                family.append(o.parent)
+        elif o.request.order_class == "oco":
+            family = [*o.legs]
+        else:
+            return []
+        return [x for x in family if x is not o and x.open]
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -393,23 +596,36 @@ class SimulatedBroker:
 
     def restore(self, cash: Decimal, positions: Mapping[str, tuple[Decimal, Decimal]],
                 open_orders: list[tuple[OrderRequest, str, Decimal, Decimal, datetime]], *,
-                orders_seen: int, executions_seen: int) -> None:
+                orders_seen: int, executions_seen: int,
+                held: AbstractSet[str] = frozenset(), parents: Mapping[str, str] | None = None,
+                hwms: Mapping[str, Decimal] | None = None) -> None:
         """Rebuild the paper account from the engine's log (the simulated broker has no
         memory of its own between processes): cash, positions (qty, avg) and resting orders
-        (request, broker id, filled qty, filled notional, submitted at). Id counters start
-        past everything the log has seen, so no id is ever reused."""
+        (request, broker id, filled qty, filled notional, submitted at), the legs among them
+        `held` and linked to their `parents` (client ids). Id counters start past everything
+        the log has seen, so no id is ever reused."""
         self.cash = cash
         self._n_orders = max(self._n_orders, orders_seen)
         self._n_execs = max(self._n_execs, executions_seen)
         self._positions = {s: _Position(qty=q, avg=a) for s, (q, a) in positions.items() if q}
         for req, broker_id, filled, notional, submitted in open_orders:
             self._n_orders += 1
+            status = "held" if req.client_order_id in held else (
+                "partially_filled" if filled else "new")
             o = _Order(broker_order_id=broker_id, request=req, submitted_at=submitted,
-                       seq=self._n_orders, status="partially_filled" if filled else "new",
+                       seq=self._n_orders, status=status,
                        filled_qty=filled, filled_notional=notional, updated_at=submitted)
+            if req.order_type == "trailing_stop":
+                last = self._last.get(req.symbol)
+                o.hwm = (hwms or {}).get(req.client_order_id) or (last.close if last else None)
             self._orders[broker_id] = o
             self._by_coid[req.client_order_id] = o
             self._open.setdefault(req.symbol, {})[broker_id] = o
+        for child_coid, parent_coid in (parents or {}).items():
+            child, parent = self._by_coid.get(child_coid), self._by_coid.get(parent_coid)
+            if child is not None and parent is not None:
+                child.parent = parent
+                parent.legs.append(child)
         n = [int(b.removeprefix("sim-")) for b in self._orders if b.removeprefix("sim-").isdigit()]
         self._n_orders = max([self._n_orders, *n])
 

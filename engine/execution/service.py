@@ -42,6 +42,7 @@ from engine.brokers.base import (
     OrderNotFoundError,
     OrderRejectedError,
     OrderRequest,
+    TRAILING_STOP_MOVED,
     StreamConnected,
     TradeUpdate,
     UnparsedMessage,
@@ -65,6 +66,7 @@ from events.catalogue import (
     OrderSubmitted,
     ReplaceRequested,
     RiskApproved,
+    TrailingStopUpdated,
     UnknownBrokerMessage,
 )
 from events.store import EventLog
@@ -81,6 +83,18 @@ _NOTABLE = frozenset({"order_rejected", "order_canceled", "order_expired", "orde
 
 # How far back a gap fill looks before the last update seen (clock skew, ordering slack).
 GAP_FILL_SLACK = timedelta(minutes=2)
+
+
+def request_for(approved: RiskApproved) -> OrderRequest:
+    """The broker request for an approval: exactly what was approved, legs included."""
+    return OrderRequest(
+        client_order_id=approved.client_order_id, symbol=approved.symbol, side=approved.side,
+        order_type=approved.order_type, time_in_force=approved.time_in_force,
+        qty=approved.qty, notional=approved.notional, limit_price=approved.limit_price,
+        stop_price=approved.stop_price, trail_price=approved.trail_price,
+        trail_percent=approved.trail_percent,
+        order_class=approved.order_class,  # type: ignore[arg-type]
+        take_profit=approved.take_profit, stop_loss=approved.stop_loss, legs=approved.legs)
 
 
 def inferred_execution_id(*facts: object) -> str:
@@ -153,6 +167,13 @@ class ExecutionService:
     async def execute(self, approved: RiskApproved) -> None:
         """Send an approved order. Returns once its outcome is recorded (or it is left in
         flight, to be settled by lookup, the stream or reconciliation)."""
+        if approved.replaces is not None:  # an approved stop move: the broker's PATCH
+            if approved.client_order_id not in self._proj.orders.orders:
+                trail = approved.trail_percent if approved.trail_percent is not None \
+                    else approved.trail_price
+                await self.replace(approved.replaces, stop_price=approved.stop_price,
+                                   trail=trail, new_client_order_id=approved.client_order_id)
+            return
         t = self.tracker.get(approved.client_order_id)
         if t is None:
             raise ValueError(f"{approved.client_order_id} is not an approved order in the log")
@@ -181,10 +202,7 @@ class ExecutionService:
             # From here the order may exist outside this process: a restart must find this
             # record to know it has to look the order up.
             await requested
-        request = OrderRequest(
-            client_order_id=approved.client_order_id, symbol=approved.symbol, side=approved.side,
-            order_type=approved.order_type, time_in_force=approved.time_in_force,
-            qty=approved.qty, notional=approved.notional, limit_price=approved.limit_price)
+        request = request_for(approved)
         try:
             with anyio.fail_after(self._submit_timeout):
                 order = await self._broker.submit(request)
@@ -275,19 +293,30 @@ class ExecutionService:
             self._broker_trouble("cancel")
 
     async def replace(self, coid: str, *, qty: Decimal | None = None,
-                      limit_price: Decimal | None = None) -> str | None:
+                      limit_price: Decimal | None = None, stop_price: Decimal | None = None,
+                      trail: Decimal | None = None,
+                      new_client_order_id: str | None = None) -> str | None:
+        """Alpaca's PATCH. `stop_price` moves a stop's trigger, `trail` a trailing stop's
+        trail (in the unit it was placed with)."""
         t = self.tracker.get(coid)
         if t is None or not t.is_open or t.broker_order_id is None:
             return None
         n = sum(1 for c in self._proj.orders.orders if c.startswith(coid[:44] + "-r")) + 1
-        new_coid = f"{coid[:44]}-r{n}"
+        new_coid = new_client_order_id or f"{coid[:44]}-r{n}"
+        ours = self._proj.orders.orders.get(coid)
+        percent = ours is not None and ours.trail_percent is not None
         await self._order_event(t, "replace_requested", ReplaceRequested(
             ts=self._clock.now(), client_order_id=coid, new_client_order_id=new_coid,
-            qty=qty, limit_price=limit_price))
+            qty=qty, limit_price=limit_price, stop_price=stop_price,
+            trail_price=trail if trail is not None and not percent else None,
+            trail_percent=trail if trail is not None and percent else None))
+        # Only brokers that move stops are asked to (the stop terms are keyword-only extras).
+        moves: dict[str, Decimal] = {k: v for k, v in (("stop_price", stop_price),
+                                                       ("trail", trail)) if v is not None}
         t.replacing = new_coid  # the stream's "replaced" may arrive before the REST answer
         try:
             new = await self._broker.replace(t.broker_order_id, qty=qty, limit_price=limit_price,
-                                             client_order_id=new_coid)
+                                             client_order_id=new_coid, **moves)
         except BrokerError as e:
             log.warning("replace of %s failed: %s", coid, e)
             return None
@@ -295,7 +324,9 @@ class ExecutionService:
             self._order_event(t, "order_replaced", OrderReplaced(
                 ts=self._clock.now(), client_order_id=coid,
                 new_client_order_id=new.client_order_id, new_broker_order_id=new.broker_order_id,
-                qty=qty, limit_price=limit_price))
+                qty=qty, limit_price=limit_price, stop_price=stop_price,
+                trail_price=trail if trail is not None and not percent else None,
+                trail_percent=trail if trail is not None and percent else None))
         return new.client_order_id
 
     # --- broker messages -----------------------------------------------------------------
@@ -341,7 +372,7 @@ class ExecutionService:
         elif ev in ("new", "accepted"):
             self._order_event(t, "order_accepted", OrderAccepted(
                 ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
-                broker_time=u.timestamp, symbol=o.symbol))
+                broker_time=u.timestamp, symbol=o.symbol, qty=self._leg_qty(o)))
         elif ev in ("pending_new", "accepted_for_bidding", "pending_replace", "pending_cancel",
                     "calculated"):
             if t.status == S.PENDING_SUBMIT:
@@ -364,6 +395,11 @@ class ExecutionService:
         elif ev == "replaced":
             if t.status != S.REPLACED:
                 self._record_replaced(t, o, "stream")
+        elif ev == TRAILING_STOP_MOVED:
+            if o.hwm is not None and o.stop_price is not None:
+                self._note(TrailingStopUpdated(
+                    ts=now, client_order_id=t.client_order_id, hwm=o.hwm,
+                    stop_price=o.stop_price, broker_time=u.timestamp, symbol=o.symbol))
         else:
             self._note(UnknownBrokerMessage(
                 ts=now, source=self._broker.name, raw=f"event {ev!r} for {o.client_order_id}",
@@ -481,7 +517,36 @@ class ExecutionService:
                     ts=now, client_order_id=t.client_order_id, reason=f"rejected ({source})"))
             elif o.status == "replaced" and t.status != S.REPLACED:
                 self._record_replaced(t, o, source)
+        for leg in o.legs:
+            await self._sync_leg(leg, source=source)
         return True
+
+    # --- legs (bracket / OTO / OCO) --------------------------------------------------------
+
+    def _leg_qty(self, o: BrokerOrder) -> Decimal | None:
+        """A leg's size as the broker activated it (a partially filled parent's)."""
+        ours = self._proj.orders.orders.get(o.client_order_id)
+        return o.qty if ours is not None and ours.parent_id is not None else None
+
+    async def _sync_leg(self, leg: BrokerOrder, *, source: str) -> None:
+        """A leg in its parent's answer: legs are orders of their own (the broker reports
+        them under our leg ids). A held leg only gets its broker id recorded; one the broker
+        already activated is acknowledged (its "new" may never come to us), then synced."""
+        t = self.tracker.get(leg.client_order_id)
+        if t is None:
+            return  # not ours; reconciliation decides
+        if t.status == S.HELD and t.broker_order_id is None:
+            self._order_event(t, "order_submitted", OrderSubmitted(
+                ts=self._clock.now(), client_order_id=t.client_order_id,
+                broker_order_id=leg.broker_order_id, broker_status=leg.status,
+                symbol=leg.symbol))
+        if t.status == S.HELD and leg.status not in ("held", "pending_new") and leg.is_open \
+                and source != "submit":
+            self._order_event(t, "order_accepted", OrderAccepted(
+                ts=self._clock.now(), client_order_id=t.client_order_id,
+                broker_order_id=leg.broker_order_id, broker_time=leg.updated_at,
+                symbol=leg.symbol, qty=leg.qty))
+        await self.sync_order(leg, source=source)
 
     async def fill_gap(self, since: datetime | None) -> None:
         """After a (re)connect: fetch what changed while we were not listening and book it

@@ -50,7 +50,7 @@ class _CsvRows:
     `Decimal(cell)` directly); anything that raises there is parsed again by the general
     `RowParser`, which says exactly what is wrong. Both paths build the same `Bar`."""
 
-    def __init__(self, names: list[str], parser: RowParser, symbol: str | None = None) -> None:
+    def __init__(self, names: list[str], parser: RowParser) -> None:
         self.names = names
         self.parser = parser
         ix = {n: i for i, n in enumerate(names)}

@@ -34,6 +34,17 @@ never rename one (add new ones instead). Each rejection carries the numbers behi
 | LIMIT_PRICE_AWAY | the limit price is too far from the last price (Alpaca refuses these) |
 | ORDER_RATE_LIMIT | too many approvals in the last minute |
 | NO_ACCOUNT_STATE | the account's equity/cash is not known yet |
+| STOP_WRONG_SIDE | a stop (an order's trigger or a stop-loss leg) is not at least $0.01 on the losing side of the market / entry: a sell stop below, a buy stop above |
+| TAKE_PROFIT_WRONG_SIDE | a take-profit is not on the profitable side of the entry (above it for a long, below for a short) |
+| TAKE_PROFIT_TOO_CLOSE | a take-profit less than $0.01 from the base price (Alpaca refuses these) |
+| TRAIL_NOT_POSITIVE | a trailing stop's trail_price / trail_percent is zero or negative |
+| ADVANCED_ORDER_WHOLE_SHARES | a bracket / OCO / OTO or a trailing stop with a fractional or notional quantity (Alpaca takes whole shares only) |
+| ADVANCED_ORDER_TIME_IN_FORCE | a bracket / OCO / OTO or a stop-type order with a time in force other than day or gtc |
+| SUB_PENNY_PRICE | a price not in Alpaca's increments: $0.01 at or above $1, $0.0001 below |
+| PROTECTION_REQUIRED | `risk.require_protection` is on and the order opens or adds to a position without a stop-loss |
+| PROTECTION_EXCEEDS_POSITION | a closing stop would cover more than the position its open stops leave unprotected (two stops triggering would open the other way) |
+| REPLACE_TARGET_INVALID | a stop move names no open protective stop of this symbol, or changes what the order is (type, trail unit) |
+| FRACTIONAL_PROTECTION_UNAVAILABLE | the order opens a fractional position whose stop the broker can not hold with it (no bracket for fractions) and `risk.engine_side_protection` is off |
 """
 
 from __future__ import annotations
@@ -72,3 +83,14 @@ class Reason(StrEnum):
     LIMIT_PRICE_AWAY = "LIMIT_PRICE_AWAY"
     ORDER_RATE_LIMIT = "ORDER_RATE_LIMIT"
     NO_ACCOUNT_STATE = "NO_ACCOUNT_STATE"
+    STOP_WRONG_SIDE = "STOP_WRONG_SIDE"
+    TAKE_PROFIT_WRONG_SIDE = "TAKE_PROFIT_WRONG_SIDE"
+    TAKE_PROFIT_TOO_CLOSE = "TAKE_PROFIT_TOO_CLOSE"
+    TRAIL_NOT_POSITIVE = "TRAIL_NOT_POSITIVE"
+    ADVANCED_ORDER_WHOLE_SHARES = "ADVANCED_ORDER_WHOLE_SHARES"
+    ADVANCED_ORDER_TIME_IN_FORCE = "ADVANCED_ORDER_TIME_IN_FORCE"
+    SUB_PENNY_PRICE = "SUB_PENNY_PRICE"
+    PROTECTION_REQUIRED = "PROTECTION_REQUIRED"
+    FRACTIONAL_PROTECTION_UNAVAILABLE = "FRACTIONAL_PROTECTION_UNAVAILABLE"
+    REPLACE_TARGET_INVALID = "REPLACE_TARGET_INVALID"
+    PROTECTION_EXCEEDS_POSITION = "PROTECTION_EXCEEDS_POSITION"

@@ -17,11 +17,19 @@ from typing import Any
 
 import msgspec
 
+from engine.risk import protection
 from engine.risk.codes import Reason
 from engine.risk.limits import RiskLimits
 from engine.risk.view import GateView
-from events.catalogue import OrderIntent, RejectReason, RiskApproved, RiskRejected
+from events.catalogue import (
+    STOP_ORDER_TYPES,
+    OrderIntent,
+    RejectReason,
+    RiskApproved,
+    RiskRejected,
+)
 from projections.calendar import session_open, sessions_after_close, trading_day
+from projections.orders import stop_level
 from projections.risk import Decision
 
 ZERO = Decimal(0)
@@ -30,7 +38,7 @@ QTY_STEP = Decimal("0.000000001")  # Alpaca accepts up to 9 decimal places of qu
 CENT = Decimal("0.01")
 PRICE_STEP = Decimal("0.0001")
 SIDES = ("buy", "sell")
-ORDER_TYPES = ("market", "limit")
+ORDER_TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop")
 TIME_IN_FORCE = ("day", "gtc", "ioc", "fok", "opg", "cls")
 # Reasons that shrinking the order could cure (when the intent allows a notional order).
 SIZE_REASONS = frozenset({
@@ -73,6 +81,7 @@ def invalid_intent_problems(i: OrderIntent) -> list[str]:
         problems.append("a limit order needs limit_price")
     if i.order_type == "market" and i.limit_price is not None:
         problems.append("a market order must not carry limit_price")
+    problems.extend(protection.structure_problems(i))
     return problems
 
 
@@ -108,6 +117,8 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
                                         intent.strategy)
     if flatten:
         return _decide_flatten(intent, v)
+    if intent.replaces is not None:
+        return _decide_move(intent, v, limits)
     reasons: list[RejectReason] = []
     sym, side = intent.symbol, intent.side
     buy = side == "buy"
@@ -151,7 +162,7 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
     fractionable = asset.fractionable if asset is not None else False
 
     # -- price and size -------------------------------------------------------------------
-    if intent.order_type == "limit":
+    if intent.order_type in ("limit", "stop_limit"):
         assert intent.limit_price is not None
         price: Decimal | None = intent.limit_price
         if last is not None and abs(intent.limit_price - last) / last > limits.max_limit_away_pct:
@@ -160,7 +171,10 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
                               limit_price=intent.limit_price, last=last,
                               max_away_pct=limits.max_limit_away_pct))
     elif last is not None:
-        price = last * (ONE + limits.market_buffer_bps / 10_000) if buy else last
+        # A buy stop fills once the market has risen to its trigger: priced from there.
+        base = max(last, intent.stop_price) if (
+            buy and intent.order_type == "stop" and intent.stop_price is not None) else last
+        price = base * (ONE + limits.market_buffer_bps / 10_000) if buy else base
     else:
         price = None
     if price is None:
@@ -171,6 +185,7 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
         return _reject(intent, now, reasons)
     qty = sizing.qty
     notional = qty * price
+    protection.check(intent, last, sizing.fractional, reasons)
 
     # -- direction ------------------------------------------------------------------------
     pos = v.position(sym)
@@ -195,6 +210,17 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
             reasons.append(_r(Reason.SHORTING_DISABLED, f"the order would open a short in {sym}",
                               position=pos, qty=qty, allow_short=limits.allow_short,
                               shortable=shortable))
+
+    # -- protection beyond the position --------------------------------------------------
+    # Protective orders reserve no shares (they only close), so two stops for one position
+    # would both pass the direction check above; if both triggered they would open the
+    # other way. Only what the position still lacks may be protected.
+    if opening == 0 and intent.order_type in STOP_ORDER_TYPES:
+        guarded = v.protected_qty(sym, side)
+        if guarded + qty > abs(pos):
+            reasons.append(_r(Reason.PROTECTION_EXCEEDS_POSITION,
+                              f"stops already cover {guarded} of the {abs(pos)} {sym} held",
+                              position=pos, protected=guarded, qty=qty))
 
     # -- opposite orders (Alpaca's wash-trade protection) ---------------------------------
     opposite = (res.sell_qty or res.sell_notional) if buy else (res.buy_qty or res.buy_notional)
@@ -266,11 +292,30 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
                                   f"{len(held)} positions/symbols with orders already open",
                                   open=len(held), limit=limits.max_open_positions))
 
-        per_dollar = (abs(price - intent.stop_price) / price if intent.stop_price is not None
-                      else limits.default_stop_pct)
+        # -- protection ---------------------------------------------------------------------
+        if limits.require_protection and not protection.carries_stop(intent):
+            if sizing.fractional and not limits.engine_side_protection:
+                reasons.append(_r(Reason.FRACTIONAL_PROTECTION_UNAVAILABLE,
+                                  f"a fractional position in {sym} can not carry a stop-loss "
+                                  "at the broker (no bracket for fractions); buy whole shares "
+                                  "or allow risk.engine_side_protection", qty=qty))
+            elif not sizing.fractional:
+                reasons.append(_r(Reason.PROTECTION_REQUIRED,
+                                  "risk.require_protection: an order that opens or adds to a "
+                                  "position must carry a stop_loss", opening=opening))
+
+        # The loss this order may add: to its stop-loss (which the broker holds) plus the
+        # gap allowance; else to the planning stop (v1 meaning); else the default.
+        stop_level = protection.protective_stop_level(intent)
+        if stop_level is not None:
+            per_dollar = abs(price - stop_level) / price + limits.stop_gap_allowance_pct
+        elif intent.stop_price is not None and intent.order_type in ("market", "limit"):
+            per_dollar = abs(price - intent.stop_price) / price
+        else:
+            per_dollar = limits.default_stop_pct
         at_risk = _q(open_notional * per_dollar)
-        committed = (v.positions_risk() + v.unrecorded_position_risk(limits.default_stop_pct)
-                     + total.at_risk)
+        committed = v.position_risk(limits.default_stop_pct, limits.stop_gap_allowance_pct) \
+            + total.at_risk
         for code, realized, limit, label in (
             (Reason.DAILY_LOSS_LIMIT, v.realized_today(), limits.daily_limit(equity), "today"),
             (Reason.WEEKLY_LOSS_LIMIT, v.realized_this_week(), limits.weekly_limit(equity),
@@ -310,6 +355,7 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
 
     if reasons:
         if (intent.allow_notional and not converted and fractionable
+                and intent.order_class == "simple" and intent.order_type in ("market", "limit")
                 and all(r.code in SIZE_REASONS for r in reasons) and headroom):
             shrunk = _shrink(intent, min(headroom), price, limits)
             if shrunk is not None:
@@ -318,14 +364,36 @@ def decide(intent: OrderIntent, v: GateView, limits: RiskLimits, *,
                     return d
         return _reject(original or intent, now, reasons)
 
+    coid = client_order_id_for(intent.intent_id)
+    oco = intent.order_class == "oco"
+    order_type = "limit" if oco else intent.order_type
+    limit_price = intent.take_profit.limit_price if oco and intent.take_profit else \
+        intent.limit_price
+    stop_level = protection.protective_stop_level(intent)
+    engine_side = bool(opening > 0 and sizing.fractional and limits.require_protection
+                       and limits.engine_side_protection)
+    risk_stop = stop_level if stop_level is not None else (
+        intent.stop_price if intent.order_type in ("market", "limit") else None)
+    if engine_side and risk_stop is None:
+        # The engine watches this one: it needs a level, the default stop from the price.
+        f = limits.default_stop_pct
+        risk_stop = (price * (ONE - f) if buy else price * (ONE + f)).quantize(CENT)
     return RiskApproved(
-        ts=now, intent_id=intent.intent_id, client_order_id=client_order_id_for(intent.intent_id),
+        ts=now, intent_id=intent.intent_id, client_order_id=coid,
         strategy=intent.strategy, symbol=sym, side=side,  # type: ignore[arg-type]
-        order_type=intent.order_type, qty=qty, notional=None,  # type: ignore[arg-type]
-        limit_price=intent.limit_price, time_in_force=intent.time_in_force,
+        order_type=order_type, qty=qty, notional=None,  # type: ignore[arg-type]
+        limit_price=limit_price, time_in_force=intent.time_in_force,
         reference_price=price.quantize(PRICE_STEP), estimated_notional=_q(notional),
         at_risk=at_risk,
         reduce_only=intent.reduce_only, day_trade=day_trade, converted_to_notional=converted,
+        order_class=intent.order_class,
+        stop_price=intent.stop_price if intent.order_type in ("stop", "stop_limit") else None,
+        trail_price=intent.trail_price, trail_percent=intent.trail_percent,
+        take_profit=intent.take_profit, stop_loss=intent.stop_loss,
+        legs=protection.legs_for(intent, coid, qty),
+        # Closes only, with a stop or as an OCO: it protects a position, exposes nothing.
+        protective=opening == 0 and (oco or intent.order_type in STOP_ORDER_TYPES),
+        risk_stop=risk_stop, engine_side=engine_side,
     )
 
 
@@ -354,6 +422,68 @@ def _decide_flatten(intent: OrderIntent, v: GateView) -> Decision:
         qty=intent.qty, notional=None, limit_price=None, time_in_force="day",
         reference_price=price.quantize(PRICE_STEP), estimated_notional=_q(intent.qty * price),
         at_risk=ZERO, reduce_only=True)
+
+
+def _decide_move(intent: OrderIntent, v: GateView, limits: RiskLimits) -> Decision:
+    """Move a protective stop (Alpaca's PATCH of stop_price / trail). Tightening is always
+    welcome; loosening adds to the loss budget the position holds, so it must fit."""
+    reasons: list[RejectReason] = []
+    target = v.order(intent.replaces or "")
+    sym = intent.symbol
+    same_unit = target is not None and (
+        (target.trail_percent is None) == (intent.trail_percent is None)
+        and (target.trail_price is None) == (intent.trail_price is None))
+    if (target is None or not target.is_open or not target.protective or not target.is_stop
+            or target.symbol != sym or target.order_type != intent.order_type or not same_unit):
+        return _reject(intent, v.now, [_r(
+            Reason.REPLACE_TARGET_INVALID,
+            f"{intent.replaces} is not an open protective {intent.order_type} order of {sym}",
+            replaces=intent.replaces, found=target.order_type if target else None,
+            status=target.status.value if target else None)])
+    if v.kill_switch != "off":
+        reasons.append(_r(Reason.KILL_SWITCH_ENGAGED, "the kill switch is engaged",
+                          kill_switch=v.kill_switch))
+    bar = v.last_bar(sym)
+    last = bar.close if bar is not None else None
+    remaining = (target.qty or ZERO) - target.filled_qty
+    fractional = remaining != remaining.to_integral_value()
+    protection.check(intent, last, fractional, reasons)
+    mark = last if last is not None else target.reference_price
+    moved = msgspec.structs.replace(target, stop_price=intent.stop_price,
+                                    trail_price=intent.trail_price,
+                                    trail_percent=intent.trail_percent)
+    old_level, new_level = stop_level(target, mark), stop_level(moved, mark)
+    sell = target.side == "sell"
+    extra = remaining * ((old_level - new_level) if sell else (new_level - old_level))
+    if extra > 0 and not reasons:
+        equity = v.equity()
+        total = v.total_reserved()
+        committed = v.position_risk(limits.default_stop_pct, limits.stop_gap_allowance_pct) \
+            + total.at_risk
+        for code, realized, limit, label in (
+            (Reason.DAILY_LOSS_LIMIT, v.realized_today(), limits.daily_limit(equity), "today"),
+            (Reason.WEEKLY_LOSS_LIMIT, v.realized_this_week(), limits.weekly_limit(equity),
+             "this week"),
+        ):
+            used = -realized + committed
+            if used + extra > limit:
+                reasons.append(_r(code, f"loosening the stop adds {extra:.2f} to the loss "
+                                        f"{label} ({used:.2f}) beyond {limit:.2f}",
+                                  realized=_q(realized), open_risk=_q(committed),
+                                  order_risk=_q(extra), limit=_q(limit)))
+    if reasons:
+        return _reject(intent, v.now, reasons)
+    return RiskApproved(
+        ts=v.now, intent_id=intent.intent_id,
+        client_order_id=client_order_id_for(intent.intent_id), strategy=intent.strategy,
+        symbol=sym, side=target.side,  # type: ignore[arg-type]
+        order_type=target.order_type,  # type: ignore[arg-type]
+        qty=remaining, notional=None, limit_price=target.limit_price,
+        time_in_force=target.time_in_force, reference_price=mark.quantize(PRICE_STEP),
+        estimated_notional=ZERO, at_risk=ZERO, reduce_only=True, order_class=target.order_class,
+        stop_price=intent.stop_price, trail_price=intent.trail_price,
+        trail_percent=intent.trail_percent, protective=True, risk_stop=new_level,
+        replaces=target.client_order_id)
 
 
 def _size(intent: OrderIntent, price: Decimal, fractionable: bool, limits: RiskLimits,

@@ -67,6 +67,11 @@ class RiskGate:
         return self._limits
 
     @property
+    def projections(self) -> Projections:
+        """What the gate decides on (read-only for callers)."""
+        return self._proj
+
+    @property
     def halted(self) -> str | None:
         return self._halted
 

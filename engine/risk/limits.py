@@ -44,6 +44,16 @@ class RiskLimits(BaseModel):
     day_trade_mode: Literal["off", "limit", "auto"] = "auto"
     day_trade_limit: int = Field(3, ge=0, description="day trades per 5 business days (mode=limit)")
     pdt_equity_threshold: Decimal = Field(D(25_000), gt=0)
+    # Protection (issue 11).
+    require_protection: bool | None = Field(
+        None, description="an order that opens or adds to a position must carry a stop-loss "
+                          "(None: on for broker=alpaca, off for the simulated broker)")
+    stop_gap_allowance_pct: Decimal = Field(
+        D("0.005"), ge=0, le=1,
+        description="a stop may fill this fraction of the price beyond its level (gaps)")
+    engine_side_protection: bool = Field(
+        False, description="where the broker can not hold a stop (fractional shares), accept "
+                           "the order and record its protection as engine-side only")
 
     @field_validator("deny_symbols", mode="before")
     @classmethod

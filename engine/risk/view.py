@@ -11,7 +11,7 @@ from decimal import Decimal
 from events.catalogue import AssetInfo
 from projections.calendar import trading_day
 from projections.market import LastBar
-from projections.orders import ZERO, Reservation
+from projections.orders import ZERO, Order, Reservation, armed_stops, stop_level
 from projections.risk import Decision, day_trades_in_window, realized_in_week, realized_on
 from projections.state import Projections
 
@@ -87,18 +87,48 @@ class GateView:
     def total_reserved(self) -> Reservation:
         return self.proj.orders.reserved_total
 
-    def positions_risk(self) -> Decimal:
-        """The loss budget held by open positions (recorded at entry, or the default stop)."""
-        return sum(self.proj.risk.open_risk.values(), ZERO)
-
-    def unrecorded_position_risk(self, default_stop_pct: Decimal) -> Decimal:
-        """Positions we hold with no recorded loss budget (adopted from the broker)."""
+    def position_risk(self, default_stop_pct: Decimal, gap_pct: Decimal) -> Decimal:
+        """The loss budget held by open positions: what their live protective stops allow
+        (qty x distance from the mark to the stop, plus the gap allowance), and for the part
+        no stop covers the budget recorded at entry, or the default stop where none was."""
         total = ZERO
+        open_risk = self.proj.risk.open_risk
+        orders = self.proj.orders
         for sym, pos in self.proj.positions.positions.items():
-            if pos.qty != 0 and not self.proj.risk.open_risk.get(sym):
-                price = self.mark(sym) or pos.avg_cost
-                total += abs(pos.qty) * price * default_stop_pct
+            if pos.qty == 0:
+                continue
+            qty = abs(pos.qty)
+            price = self.mark(sym) or pos.avg_cost
+            left = qty
+            if sym in orders.stops:
+                for s in armed_stops(orders, sym):
+                    covered = min(left, (s.qty or ZERO) - s.filled_qty)
+                    if covered <= 0:
+                        continue
+                    left -= covered
+                    level = stop_level(s, price)
+                    distance = price - level if pos.qty > 0 else level - price
+                    total += covered * (max(distance, ZERO) + price * gap_pct)
+                    if left == 0:
+                        break
+            if left:
+                recorded = open_risk.get(sym)
+                total += (recorded * left / qty if recorded
+                          else left * price * default_stop_pct)
         return total
+
+    def protected_qty(self, symbol: str, side: str) -> Decimal:
+        """The unfilled quantity of the stops on `side` that guard the position now (not
+        the held legs of an entry still to fill: they guard what it will open)."""
+        return sum(((o.qty or ZERO) - o.filled_qty for o in self.protection(symbol)
+                    if o.side == side), ZERO)
+
+    def order(self, client_order_id: str) -> Order | None:
+        return self.proj.orders.orders.get(client_order_id)
+
+    def protection(self, symbol: str) -> list[Order]:
+        """The stops protecting `symbol`'s position now."""
+        return armed_stops(self.proj.orders, symbol)
 
     # account
     @property

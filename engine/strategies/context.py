@@ -19,15 +19,15 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from datetime import datetime, timedelta
-from decimal import ROUND_DOWN, Decimal
-from typing import Literal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from typing import Any, Literal
 
 import msgspec
 
 from engine.clock import Clock
-from events.catalogue import OrderIntent, RiskRejected
+from events.catalogue import OrderIntent, RiskRejected, StopLoss, TakeProfit
 from events.market import Bar
-from projections.orders import OrderStatus, open_orders
+from projections.orders import Order, OrderStatus, armed_stops, open_orders
 from projections.state import Projections
 
 ZERO = Decimal(0)
@@ -38,6 +38,7 @@ MIN_NOTIONAL = Decimal(1)  # Alpaca's smallest notional order
 MAX_INTENT_ID = 80
 
 IntentStatus = Literal["pending", "rejected", "open", "filled", "done"]
+ORDER_TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop")
 Side = Literal["buy", "sell"]
 
 
@@ -63,6 +64,9 @@ class OrderView(msgspec.Struct, frozen=True, kw_only=True):
     limit_price: Decimal | None
     status: str
     filled_qty: Decimal
+    stop_price: Decimal | None = None
+    parent_id: str | None = None
+    leg_role: str = ""
 
 
 class AccountView(msgspec.Struct, frozen=True, kw_only=True):
@@ -261,13 +265,16 @@ class StrategyContext:
         """Open orders of `symbol` (default: the current bar's) from every strategy, oldest
         first."""
         sym = symbol or self._symbol
-        return tuple(
-            OrderView(client_order_id=o.client_order_id, intent_id=o.intent_id,
-                      strategy=o.strategy, symbol=o.symbol, side=o.side,
-                      order_type=o.order_type, qty=o.qty, notional=o.notional,
-                      limit_price=o.limit_price, status=o.status.value,
-                      filled_qty=o.filled_qty)
-            for o in open_orders(self._proj.orders, sym))
+        return tuple(self._view(o) for o in open_orders(self._proj.orders, sym))
+
+    @staticmethod
+    def _view(o: Order) -> OrderView:
+        return OrderView(client_order_id=o.client_order_id, intent_id=o.intent_id,
+                         strategy=o.strategy, symbol=o.symbol, side=o.side,
+                         order_type=o.order_type, qty=o.qty, notional=o.notional,
+                         limit_price=o.limit_price, status=o.status.value,
+                         filled_qty=o.filled_qty, stop_price=o.stop_price,
+                         parent_id=o.parent_id, leg_role=o.leg_role)
 
     @property
     def cash(self) -> Decimal:
@@ -370,10 +377,19 @@ class StrategyContext:
               order_type: str = "market", limit_price: Decimal | None = None,
               stop_price: Decimal | None = None, time_in_force: str | None = None,
               reduce_only: bool = False, allow_notional: bool = False,
-              reason: str = "") -> OrderIntent:
+              reason: str = "", stop_loss: Decimal | None = None,
+              stop_loss_limit: Decimal | None = None, take_profit: Decimal | None = None,
+              trail_price: Decimal | None = None, trail_percent: Decimal | None = None,
+              ) -> OrderIntent:
         """An intent with the next deterministic id. Bad arguments raise (inside a hook, the
         runner then records the error and pauses the strategy). `time_in_force` defaults to
-        the strategy's, except that a fractional order is always a day order."""
+        the strategy's, except that a fractional order is always a day order and an entry
+        with legs good till canceled (its stop must outlive the session).
+
+        `stop_loss=` / `take_profit=` attach legs the broker holds: both make a bracket, one
+        an OTO (whole shares only; the gate says so otherwise). `stop_price` is a stop /
+        stop-limit order's trigger, or, on a market / limit order, the planning stop that
+        sizes the loss budget and is never sent."""
         if size is not None:
             if qty is not None or notional is not None:
                 raise ValueError("give size, or qty/notional, not both")
@@ -386,14 +402,25 @@ class StrategyContext:
         _check_decimal("notional", notional)
         _check_decimal("limit_price", limit_price)
         _check_decimal("stop_price", stop_price)
-        if order_type not in ("market", "limit"):
-            raise ValueError(f"order_type must be 'market' or 'limit', got {order_type!r}")
-        if (order_type == "limit") != (limit_price is not None):
-            raise ValueError("a limit order needs limit_price; a market order takes none")
+        for name, v in (("stop_loss", stop_loss), ("stop_loss_limit", stop_loss_limit),
+                        ("take_profit", take_profit), ("trail_price", trail_price),
+                        ("trail_percent", trail_percent)):
+            _check_decimal(name, v)
+        if order_type not in ORDER_TYPES:
+            raise ValueError(f"order_type must be one of {', '.join(ORDER_TYPES)}, "
+                             f"got {order_type!r}")
+        if (order_type in ("limit", "stop_limit")) != (limit_price is not None):
+            raise ValueError("a limit order needs limit_price (so does a stop_limit); "
+                             "other types take none")
+        if stop_loss_limit is not None and stop_loss is None:
+            raise ValueError("stop_loss_limit needs stop_loss")
         if time_in_force is None:
             fractional = notional is not None or (qty is not None
                                                   and qty != qty.to_integral_value())
-            time_in_force = "day" if fractional else self._tif
+            # Legs share their entry's time in force: good till canceled, so a stop does
+            # not expire with the session while its position stays open.
+            legs = stop_loss is not None or take_profit is not None
+            time_in_force = "day" if fractional else ("gtc" if legs else self._tif)
         sym = symbol or self._symbol
         if not sym:
             raise ValueError("no symbol: pass symbol= outside on_bar")
@@ -403,11 +430,103 @@ class StrategyContext:
             stamp = self._stamp = bar_stamp(self._bar)
         iid = intent_id(self._name, sym, stamp, self._n)
         self._n += 1
+        order_class = ("bracket" if stop_loss is not None and take_profit is not None
+                       else "oto" if stop_loss is not None or take_profit is not None
+                       else "simple")
         return OrderIntent(
             ts=self._clock.now(), intent_id=iid, strategy=self._name, symbol=sym, side=side,
             order_type=order_type, qty=qty, notional=notional, limit_price=limit_price,
             stop_price=stop_price, time_in_force=time_in_force, reduce_only=reduce_only,
-            allow_notional=allow_notional, signal_time=self._signal_time, reason=reason)
+            allow_notional=allow_notional, signal_time=self._signal_time, reason=reason,
+            order_class=order_class,
+            take_profit=TakeProfit(limit_price=take_profit) if take_profit is not None else None,
+            stop_loss=StopLoss(stop_price=stop_loss, limit_price=stop_loss_limit)
+            if stop_loss is not None else None,
+            trail_price=trail_price, trail_percent=trail_percent)
+
+    def protect(self, symbol: str | None = None, *, stop: Decimal | None = None,
+                stop_limit: Decimal | None = None, take_profit: Decimal | None = None,
+                trail_percent: Decimal | None = None, trail_price: Decimal | None = None,
+                time_in_force: str | None = None, reason: str = "protect") -> OrderIntent | None:
+        """Protection for the position held now (None if flat), held by the broker: a stop
+        (stop-limit with `stop_limit`), a trailing stop (`trail_percent` / `trail_price`), or
+        an OCO when both a take-profit and a stop are given. Good till canceled for whole
+        shares; a fractional position can only have a day stop (Alpaca)."""
+        sym = symbol or self._symbol or ""
+        qty = self.position_qty(sym)
+        if qty == 0:
+            return None
+        side: Side = "sell" if qty > 0 else "buy"
+        trail = trail_percent is not None or trail_price is not None
+        if trail == (stop is not None):
+            raise ValueError("protect needs a stop or a trail (one of them)")
+        if take_profit is not None and stop is None:
+            raise ValueError("a take_profit needs a stop to make an OCO")
+        whole = qty == qty.to_integral_value()
+        tif = time_in_force or ("gtc" if whole else "day")
+        common: dict[str, Any] = dict(symbol=sym, qty=abs(qty), time_in_force=tif,
+                                      reduce_only=True, reason=reason)
+        if take_profit is not None:
+            assert stop is not None
+            intent = self.order(side, order_type="limit", limit_price=take_profit,
+                                stop_loss=stop, stop_loss_limit=stop_limit,
+                                take_profit=take_profit, **common)
+            return msgspec.structs.replace(intent, order_class="oco")
+        if trail:
+            return self.order(side, order_type="trailing_stop", trail_price=trail_price,
+                              trail_percent=trail_percent, **common)
+        if stop_limit is not None:
+            return self.order(side, order_type="stop_limit", stop_price=stop,
+                              limit_price=stop_limit, **common)
+        return self.order(side, order_type="stop", stop_price=stop, **common)
+
+    def move_stop(self, symbol: str | None = None, *, stop: Decimal | None = None,
+                  trail_percent: Decimal | None = None, trail_price: Decimal | None = None,
+                  order: str | None = None, reason: str = "move stop") -> OrderIntent | None:
+        """Move the stop protecting `symbol` (the oldest one, or the order `order`) to `stop`
+        (or a new trail, in the unit it was placed with), through the gate and the broker's
+        replace. None when nothing protects the position."""
+        sym = symbol or self._symbol or ""
+        stops = self.protection(sym)
+        target = next((o for o in stops if order is None or o.client_order_id == order), None)
+        if target is None:
+            return None
+        ours = self._proj.orders.orders[target.client_order_id]
+        remaining = (ours.qty or ZERO) - ours.filled_qty
+        intent = self.order(ours.side, symbol=sym, qty=remaining,  # type: ignore[arg-type]
+                            order_type=ours.order_type, limit_price=ours.limit_price,
+                            stop_price=stop, trail_percent=trail_percent,
+                            trail_price=trail_price, time_in_force=ours.time_in_force,
+                            reduce_only=True, reason=reason)
+        return msgspec.structs.replace(intent, replaces=ours.client_order_id)
+
+    def ensure_stop(self, symbol: str | None = None, *, stop_pct: Decimal,
+                    reason: str = "protect the fill") -> OrderIntent | None:
+        """A stop at avg cost -/+ `stop_pct`% for a position that no protective order
+        guards yet (legs, stops, OCOs, pending or live); None when flat or guarded."""
+        _check_decimal("stop_pct", stop_pct)
+        sym = symbol or self._symbol or ""
+        pos = self.position(sym)
+        closing = "sell" if pos.qty > 0 else "buy"
+        # Guarded already, or on its way out (an exit is open): nothing to add.
+        if pos.qty == 0 or any(o.protective or o.side == closing
+                               for o in open_orders(self._proj.orders, sym)):
+            return None
+        f = stop_pct / 100
+        if pos.qty > 0:
+            stop = (pos.avg_cost * (1 - f)).quantize(CENT, rounding=ROUND_DOWN)
+        else:
+            stop = (pos.avg_cost * (1 + f)).quantize(CENT, rounding=ROUND_UP)
+        return self.protect(sym, stop=stop, reason=reason)
+
+    def protection(self, symbol: str | None = None) -> tuple[OrderView, ...]:
+        """The protective stops at the broker that protect `symbol`'s position now."""
+        sym = symbol or self._symbol or ""
+        return tuple(self._view(o) for o in armed_stops(self._proj.orders, sym))
+
+    def protected_qty(self, symbol: str | None = None) -> Decimal:
+        """How much of the position those stops cover."""
+        return sum(((o.qty or ZERO) - o.filled_qty for o in self.protection(symbol)), ZERO)
 
     def close_position(self, symbol: str | None = None, *, reason: str = "close"
                        ) -> OrderIntent | None:

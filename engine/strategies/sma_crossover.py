@@ -6,21 +6,23 @@ it crosses below. A cross is judged like backtrader's `CrossOver`: against the l
 a downward cross from flat sells short (whole shares) and an upward cross covers.
 Averages are exact (Decimal running sums), so signals do not depend on float rounding.
 Sizing: a fixed `qty` when given, else `notional_fraction` of equity.
+`protect` (default on) keeps a stop `stop_pct`% from the entry at the broker: a stop-loss
+leg on a whole-share entry (OTO), or a day stop placed when a fractional entry fills.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from events.catalogue import OrderIntent
+from events.catalogue import FillReceived, OrderIntent
 from events.market import Bar
 
 from .base import Strategy, StrategyParams
-from .context import StrategyContext
+from .context import CENT, StrategyContext
 from .indicators import Sma
 
 
@@ -31,6 +33,8 @@ class SmaCrossoverParams(StrategyParams):
     notional_fraction: Decimal = Field(Decimal("0.1"), gt=0, le=1)
     allow_short: bool = False
     pending_timeout_bars: int = Field(5, ge=1)
+    protect: bool = Field(True, description="keep each entry's stop at the broker")
+    stop_pct: Decimal = Field(Decimal("2.0"), gt=0, lt=100, description="stop distance, %")
 
     @model_validator(mode="after")
     def _fast_below_slow(self) -> SmaCrossoverParams:
@@ -105,11 +109,28 @@ class SmaCrossover(Strategy):
         st.pending, st.pending_bars = intent.intent_id, 0
         return [intent]
 
+    def on_fill(self, fill: FillReceived, ctx: StrategyContext) -> list[OrderIntent] | None:
+        """An entry that could not carry its stop (a fraction) gets one once it fills."""
+        if not self.params.protect:
+            return None
+        intent = ctx.ensure_stop(fill.symbol, stop_pct=self.params.stop_pct)
+        return [intent] if intent is not None else None
+
+    def _stop(self, side: str, close: Decimal) -> Decimal | None:
+        if not self.params.protect:
+            return None
+        f = self.params.stop_pct / 100
+        if side == "buy":
+            return (close * (1 - f)).quantize(CENT, rounding=ROUND_DOWN)
+        return (close * (1 + f)).quantize(CENT, rounding=ROUND_UP)
+
     def _open(self, ctx: StrategyContext, side: str, close: Decimal) -> OrderIntent | None:
         reason = f"cross {'up' if side == 'buy' else 'down'} at {close}"
+        stop = self._stop(side, close)
         if self.params.qty is not None:
+            whole = self.params.qty == self.params.qty.to_integral_value()
             return ctx.order("buy" if side == "buy" else "sell", qty=self.params.qty,
-                             reason=reason)
+                             stop_loss=stop if whole else None, reason=reason)
         dollars = ctx.equity * self.params.notional_fraction
         if dollars <= 0:
             return None
@@ -117,9 +138,11 @@ class SmaCrossover(Strategy):
             size = ctx.size_by_notional(dollars, close)
             if size is None:
                 return None
+            if stop is not None and size.qty is not None:
+                return ctx.order("buy", size=size, stop_loss=stop, reason=reason)
             return ctx.order("buy", size=size, allow_notional=True, reason=reason)
         asset = ctx.asset()
         if asset is None or not asset.shortable:
             return None
         qty = (dollars / close).to_integral_value(rounding=ROUND_DOWN)
-        return ctx.order("sell", qty=qty, reason=reason) if qty >= 1 else None
+        return ctx.order("sell", qty=qty, stop_loss=stop, reason=reason) if qty >= 1 else None

@@ -14,7 +14,11 @@ Per symbol and New York regular session:
   mirror this;
 - one position per symbol at most, and nothing new while its last intent is undecided or its
   order is open (an intent the gate never answered is given up after `pending_timeout_bars`);
-- no entries after `last_entry`; bars outside the session are ignored.
+- no entries after `last_entry`; bars outside the session are ignored;
+- `protect` (default on): every entry's stop lives at the broker. A whole-share entry
+  carries it as a stop-loss leg (OTO); a fractional one (no legs for fractions at Alpaca)
+  gets a day stop at avg cost x (1 - stop_pct%) as soon as its fill is booked. Exits cancel
+  that protection first (see `engine.execution.router`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from events.catalogue import OrderIntent
+from events.catalogue import FillReceived, OrderIntent
 from events.market import Bar
 
 from .base import Strategy, StrategyParams
@@ -52,6 +56,7 @@ class VwapMeanReversionParams(StrategyParams):
     last_entry: time = time(15, 45)
     flat_time: time = time(15, 55)
     pending_timeout_bars: int = Field(5, ge=1)
+    protect: bool = Field(True, description="keep each entry's stop at the broker")
 
     @model_validator(mode="after")
     def _consistent(self) -> VwapMeanReversionParams:
@@ -172,6 +177,13 @@ class VwapMeanReversion(Strategy):
         st.pending, st.pending_bars = intent.intent_id, 0
         return [intent]
 
+    def on_fill(self, fill: FillReceived, ctx: StrategyContext) -> list[OrderIntent] | None:
+        """An entry that could not carry its stop (a fraction) gets one once it fills."""
+        if not self.params.protect:
+            return None
+        intent = ctx.ensure_stop(fill.symbol, stop_pct=self.params.stop_pct)
+        return [intent] if intent is not None else None
+
     def _enter(self, ctx: StrategyContext, st: _SymbolState, side: str, close: Decimal,
                vwap: Decimal, dev: Decimal) -> list[OrderIntent] | None:
         dollars = ctx.equity * self.params.notional_fraction
@@ -183,8 +195,11 @@ class VwapMeanReversion(Strategy):
             if size is None:
                 return None
             stop = (close * self._long_stop).quantize(CENT, rounding=ROUND_DOWN)
-            intent = ctx.order("buy", size=size, stop_price=stop, allow_notional=True,
-                               reason=reason)
+            if self.params.protect and size.qty is not None:
+                intent = ctx.order("buy", size=size, stop_loss=stop, reason=reason)
+            else:
+                intent = ctx.order("buy", size=size, stop_price=stop, allow_notional=True,
+                                   reason=reason)
         else:
             asset = ctx.asset()
             if asset is None or not asset.shortable:
@@ -194,6 +209,9 @@ class VwapMeanReversion(Strategy):
             if qty < 1:
                 return None
             stop = (close * self._short_stop).quantize(CENT, rounding=ROUND_UP)
-            intent = ctx.order("sell", qty=qty, stop_price=stop, reason=reason)
+            if self.params.protect:
+                intent = ctx.order("sell", qty=qty, stop_loss=stop, reason=reason)
+            else:
+                intent = ctx.order("sell", qty=qty, stop_price=stop, reason=reason)
         st.pending, st.pending_bars = intent.intent_id, 0
         return [intent]

@@ -60,8 +60,15 @@ async def test_fills_happen_at_the_next_bars_open(tmp_path: Path) -> None:
             elif isinstance(e, FillReceived):
                 fills.append(e)
     assert fills
+    legs = {leg.client_order_id: (a, leg.stop_price or leg.limit_price)
+            for a in approvals.values() for leg in a.legs}
+    stops = 0
     for f in fills:
-        a = approvals[f.client_order_id]
+        if f.client_order_id in legs:
+            a, level = legs[f.client_order_id]
+        else:
+            a = approvals[f.client_order_id]
+            level = a.stop_price
         intent = intents[a.intent_id]
         fill_bar = bars[(f.symbol, f.broker_time)]
         # the order was decided after its signal bar closed, and filled on a later bar
@@ -69,7 +76,14 @@ async def test_fills_happen_at_the_next_bars_open(tmp_path: Path) -> None:
         assert fill_bar.bar.start >= intent.ts
         slip = settings.sim.slippage_bps / 10_000
         expected = fill_bar.bar.open * (1 + slip if f.side == "buy" else 1 - slip)
+        if level is not None:  # a protective stop: at its level, or at the open it gapped to
+            stops += 1
+            gapped = fill_bar.bar.open <= level if f.side == "sell" else fill_bar.bar.open >= level
+            if not gapped:
+                assert f.price == level
+                continue
         assert f.price == expected.quantize(f.price)
+    assert stops  # the sample day triggers some protective stops
 
 
 async def test_the_log_is_complete_and_verified_on_disk_when_the_backtest_returns(

@@ -230,3 +230,56 @@ def test_the_service_replays_own_files_with_their_symbols_tradable(tmp_path: Pat
     assert len(notes) == 1 and "AAA, BBB" in notes[0]
     fills = int(re.search(r"fills (\d+);", r.stdout).group(1))  # type: ignore[union-attr]
     assert fills > 0 and "SYMBOL_UNKNOWN" not in r.stdout
+
+
+def test_fill_model_flags_reach_the_run(tmp_path: Path, mine: Path) -> None:
+    import asyncio
+
+    from events.catalogue import RunStarted
+    from events.store import LogReader
+
+    r = cli(tmp_path, "backtest", "--strategy", "sma_crossover", "--data", str(mine),
+            "--cash", "100000", "--zero-volume", "fill", "--time-in-force", "gtc",
+            "--slippage-bps", "0", "--fee-bps", "5", "--min-fee", "1",
+            "--volume-participation", "0.5", "--no-plots", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    [log] = (tmp_path / "o").glob("*.sqlite")
+
+    async def run_started() -> RunStarted:
+        async with LogReader(log) as reader:
+            async for _, e in reader.read():
+                if isinstance(e, RunStarted):
+                    return e
+        raise AssertionError("no RunStarted in the log")
+
+    m = asyncio.run(run_started()).fill_model
+    assert m is not None
+    assert (m.zero_volume, m.time_in_force, str(m.slippage_bps), str(m.fee_bps),
+            str(m.min_fee), str(m.volume_participation)) == ("fill", "gtc", "0", "5", "1", "0.5")
+    assert float(_report(tmp_path / "o")["summary"]["fees"]) > 0
+
+
+def test_sweep_reports_progress_per_point_and_overall(tmp_path: Path, mine: Path) -> None:
+    from replay.sweep import run_sweep
+
+    settings = load_settings(data_dir=tmp_path, sim={"cash": "100000"},
+                             strategies=[{"name": "sma_crossover"}])
+    progress: dict[int, list[int]] = {}
+    done: list[int] = []
+    rows = run_sweep(settings, "sma_crossover", {"fast": [5, 10]}, [mine], tmp_path / "sw",
+                     processes=2, on_progress=lambda i, n: progress.setdefault(i, []).append(n),
+                     on_done=lambda i, row: done.append(i))
+    assert sorted(done) == [0, 1] and len(rows) == 2
+    # each worker reported its bars as it went (every 2,000 bars and at the end)
+    assert set(progress) == {0, 1}
+    assert all(ns == sorted(ns) and ns[-1] == 1560 for ns in progress.values()), progress
+
+
+def test_default_names_say_what_ran_even_for_relative_files() -> None:
+    from engine.cli import backtest_stem
+
+    assert backtest_stem("sma", [Path("SPY.csv")]) == "sma-SPY"
+    # two files in the working directory: their parent's name is "", never a bare "sma-"
+    assert backtest_stem("sma", [Path("SPY.csv"), Path("QQQ.csv")]) == "sma-SPY+QQQ"
+    many = [Path(f"{s}.csv") for s in "ABCD"]
+    assert backtest_stem("sma", many) == f"sma-{Path.cwd().name}"

@@ -71,6 +71,8 @@ def strategy_for(tp: Any) -> st.SearchStrategy[Any]:
         return st.lists(strategy_for(args[0]), max_size=3).map(tuple)
     if origin is dict:
         return st.dictionaries(strategy_for(args[0]), strategy_for(args[1]), max_size=3)
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):  # nested (legs, take-profit)
+        return events_of(tp)
     raise NotImplementedError(tp)
 
 

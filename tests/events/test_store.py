@@ -126,7 +126,7 @@ async def test_undecodable_row_names_its_seq(log_path: Path) -> None:
     con.commit()
     con.close()
     async with LogReader(log_path) as r:
-        with pytest.raises(DecodeError, match="seq 2: cannot decode intent v1"):
+        with pytest.raises(DecodeError, match="seq 2: cannot decode intent v2"):
             [x async for x in r.read()]
         res = await r.verify()
         assert res.first_bad_seq == 2

@@ -89,6 +89,10 @@ class SimWorld:
         await self.pump()
         return d
 
+    def gate_view_protection(self, symbol: str) -> list[Any]:
+        from projections.orders import armed_stops
+        return armed_stops(self.proj.orders, symbol)
+
     def fills(self) -> list[FillReceived]:
         return [o for o in self._fills]
 

@@ -49,7 +49,10 @@ def engine_env(fake: FakeAlpaca) -> dict[str, str]:
         "MQD_DATA__SOURCE": "synthetic",
         "MQD_DATA__INTERVAL_S": "1",
         "MQD_DATA__SYMBOLS": '["AAPL", "MSFT"]',
-        "MQD_STRATEGIES": '[{"name": "sma_crossover", "params": {"fast": 1, "slow": 2, "notional_fraction": "0.05"}}]',
+        # Unprotected until the Alpaca adapter sends bracket/OTO legs (issue 11, broker side).
+        "MQD_STRATEGIES": '[{"name": "sma_crossover", "params": {"fast": 1, "slow": 2, '
+                          '"notional_fraction": "0.05", "protect": false}}]',
+        "MQD_RISK__REQUIRE_PROTECTION": "false",
         "MQD_RISK__MAX_ORDER_NOTIONAL": "20000",
         "MQD_RISK__MAX_SYMBOL_EXPOSURE": "40000",
         "MQD_RISK__MAX_GROSS_EXPOSURE": "80000",

@@ -304,7 +304,10 @@ async def test_no_account_state(log_path: Path, tmp_path: Path) -> None:
     (dict(qty="NaN"), "qty=NaN"),
     (dict(qty="1", notional="5"), "exactly one of qty and notional"),
     (dict(qty=None), "exactly one of qty and notional"),
-    (dict(order_type="stop"), "order_type 'stop'"),
+    (dict(order_type="iceberg"), "order_type 'iceberg'"),
+    (dict(order_type="stop"), "a stop order needs stop_price"),
+    (dict(order_type="trailing_stop"), "exactly one of trail_price and trail_percent"),
+    (dict(order_class="bracket"), "needs both take_profit and stop_loss"),
     (dict(order_type="limit"), "needs limit_price"),
     (dict(symbol="aapl"), "upper-case ticker"),
 ])

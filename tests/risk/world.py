@@ -72,6 +72,10 @@ class World:
                   fill(coid, qty, price, side=side, symbol=symbol, ts=ts, done=True)]:
             await self.log.append(e)
 
+    def gate_view(self) -> Any:
+        from engine.risk.view import GateView
+        return GateView(self.proj, self.clock.now())
+
     async def tick(self, symbol: str, close: str) -> None:
         """A fresh bar ending now."""
         now = self.clock.now()
@@ -86,7 +90,7 @@ def intent(symbol: str = "AAPL", side: str = "buy", qty: str | None = "1",
         qty=D(qty) if qty is not None else None,
         notional=D(notional) if notional is not None else None,
     )
-    for k in ("limit_price", "stop_price"):
+    for k in ("limit_price", "stop_price", "trail_price", "trail_percent"):
         if k in kw and kw[k] is not None:
             kw[k] = D(kw[k])
     fields.update(kw)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from events.catalogue import BrokerStreamStatus
 from tests.fake_alpaca import FakeAlpaca
 from tests.service.procs import cli, service
 
@@ -41,7 +42,11 @@ def env_for(fake: FakeAlpaca) -> dict[str, str]:
         "MQD_ALPACA__DATA_STREAM_URL": fake.data_stream_url,
         "MQD_DATA__SOURCE": "alpaca",
         "MQD_DATA__SYMBOLS": '["AAPL"]',
-        "MQD_STRATEGIES": '[{"name": "sma_crossover", "params": {"fast": 1, "slow": 2, "qty": "1"}}]',
+        # Unprotected until the Alpaca adapter sends bracket/OTO legs (issue 11, broker side):
+        # it refuses them rather than send a parent without its legs.
+        "MQD_STRATEGIES": '[{"name": "sma_crossover", "params": {"fast": 1, "slow": 2, "qty": "1", '
+                          '"protect": false}}]',
+        "MQD_RISK__REQUIRE_PROTECTION": "false",
         "MQD_RISK__STALE_AFTER_BARS": "100",
         "MQD_RISK__DAY_TRADE_MODE": "off",
         "MQD_RISK__MAX_ORDER_NOTIONAL": "5000",
@@ -68,6 +73,17 @@ def status(tmp: Path, env: dict[str, str]) -> dict:  # type: ignore[type-arg]
     r = cli(tmp, "status", "--json", extra=env)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+
+def _events(tmp: Path) -> list[object]:
+    import asyncio
+
+    from events.store import LogReader
+
+    async def read() -> list[object]:
+        async with LogReader(tmp / "data" / "events.sqlite") as r:
+            return [e async for _, e in r.read(where="type = 'broker_stream'")]
+    return asyncio.run(read())
 
 
 def filled_orders(fake: FakeAlpaca) -> int:
@@ -106,3 +122,7 @@ def test_service_trades_stops_and_carries_on(tmp_path: Path, fake: FakeAlpaca) -
         p["symbol"]: str(D(p["qty"])) for p in fake.positions()}
     counts = fake.order_count_by_client_id()
     assert counts and all(n == 1 for n in counts.values())
+    # the trade-update stream's state is in the log (for the dashboard and alerts)
+    streams = [e for e in _events(tmp_path) if isinstance(e, BrokerStreamStatus)]
+    assert streams[0].state == "connecting" and not streams[0].connected
+    assert any(e.connected and e.state == "listening" for e in streams), streams

@@ -151,7 +151,8 @@ def test_intent_ids_are_deterministic_and_short():
     ({"qty": D(0)}, "qty must be a finite number > 0"),
     ({"qty": D("NaN")}, "qty must be a finite number > 0"),
     ({"qty": D(1), "order_type": "limit"}, "limit order needs limit_price"),
-    ({"qty": D(1), "order_type": "stop"}, "order_type"),
+    ({"qty": D(1), "order_type": "iceberg"}, "order_type"),
+    ({"qty": D(1), "stop_loss_limit": D(90)}, "stop_loss_limit needs stop_loss"),
 ])
 def test_bad_intents_are_refused_when_built(kw, err):
     clock = SimClock(ny(10, 1))
@@ -222,3 +223,44 @@ def test_runner_clock_skew_matches_the_validator():
     assert rec.seen == [(b,)]  # visible to the strategy, too
     with pytest.raises(LookAheadError):
         runner.on_bar(mkbar("AAPL", ny(10, 1), "100"))
+
+
+def test_context_builds_protected_entries_protection_and_stop_moves():
+    from events.catalogue import OrderAccepted, OrderSubmitted, RiskApproved
+    clock = SimClock(ny(10, 1))
+    book = Book(clock)
+    book.account("10000")
+    book.asset("AAPL")
+    runner = make(clock, Peeker(), book=book)
+    runner.on_bar(mkbar("AAPL", ny(10, 0), "100"))
+    ctx = runner._slots[0].ctx
+    b = ctx.order("buy", qty=D(10), stop_loss=D(98), take_profit=D(104))
+    assert (b.order_class, b.stop_loss.stop_price, b.take_profit.limit_price) == (
+        "bracket", D(98), D(104))
+    assert ctx.order("buy", qty=D(10), stop_loss=D(98)).order_class == "oto"
+    assert ctx.protect() is None and ctx.move_stop(stop=D(97)) is None  # flat: nothing
+    book.fill(ctx.order("buy", qty=D(10)), "100")
+    oco = ctx.protect(stop=D(97), take_profit=D(105))
+    assert (oco.order_class, oco.side, oco.qty, oco.order_type, oco.time_in_force) == (
+        "oco", "sell", D(10), "limit", "gtc")
+    trail = ctx.protect(trail_percent=D(2))
+    assert (trail.order_type, trail.trail_percent, trail.reduce_only) == (
+        "trailing_stop", D(2), True)
+    stop = ctx.protect(stop=D(97))
+    assert (stop.order_type, stop.stop_price) == ("stop", D(97))
+    # A stop the broker holds, then moved through an intent that names it.
+    now = clock.now()
+    book.apply(RiskApproved(ts=now, intent_id=stop.intent_id, client_order_id="stop-1",
+                            strategy=stop.strategy, symbol="AAPL", side="sell",
+                            order_type="stop", qty=D(10), notional=None, limit_price=None,
+                            time_in_force="gtc", reference_price=D(100),
+                            estimated_notional=D(0), at_risk=D(0), reduce_only=True,
+                            stop_price=D(97), protective=True))
+    book.apply(OrderSubmitted(ts=now, client_order_id="stop-1", broker_order_id="b-s"))
+    book.apply(OrderAccepted(ts=now, client_order_id="stop-1", broker_order_id="b-s"))
+    assert [o.client_order_id for o in ctx.protection()] == ["stop-1"]
+    assert ctx.protected_qty() == D(10)
+    move = ctx.move_stop(stop=D("99.5"))
+    assert (move.replaces, move.order_type, move.stop_price, move.qty, move.side) == (
+        "stop-1", "stop", D("99.5"), D(10), "sell")
+    assert ctx.ensure_stop(stop_pct=D(1)) is None  # guarded already

@@ -28,6 +28,11 @@ QUIET = ["100.00", "100.02", "100.00", "100.02", "100.00"]  # fills a 5-bar wind
 P = {"window": 5, "entry_z": 1.5}
 
 
+def stop_of(o: OrderIntent) -> Decimal | None:
+    """The entry's stop: its stop-loss leg (protected, whole shares) or its planning stop."""
+    return o.stop_loss.stop_price if o.stop_loss is not None else o.stop_price
+
+
 def series(closes: list[Any], start: tuple[int, int] = (10, 0), symbol: str = "AAPL"
            ) -> list[Bar]:
     t0 = ny(*start)
@@ -52,7 +57,7 @@ def run(params: dict, bars: list[Bar], *, cash: str = "10000", fractionable: boo
 
 
 def brief(out: list[tuple[int, OrderIntent]]) -> list[tuple]:
-    return [(i, o.intent_id, o.side, o.qty, o.notional, o.stop_price, o.reduce_only)
+    return [(i, o.intent_id, o.side, o.qty, o.notional, stop_of(o), o.reduce_only)
             for i, o in out]
 
 
@@ -165,7 +170,7 @@ async def test_trades_the_sample_data_deterministically():
             book.apply(a)
         runner = StrategyRunner([VwapMeanReversion({"entry_z": 2.0})], projections=book.proj,
                                 clock=clock)
-        return [(i, o.intent_id, o.side, o.qty, o.notional, o.stop_price, o.reason)
+        return [(i, o.intent_id, o.side, o.qty, o.notional, stop_of(o), o.reason)
                 for i, o in drive(bars, runner, book, BarValidator(clock))]
 
     first = once()
