@@ -105,8 +105,9 @@ def run_ours(data: Path, out: Path) -> Run:
     settings = load_settings(
         data_dir=out.parent, sim={"cash": "1000000", "volume_participation": "1"},
         data={"source": "csv", "path": str(data), "assets_path": str(assets)},
+        # No protective stop legs: the peers' rule has none, and the work must be the same.
         strategies=({"name": "sma_crossover",
-                     "params": {"fast": FAST, "slow": SLOW, "qty": QTY}},),
+                     "params": {"fast": FAST, "slow": SLOW, "qty": QTY, "protect": False}},),
         risk={"max_order_notional": 100000, "max_symbol_exposure": 200000,
               "max_gross_exposure": 400000, "day_trade_mode": "off",
               "stale_after_bars": 10_000_000})
