@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.abc import TaskStatus
 
 from engine.brokers.base import Broker, BrokerAsset
 from engine.brokers.simulated import SimConfig, SimulatedBroker
@@ -40,6 +41,7 @@ from engine.marketdata.types import MarketItem
 from engine.marketdata.validator import BarValidator
 from engine.recovery.killswitch import KillSwitch
 from engine.recovery.loss_watch import LossLimitWatch
+from engine.recovery.protection import ProtectionGuard
 from engine.recovery.reconcile import ReconcilePolicy, Reconciler
 from engine.recovery.startup import RecoveryReport, end_run, recover
 from engine.risk.gate import RiskGate
@@ -136,7 +138,10 @@ class Engine:
     step_mode: bool
     loss_watch: LossLimitWatch
     report: RecoveryReport | None = None
+    protection: ProtectionGuard | None = None
     _fills: list[FillReceived] = field(default_factory=list)
+    # Set by `run_fill_feed` (live): wakes it when a fill is booked.
+    _fill_booked: anyio.Event | None = None
     bars_seen: int = 0
     intents_sent: int = 0
     snapshot_seq: int = 0
@@ -190,9 +195,17 @@ class Engine:
             run_id=self.run_id, code_version=code_version(),
             settings_hash=self.settings.fingerprint(), mode=self.settings.mode, prepare=prepare,
             fill_model=self.fill_model())
+        if self.report.enabled:
+            await self.check_protection("startup")
         for out in self.runner.start():
             await self._act(out)
         return self.report
+
+    async def check_protection(self, when: str) -> int:
+        """Every open position still protected at the broker? (see recovery/protection)"""
+        if self.protection is None:
+            return 0
+        return len(await self.protection.check(when=when))
 
     async def refresh_assets(self, symbols: Sequence[str]) -> None:
         """Record eligibility for the symbols we may trade, where it changed."""
@@ -285,6 +298,23 @@ class Engine:
     def _on_event(self, seq: int, event: Any) -> None:
         if type(event) is FillReceived:
             self._fills.append(event)
+            if self._fill_booked is not None:
+                self._fill_booked.set()
+
+    async def run_fill_feed(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                            ) -> None:
+        """Live: strategies hear each fill as soon as it is booked (folded into the views),
+        not at the next bar, so protection placed on fill goes out at once. Backtests in step
+        mode keep delivering fills from the bar that caused them (deterministic order)."""
+        self._fill_booked = anyio.Event()
+        task_status.started()
+        try:
+            while True:
+                await self._fill_booked.wait()
+                self._fill_booked = anyio.Event()
+                await self._feed_fills()
+        finally:
+            self._fill_booked = None
 
     async def _feed_fills(self) -> None:
         while self._fills:
@@ -338,6 +368,8 @@ async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None
                         broker=the_broker, gate=gate, execution=execution, router=router,
                         reconciler=reconciler, kill=kill, runner=runner, validator=validator,
                         loss_watch=loss_watch,
+                        protection=ProtectionGuard(event_log, proj, router, clock,
+                                                   settings.missing_protection_policy()),
                         run_id=run_id or run_id_for(settings, clock),
                         step_mode=sim_step if step_mode is None else step_mode)
         event_log.subscribe(engine._on_event)

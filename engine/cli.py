@@ -484,6 +484,7 @@ async def status_data(settings: Settings) -> dict[str, Any]:
                 "ended": last_run.ended if last_run and current is None else None},
         "trading_state": proj.risk.trading_state, "reason": proj.risk.state_reason,
         "kill_switch": proj.risk.kill_switch,
+        "kill_switch_note": _kill_note(proj.risk.kill_switch, proj.risk.kill_flatten),
         "positions": [{"symbol": s, "qty": str(p.qty), "avg_cost": str(p.avg_cost),
                        "realized_pnl": str(p.realized_pnl),
                        "last": str(marks[s]) if s in marks else None,
@@ -506,6 +507,16 @@ async def status_data(settings: Settings) -> dict[str, Any]:
         "account": {"equity": str(equity), "cash": str(proj.account.cash_now)},
         "anomalies": len(proj.orders.anomalies),
     }
+
+
+def _kill_note(state: str, flatten: bool) -> str:
+    """Plain words for a halt the broker has not confirmed yet."""
+    if state != "engaged":
+        return ""
+    what = "no open orders and flat positions" if flatten else "no open orders"
+    return (f"HALT ENGAGED BUT NOT VERIFIED: the broker has not yet shown {what}; "
+            "the service keeps cancelling" + (" and flattening" if flatten else "")
+            + " until it does (at every start too)")
 
 
 def _protection_json(p: Any) -> dict[str, Any]:
@@ -558,6 +569,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"run       {run['id'] or '-'} "
           + ("(running)" if run["running"] else f"(ended: {run['ended'] or 'never started'})"))
     print(f"trading   {data['trading_state']} ({data['reason']}); kill switch {data['kill_switch']}")
+    if data["kill_switch_note"]:
+        print(f"          {data['kill_switch_note']}")
     p = data["pnl"]
     print(f"P&L       today {money(p['today'])} (limit -{money(p['today_limit'])}); "
           f"week {money(p['week'])} (limit -{money(p['week_limit'])})")

@@ -98,6 +98,9 @@ class ReconcileSettings(BaseModel):
     unexplained_position: Literal["adopt", "refuse"] = "adopt"
     foreign_orders: Literal["cancel", "leave"] = "leave"
     max_mismatch_value: Decimal = Field(D(500), gt=0)
+    missing_protection: Literal["restore", "halt", "alert"] | None = Field(
+        None, description="a position's stop gone at the broker: re-place it, halt, or only "
+                          "record it (default: restore when risk.require_protection, else alert)")
 
 
 class KillSwitchSettings(BaseModel):
@@ -108,6 +111,8 @@ class KillSwitchSettings(BaseModel):
     broker_error_window_s: float = Field(60.0, gt=0)
     flatten: bool = False
     cancel_on_shutdown: bool = False
+    retry_interval_s: float = Field(
+        15.0, gt=0, description="pause between kill-switch rounds until the broker confirms")
 
 
 class DashboardSettings(BaseModel):
@@ -219,6 +224,12 @@ class Settings(BaseSettings):
         if self.risk.require_protection is not None:
             return self.risk
         return self.risk.model_copy(update={"require_protection": self.broker == "alpaca"})
+
+    def missing_protection_policy(self) -> Literal["restore", "halt", "alert"]:
+        """`reconcile.missing_protection` resolved: restore where protection is required."""
+        if self.reconcile.missing_protection is not None:
+            return self.reconcile.missing_protection
+        return "restore" if self.risk_limits().require_protection else "alert"
 
     @property
     def log_path(self) -> Path:

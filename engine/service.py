@@ -162,7 +162,10 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                     await end_run(engine.log, engine.clock, engine.run_id, reason[:500])
             raise
         log.info("recovery: %s", report.reason, extra={"seq": engine.log.last_seq})
-        if engine.proj.risk.kill_switch != "off":
+        # Bars published while we were down: the provider fills from the log's last bars.
+        source.resume_from({s: b.start for s, b in engine.proj.market.last_bar.items()})
+        if engine.step_mode and engine.proj.risk.kill_switch != "off":
+            # a stepped simulation has no stream to wait for: its cancels settle at once
             await engine.kill.engage(actor="recovery", reason="kill switch engaged at startup",
                                      flatten=engine.proj.risk.kill_flatten)
         try:
@@ -178,7 +181,11 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                     await tg.start(_dashboard, engine, settings)
                 if not engine.step_mode:
                     await tg.start(engine.execution.run_updates)
+                    await tg.start(engine.run_fill_feed)
                     tg.start_soon(_reconcile_loop, engine, settings.reconcile.interval_s)
+                    # only now: the stream and reconciliation run while it cancels
+                    tg.start_soon(_kill_until_verified, engine,
+                                  settings.kill_switch.retry_interval_s)
                     if hasattr(engine.broker, "stream_health"):
                         tg.start_soon(_stream_watch, engine)
                 tg.start_soon(_kill_monitors, engine, monitor, settings)
@@ -308,6 +315,7 @@ async def _reconcile_loop(engine: Engine, interval_s: float) -> None:
         await engine.clock.sleep(interval_s)
         try:
             result = await engine.reconciler.reconcile(startup=False)
+            await engine.check_protection("reconciliation")
         except BrokerError as e:
             log.warning("reconciliation skipped: %s", e)
             continue
@@ -315,6 +323,21 @@ async def _reconcile_loop(engine: Engine, interval_s: float) -> None:
             await engine.kill.engage(actor="reconciliation",
                                      reason=f"position mismatch worth {result.mismatch_value}",
                                      flatten=engine.settings.kill_switch.flatten)
+
+
+async def _kill_until_verified(engine: Engine, retry_s: float) -> None:
+    """An engaged kill switch the broker has not confirmed — recorded before this start (an
+    offline `halt`), or a round that ran out of attempts — is worked on until it is: cancel,
+    flatten if asked, verify. Across restarts too, since the engaged state is in the log."""
+    while True:
+        if engine.proj.risk.kill_switch == "engaged":
+            try:
+                await engine.kill.engage(actor="recovery",
+                                         reason="kill switch engaged, not yet verified",
+                                         flatten=engine.proj.risk.kill_flatten)
+            except BrokerError as e:
+                log.warning("kill switch round failed: %s; retrying in %.0fs", e, retry_s)
+        await engine.clock.sleep(retry_s)
 
 
 async def _kill_monitors(engine: Engine, monitor: BrokerErrorMonitor, settings: Settings) -> None:

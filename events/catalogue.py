@@ -28,14 +28,16 @@ import msgspec
 from events.base import Event
 from events.market import Bar
 
-Side = Literal["buy", "sell"]
-OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
-OrderClass = Literal["simple", "bracket", "oco", "oto"]
+# The order words live in events.vocabulary; re-exported here because the events are made of
+# them and older imports name this module.
+from events.vocabulary import ORDER_CLASSES as ORDER_CLASSES  # noqa: PLC0414
+from events.vocabulary import STOP_ORDER_TYPES as STOP_ORDER_TYPES  # noqa: PLC0414
+from events.vocabulary import OrderClass as OrderClass  # noqa: PLC0414
+from events.vocabulary import OrderType as OrderType  # noqa: PLC0414
+from events.vocabulary import Side as Side  # noqa: PLC0414
+
 LegRole = Literal["take_profit", "stop_loss"]
 TradingStateName = Literal["recovering", "active", "reducing", "halted"]
-
-STOP_ORDER_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
-ORDER_CLASSES = ("simple", "bracket", "oco", "oto")
 
 
 def leg_client_order_id(parent_client_order_id: str, role: str) -> str:
@@ -592,6 +594,24 @@ class AlertSent(Event, frozen=True, tag="alert_sent"):
     dropped: int = 0
 
 
+class ProtectionMissing(Event, frozen=True, tag="protection_missing"):
+    """An open position lost (part of) its protection at the broker: the protective stop
+    `client_order_id` ended unfilled (canceled by hand, an expired DAY stop, a rejected leg)
+    and no live stop covers `uncovered` of `position`. `action` is what the policy
+    (`reconcile.missing_protection`) did: restore (re-placed through the gate as intent
+    `restore_intent_id`), halt, or alert. Found at `found_at` (startup | reconciliation)."""
+
+    symbol: str
+    client_order_id: str
+    position: Decimal
+    uncovered: Decimal
+    stop_status: str
+    action: str
+    found_at: str = "reconciliation"
+    restore_intent_id: str | None = None
+    detail: str = ""
+
+
 AnyEvent = Union[
     BarReceived,
     DataRejected,
@@ -633,6 +653,7 @@ AnyEvent = Union[
     IllegalTransition,
     BrokerStreamStatus,
     AlertSent,
+    ProtectionMissing,
 ]
 
 ALL_EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__  # type: ignore[attr-defined]

@@ -61,10 +61,25 @@ import anyio.to_thread
 import requests
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderClass, OrderSide, TimeInForce
+from alpaca.trading.requests import (
+    LimitOrderRequest,
+    MarketOrderRequest,
+    StopLimitOrderRequest,
+    StopLossRequest,
+    StopOrderRequest,
+    TakeProfitRequest,
+    TrailingStopOrderRequest,
+)
+from alpaca.trading.requests import (
+    OrderRequest as OrderRequestBase,
+)
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from engine.clock import Clock
+from events.vocabulary import SIDES, is_positive, qty_notional_problem
 
+from .alpaca_legs import LegNames, parent_of_leg_id
 from .alpaca_parse import (
     AlpacaParseError,
     format_dec,
@@ -241,6 +256,7 @@ class AlpacaBroker:
         self._limiter: anyio.CapacityLimiter | None = None
         self._deadline_s = 2 * config.request_timeout_s + 1.0
         self._tracker = StreamTracker(clock)
+        self._legs = LegNames()
         self._updates: AlpacaTradeUpdates | None = None
         self._closed = False
         if not config.paper:
@@ -404,45 +420,54 @@ class AlpacaBroker:
             )
 
     @classmethod
-    def _order_body(cls, r: OrderRequest) -> dict[str, str]:
-        """The POST /v2/orders body; refusing locally what Alpaca would refuse is a
-        certain rejection (nothing was sent)."""
+    def _order_body(cls, r: OrderRequest) -> dict[str, Any]:
+        """The POST /v2/orders body, shaped by alpaca-py's own request type for the order
+        (Market/Limit/Stop/StopLimit/TrailingStopOrderRequest, with `order_class` and
+        TakeProfitRequest/StopLossRequest legs), so its validation and field names are the
+        SDK's; the amounts are then sent as our exact Decimal strings, never its floats.
+        Refusing locally what Alpaca would refuse is a certain rejection (nothing was sent)."""
         cls._check_client_order_id(r.client_order_id)
-        if r.side not in ("buy", "sell"):
+        if r.side not in SIDES:
             raise OrderRejectedError(f"not sent: bad side {r.side!r}")
-        if (r.qty is None) == (r.notional is None):
+        if qty_notional_problem(r.qty, r.notional):
             raise OrderRejectedError("not sent: exactly one of qty and notional is required")
         amount = r.qty if r.qty is not None else r.notional
         assert amount is not None
-        if not amount.is_finite() or amount <= 0:
-            raise OrderRejectedError(f"not sent: quantity/notional must be > 0 (got {amount})")
-        if r.order_class != "simple" or r.legs:
-            # Sending the parent alone would leave legs in our log the broker never got.
-            raise OrderRejectedError(f"not sent: {r.order_class} orders are not supported by "
-                                     "this Alpaca adapter yet")
-        if r.order_type == "limit":
-            if r.limit_price is None or not r.limit_price.is_finite() or r.limit_price <= 0:
-                raise OrderRejectedError("not sent: a limit order needs a positive limit_price")
-        elif r.order_type == "market":
-            if r.limit_price is not None:
-                raise OrderRejectedError("not sent: a market order has no limit_price")
-        else:
-            raise OrderRejectedError(f"not sent: unsupported order type {r.order_type!r}")
-        body = {
-            "symbol": r.symbol,
-            "side": r.side,
-            "type": r.order_type,
-            "time_in_force": r.time_in_force,
-            "client_order_id": r.client_order_id,
-        }
-        if r.qty is not None:
-            body["qty"] = format_dec(r.qty)
-        else:
-            assert r.notional is not None
-            body["notional"] = format_dec(r.notional)
-        if r.limit_price is not None:
-            body["limit_price"] = format_dec(r.limit_price)
-        return body
+        exact: dict[str, Decimal | None] = {
+            "qty": r.qty, "notional": r.notional, "limit_price": r.limit_price,
+            "stop_price": r.stop_price, "trail_price": r.trail_price,
+            "trail_percent": r.trail_percent}
+        for name, value in exact.items():
+            if value is not None and not is_positive(value):
+                raise OrderRejectedError(f"not sent: {name} must be > 0 (got {value})")
+        if r.order_type == "market" and r.limit_price is not None:
+            raise OrderRejectedError("not sent: a market order has no limit_price")
+        if r.order_class != "simple" and r.take_profit is None and r.stop_loss is None:
+            raise OrderRejectedError(f"not sent: a {r.order_class} order needs its legs")
+        if r.order_class == "simple" and (r.take_profit or r.stop_loss or r.legs):
+            raise OrderRejectedError("not sent: legs need order_class bracket, oco or oto")
+        try:
+            request = sdk_request(r)
+        except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+            raise OrderRejectedError(f"not sent: {_first_line(exc)}") from None
+        body: dict[str, Any] = {}
+        for key, value in request.to_request_fields().items():
+            if key in exact:
+                value = exact[key]
+                body[key] = format_dec(value) if value is not None else None
+            elif key == "take_profit":
+                assert r.take_profit is not None
+                body[key] = {"limit_price": format_dec(r.take_profit.limit_price)}
+            elif key == "stop_loss":
+                assert r.stop_loss is not None
+                leg = {"stop_price": format_dec(r.stop_loss.stop_price)}
+                if r.stop_loss.limit_price is not None:
+                    leg["limit_price"] = format_dec(r.stop_loss.limit_price)
+                body[key] = leg
+            else:
+                body[key] = getattr(value, "value", value)  # enums as Alpaca's strings
+        body["client_order_id"] = r.client_order_id
+        return {k: v for k, v in body.items() if v is not None}
 
     @staticmethod
     def _submit_failure(f: _CallFailed, what: str) -> Exception:
@@ -477,7 +502,7 @@ class AlpacaBroker:
             error = self._submit_failure(failure, what)
         else:
             try:
-                order = parse_order(raw)
+                order = self._legs.name(parse_order(raw))
             except AlpacaParseError as exc:
                 error = AmbiguousSubmitError("unparsable", f"{what}: unparsable answer: {exc}")
             else:
@@ -533,16 +558,16 @@ class AlpacaBroker:
             raise OrderNotFoundError(f"replace: {broker_order_id!r} is not an Alpaca order id")
         body: dict[str, str] = {}
         if qty is not None:
-            if not qty.is_finite() or qty <= 0:
+            if not is_positive(qty):
                 raise OrderRejectedError(f"not sent: qty must be > 0 (got {qty})")
             body["qty"] = format_dec(qty)
         if limit_price is not None:
-            if not limit_price.is_finite() or limit_price <= 0:
+            if not is_positive(limit_price):
                 raise OrderRejectedError(f"not sent: limit_price must be > 0 (got {limit_price})")
             body["limit_price"] = format_dec(limit_price)
         for name, value in (("stop_price", stop_price), ("trail", trail)):
             if value is not None:
-                if not value.is_finite() or value <= 0:
+                if not is_positive(value):
                     raise OrderRejectedError(f"not sent: {name} must be > 0 (got {value})")
                 body[name] = format_dec(value)
         if client_order_id is not None:
@@ -562,24 +587,52 @@ class AlpacaBroker:
                 error = self._submit_failure(failure, what)
         else:
             try:
-                return parse_order(raw)
+                return self._legs.name(parse_order(raw))
             except AlpacaParseError as exc:
                 error = AmbiguousSubmitError("unparsable", f"{what}: unparsable answer: {exc}")
         raise error
 
     async def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
+        """The order (with its legs) by our client id. A leg of ours is not known to Alpaca
+        by that id (Alpaca names legs itself): it is found by its broker id once seen, else
+        through its parent."""
+        broker_id = self._legs.broker_id_of(client_order_id)
+        if broker_id is not None:
+            return await self._get_order(broker_id)
         raw = await self._read(
             "get_order_by_client_id",
             lambda c: c.get_order_by_client_id(client_order_id),
             not_found_ok=True,
         )
+        if raw is not _NOT_FOUND:
+            found = self._legs.name(self._parse_one(raw, parse_order, "get_order_by_client_id"))
+            if found.order_class != "simple" and not found.legs:
+                found = await self._get_order(found.broker_order_id)  # its legs, nested
+            return found
+        parent_id = parent_of_leg_id(client_order_id)
+        if parent_id is None:
+            return None
+        parent = await self.get_order_by_client_id(parent_id)
+        if parent is None:
+            return None
+        return next((leg for leg in parent.with_legs()
+                     if leg.client_order_id == client_order_id), None)
+
+    async def get_order(self, broker_order_id: str) -> BrokerOrder | None:
+        """An order by Alpaca's id (legs nested), or None when Alpaca has no such order."""
+        if not _is_uuid(broker_order_id):
+            return None
+        raw = await self._read("get_order", lambda c: c.get(f"/orders/{broker_order_id}",
+                                                            {"nested": "true"}),
+                               not_found_ok=True)
         if raw is _NOT_FOUND:
             return None
-        return self._parse_one(raw, parse_order, "get_order_by_client_id")
+        return self._legs.name(self._parse_one(raw, parse_order, "get_order"))
 
     async def _get_order(self, broker_order_id: str) -> BrokerOrder:
-        raw = await self._read("get_order", lambda c: c.get(f"/orders/{broker_order_id}"))
-        return self._parse_one(raw, parse_order, "get_order")
+        raw = await self._read("get_order", lambda c: c.get(f"/orders/{broker_order_id}",
+                                                            {"nested": "true"}))
+        return self._legs.name(self._parse_one(raw, parse_order, "get_order"))
 
     async def _list_orders(self, status: str, after: datetime | None) -> dict[str, BrokerOrder]:
         """GET /v2/orders, all pages, ascending by submitted_at. Alpaca's `after` is
@@ -589,11 +642,12 @@ class AlpacaBroker:
         cursor = after
         while True:
             params: dict[str, str | int] = {"status": status, "direction": "asc",
-                                            "limit": ORDERS_PAGE}
+                                            "limit": ORDERS_PAGE, "nested": "true"}
             if cursor is not None:
                 params["after"] = format_ts(cursor)
             raw = await self._read("list_orders", functools.partial(_get, "/orders", params))
-            page = self._parse_list(raw, parse_order, "list_orders")
+            page = [self._legs.name(o)
+                    for o in self._parse_list(raw, parse_order, "list_orders")]
             fresh = [o for o in page if o.broker_order_id not in out]
             out.update((o.broker_order_id, o) for o in page)
             if len(page) < ORDERS_PAGE:
@@ -607,17 +661,20 @@ class AlpacaBroker:
             cursor = step_back(last)
 
     async def open_orders(self) -> list[BrokerOrder]:
-        return _by_submission(await self._list_orders("open", None))
+        """Every open order, legs included as orders of their own (under our leg ids; each
+        still nested in its parent too). Listed `nested=true`, so legs come with parents."""
+        return [o for o in _flat(await self._list_orders("open", None)) if o.is_open]
 
     async def orders_since(self, after: datetime) -> list[BrokerOrder]:
         """Orders submitted after `after`, plus every open order, plus every order with a
         fill after `after` (see the module docstring for what this does not cover)."""
         orders = await self._list_orders("all", after)
         orders.update(await self._list_orders("open", None))
+        known = {x.broker_order_id for x in _flat(orders)}
         for fill in await self.fills_since(after):
-            if fill.broker_order_id not in orders:
+            if fill.broker_order_id not in known:
                 orders[fill.broker_order_id] = await self._get_order(fill.broker_order_id)
-        return _by_submission(orders)
+        return _flat(orders)
 
     async def fills_since(self, after: datetime) -> list[BrokerFill]:
         """FILL activities with transaction_time after `after`, oldest first. Note: an
@@ -677,6 +734,7 @@ class AlpacaBroker:
             tracker=self._tracker,
             secrets=self._secrets,
             on_close=self._updates_closed,
+            name_order=self._legs.name,
         )
         return self._updates
 
@@ -703,6 +761,58 @@ class AlpacaBroker:
 
 def _get(path: str, params: dict[str, str | int], client: TradingClient) -> Any:
     return client.get(path, params)
+
+
+def _flat(orders: dict[str, BrokerOrder]) -> list[BrokerOrder]:
+    """Parents first, each followed by its legs, in submission order; one entry per id."""
+    seen: set[str] = set()
+    out = []
+    for parent in _by_submission(orders):
+        for o in parent.with_legs():
+            if o.broker_order_id not in seen:
+                seen.add(o.broker_order_id)
+                out.append(o)
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:3])[:300] or type(exc).__name__
+
+
+def sdk_request(r: OrderRequest) -> OrderRequestBase:
+    """The alpaca-py request type for `r` (validated by the SDK; floats only inside it)."""
+    common: dict[str, Any] = {
+        "symbol": r.symbol, "side": OrderSide(r.side), "time_in_force": TimeInForce(r.time_in_force),
+        "client_order_id": r.client_order_id,
+        "qty": float(r.qty) if r.qty is not None else None,
+        "notional": float(r.notional) if r.notional is not None else None}
+    if r.order_class != "simple":
+        common["order_class"] = OrderClass(r.order_class)
+        if r.take_profit is not None:
+            common["take_profit"] = TakeProfitRequest(limit_price=float(r.take_profit.limit_price))
+        if r.stop_loss is not None:
+            common["stop_loss"] = StopLossRequest(
+                stop_price=float(r.stop_loss.stop_price),
+                limit_price=(float(r.stop_loss.limit_price)
+                             if r.stop_loss.limit_price is not None else None))
+
+    def f(v: Decimal | None) -> float | None:
+        return float(v) if v is not None else None
+
+    if r.order_type == "market":
+        return MarketOrderRequest(**common)
+    if r.order_type == "limit":
+        return LimitOrderRequest(limit_price=f(r.limit_price), **common)
+    if r.order_type == "stop":
+        return StopOrderRequest(stop_price=f(r.stop_price), **common)
+    if r.order_type == "stop_limit":
+        return StopLimitOrderRequest(stop_price=f(r.stop_price), limit_price=f(r.limit_price),
+                                     **common)
+    if r.order_type == "trailing_stop":
+        return TrailingStopOrderRequest(trail_price=f(r.trail_price),
+                                        trail_percent=f(r.trail_percent), **common)
+    raise ValueError(f"unsupported order type {r.order_type!r}")
 
 
 def _by_submission(orders: dict[str, BrokerOrder]) -> list[BrokerOrder]:

@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from events.vocabulary import ZERO
+
 from .base import (
     BrokerAccount,
     BrokerAsset,
@@ -151,7 +153,9 @@ def parse_side(value: Any, field: str) -> Side:
     raise AlpacaParseError(f"{field}: unknown side {value!r}")
 
 
-def parse_order(obj: Any) -> BrokerOrder:
+def parse_order(obj: Any, parent_broker_order_id: str | None = None) -> BrokerOrder:
+    """An order, with its `legs` (Alpaca nests them in a parent's JSON: in POST answers,
+    `nested=true` queries and the parent's stream updates) parsed as orders of their own."""
     o = _as_mapping(obj, "order")
     side = parse_side(o.get("side"), "order.side")
     order_type = o.get("type") or o.get("order_type")
@@ -160,8 +164,12 @@ def parse_order(obj: Any) -> BrokerOrder:
     submitted = opt_ts(o.get("submitted_at"), "order.submitted_at") or opt_ts(
         o.get("created_at"), "order.created_at"
     )
+    broker_order_id = _str(o, "id", "order")
+    raw_legs = o.get("legs") or ()
+    if not isinstance(raw_legs, (list, tuple)):
+        raise AlpacaParseError("order.legs: expected a list")
     return BrokerOrder(
-        broker_order_id=_str(o, "id", "order"),
+        broker_order_id=broker_order_id,
         client_order_id=_str(o, "client_order_id", "order"),
         symbol=_str(o, "symbol", "order"),
         side=side,
@@ -171,12 +179,19 @@ def parse_order(obj: Any) -> BrokerOrder:
         notional=opt_dec(o.get("notional"), "order.notional"),
         limit_price=opt_dec(o.get("limit_price"), "order.limit_price"),
         time_in_force=_opt_str(o, "time_in_force", "order") or "day",
-        filled_qty=opt_dec(o.get("filled_qty"), "order.filled_qty") or Decimal(0),
+        filled_qty=opt_dec(o.get("filled_qty"), "order.filled_qty") or ZERO,
         filled_avg_price=opt_dec(o.get("filled_avg_price"), "order.filled_avg_price"),
         submitted_at=submitted,
         updated_at=opt_ts(o.get("updated_at"), "order.updated_at"),
         replaced_by=_opt_str(o, "replaced_by", "order"),
         replaces=_opt_str(o, "replaces", "order"),
+        stop_price=opt_dec(o.get("stop_price"), "order.stop_price"),
+        trail_price=opt_dec(o.get("trail_price"), "order.trail_price"),
+        trail_percent=opt_dec(o.get("trail_percent"), "order.trail_percent"),
+        hwm=opt_dec(o.get("hwm"), "order.hwm"),
+        order_class=_opt_str(o, "order_class", "order") or "simple",
+        legs=tuple(parse_order(leg, broker_order_id) for leg in raw_legs),
+        parent_broker_order_id=parent_broker_order_id,
     )
 
 

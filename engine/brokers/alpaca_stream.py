@@ -48,6 +48,7 @@ from engine.clock import Clock
 from .alpaca_parse import AlpacaParseError, parse_trade_update
 from .base import (
     BrokerEvent,
+    BrokerOrder,
     BrokerUnavailableError,
     StreamConnected,
     TradeUpdate,
@@ -313,8 +314,11 @@ class AlpacaTradeUpdates:
         tracker: StreamTracker,
         secrets: tuple[str, ...],
         on_close: Callable[[AlpacaTradeUpdates], None],
+        name_order: Callable[[BrokerOrder], BrokerOrder] | None = None,
     ) -> None:
         self._make_stream = make_stream
+        # Alpaca's leg ids -> ours (see alpaca_legs); applied as each update is handed out.
+        self._name_order = name_order
         self._tracker = tracker
         self._secrets = secrets
         self._on_close = on_close
@@ -340,6 +344,8 @@ class AlpacaTradeUpdates:
         if isinstance(item, _End):
             self._queue.put_nowait(item)  # every later call ends the same way
             raise item.error
+        if isinstance(item, TradeUpdate) and self._name_order is not None:
+            item = msgspec.structs.replace(item, order=self._name_order(item.order))
         return item
 
     async def __aenter__(self) -> Self:

@@ -14,9 +14,10 @@ The rules it keeps:
   update) is still recorded, followed by an `IllegalTransition`, and moves nothing backwards.
 - Only the events that must precede a broker call (submit, cancel and replace requested) are
   awaited until durable. Broker facts (acks, fills, cancels) are appended in order and not
-  awaited one by one: their place in the log is fixed at append time and the tracker already
-  counts them; whoever needs them folded (a strategy's `on_fill`, the gate) waits for the log
-  to catch up first.
+  awaited one by one: their place in the log is fixed at append time and the projections
+  fold them at once, so the next decision already sees them.
+- Order state lives only in the projections; the tracker holds what the log does not (a
+  submit in flight, a replace we asked for, the broker's cumulative quantity).
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import anyio
+import msgspec
 
 from engine.brokers.base import (
+    TRAILING_STOP_MOVED,
     AmbiguousSubmitError,
     Broker,
     BrokerError,
@@ -42,13 +45,12 @@ from engine.brokers.base import (
     OrderNotFoundError,
     OrderRejectedError,
     OrderRequest,
-    TRAILING_STOP_MOVED,
     StreamConnected,
     TradeUpdate,
     UnparsedMessage,
 )
 from engine.clock import Clock
-from engine.execution.tracker import ExecutionTracker, Tracked
+from engine.execution.tracker import ExecutionTracker, PendingReplace, Tracked
 from events.base import Event
 from events.catalogue import (
     CancelRejected,
@@ -70,11 +72,11 @@ from events.catalogue import (
     UnknownBrokerMessage,
 )
 from events.store import EventLog
+from events.vocabulary import CENT, ZERO
 from projections.orders import OrderStatus
 from projections.state import Projections
 
 log = logging.getLogger(__name__)
-ZERO = Decimal(0)
 S = OrderStatus
 
 # Order events worth an INFO line (the rest are DEBUG).
@@ -139,27 +141,22 @@ class ExecutionService:
 
     def _note(self, event: Event) -> None:
         """Record a broker fact. Not awaited: nothing waits on its durability, and the
-        tracker already accounts for it (see the module docstring)."""
+        projections fold it at once (see the module docstring)."""
         self._append(event)
 
     def _order_event(self, t: Tracked, tag: str, event: Event) -> asyncio.Future[int]:
         """Append an order event; if the state machine will refuse it, say so in the log."""
         legal = self.tracker.would_move(t, tag)
-        fut = self._append(event)
+        before = t.status.value
+        fut = self._append(event)  # folded into the projections right here
         seq = self._log.assigned_seq
         level = logging.INFO if tag in _NOTABLE else logging.DEBUG
         if log.isEnabledFor(level):
-            log.log(level, "%s %s (%s -> %s)", tag, t.client_order_id, t.status.value,
-                    "refused" if not legal else "ok", extra={"seq": seq})
-        broker_id = getattr(event, "broker_order_id", None)
-        if broker_id and not t.broker_order_id:
-            t.broker_order_id = broker_id
-        if legal:
-            self.tracker.note(t, tag)
-        else:
+            log.log(level, "%s %s (%s -> %s)", tag, t.client_order_id, before,
+                    "refused" if not legal else t.status.value, extra={"seq": seq})
+        if not legal:
             self._append(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
-                                           from_state=t.status.value, event_type=tag,
-                                           event_seq=self._log.assigned_seq))
+                                           from_state=before, event_type=tag, event_seq=seq))
         return fut
 
     # --- submitting ----------------------------------------------------------------------
@@ -194,7 +191,6 @@ class ExecutionService:
 
     async def _submit_once(self, t: Tracked, approved: RiskApproved) -> None:
         attempt = t.submit_attempts + 1
-        t.submit_attempts = attempt
         requested = self._order_event(t, "order_submit_requested", OrderSubmitRequested(
             ts=self._clock.now(), client_order_id=t.client_order_id,
             intent_id=approved.intent_id, symbol=approved.symbol, attempt=attempt))
@@ -281,8 +277,7 @@ class ExecutionService:
         try:
             await self._broker.cancel(t.broker_order_id)
         except CancelRejectedError as e:
-            self._order_event(t, "cancel_rejected", CancelRejected(
-                ts=self._clock.now(), client_order_id=coid, reason=str(e)))
+            await self._cancel_refused(t, str(e))
         except OrderNotFoundError:
             order = await self._lookup(coid)
             if order is not None:
@@ -291,6 +286,34 @@ class ExecutionService:
             # Unknown whether the cancel landed; the stream or reconciliation will tell.
             log.warning("cancel of %s failed ambiguously: %s", coid, e)
             self._broker_trouble("cancel")
+
+    async def _cancel_refused(self, t: Tracked, why: str) -> None:
+        """A refused cancel is often Alpaca's 422 "order is already in canceled/filled
+        state": the order ended and we missed the message (stream down, or not yet). Only
+        the broker's own record settles it; a cancel refused for an order still working is
+        recorded as refused, one still pending its cancel stays pending."""
+        order = await self._lookup(t.client_order_id)
+        if order is not None:
+            await self.sync_order(order, source="lookup")
+            if not t.is_open or order.status == "pending_cancel":
+                return
+        self._order_event(t, "cancel_rejected", CancelRejected(
+            ts=self._clock.now(), client_order_id=t.client_order_id, reason=why))
+
+    async def settle_by_lookup(self, coids: list[str]) -> int:
+        """Ask the broker for each of these orders by client id and record what it says
+        (terminal states, fills not yet booked). For when the stream may have missed it.
+        Returns how many were found."""
+        found = 0
+        for coid in coids:
+            t = self.tracker.get(coid)
+            if t is None or not t.is_open or t.in_flight:
+                continue
+            order = await self._lookup(coid)
+            if order is not None:
+                found += 1
+                await self.sync_order(order, source="lookup")
+        return found
 
     async def replace(self, coid: str, *, qty: Decimal | None = None,
                       limit_price: Decimal | None = None, stop_price: Decimal | None = None,
@@ -313,7 +336,17 @@ class ExecutionService:
         # Only brokers that move stops are asked to (the stop terms are keyword-only extras).
         moves: dict[str, Decimal] = {k: v for k, v in (("stop_price", stop_price),
                                                        ("trail", trail)) if v is not None}
-        t.replacing = new_coid  # the stream's "replaced" may arrive before the REST answer
+        # The replacement's terms are known now: without a new qty it carries what is left
+        # (Alpaca's rule). The stream's `replaced`, or the replacement's own messages, may
+        # arrive before the REST answer, and must record these terms, not the old ones.
+        left = t.qty - t.filled_qty if t.qty is not None else None
+        self.tracker.start_replace(t, PendingReplace(
+            old_client_order_id=coid, new_client_order_id=new_coid,
+            qty=qty if qty is not None else left,
+            limit_price=limit_price if limit_price is not None else t.order.limit_price,
+            stop_price=stop_price,
+            trail_price=trail if trail is not None and not percent else None,
+            trail_percent=trail if trail is not None and percent else None))
         try:
             new = await self._broker.replace(t.broker_order_id, qty=qty, limit_price=limit_price,
                                              client_order_id=new_coid, **moves)
@@ -321,12 +354,7 @@ class ExecutionService:
             log.warning("replace of %s failed: %s", coid, e)
             return None
         if t.status != S.REPLACED:  # the stream did not get there first
-            self._order_event(t, "order_replaced", OrderReplaced(
-                ts=self._clock.now(), client_order_id=coid,
-                new_client_order_id=new.client_order_id, new_broker_order_id=new.broker_order_id,
-                qty=qty, limit_price=limit_price, stop_price=stop_price,
-                trail_price=trail if trail is not None and not percent else None,
-                trail_percent=trail if trail is not None and percent else None))
+            self._record_replaced(t, new.broker_order_id, reported=new)
         return new.client_order_id
 
     # --- broker messages -----------------------------------------------------------------
@@ -343,7 +371,9 @@ class ExecutionService:
             if isinstance(event, TradeUpdate):
                 await self._on_update(event)
             elif isinstance(event, StreamConnected):
-                if event.reconnect or event.since is not None:
+                # Also on the first connection when orders are open: what they did before
+                # the stream listened (an order sent at once, a fill at submission) is lost.
+                if event.reconnect or event.since is not None or self._proj.orders.open_ids:
                     await self.fill_gap(event.since)
             elif isinstance(event, UnparsedMessage):
                 self._note(UnknownBrokerMessage(
@@ -358,6 +388,8 @@ class ExecutionService:
         o = u.order
         t = self.tracker.get(o.client_order_id)
         if t is None:
+            t = self._replacement_arrived(o) or self._by_broker_id(o)
+        if t is None:
             self._note(UnknownBrokerMessage(
                 ts=self._clock.now(), source=self._broker.name,
                 raw=f"{u.event} for unknown order {o.client_order_id} ({o.broker_order_id}) "
@@ -366,6 +398,7 @@ class ExecutionService:
             return
         now = self._clock.now()
         ev = u.event
+        self._trail_moved(t, o)
         if ev in ("fill", "partial_fill"):
             self._book_fill(t, o, u.execution_id, u.qty, u.price, u.timestamp,
                                   source="stream", fee=u.fee)
@@ -394,25 +427,78 @@ class ExecutionService:
                 ts=now, client_order_id=t.client_order_id, reason="cancel rejected by the broker"))
         elif ev == "replaced":
             if t.status != S.REPLACED:
-                self._record_replaced(t, o, "stream")
+                self._broker_replaced(t, o, "stream")
         elif ev == TRAILING_STOP_MOVED:
-            if o.hwm is not None and o.stop_price is not None:
-                self._note(TrailingStopUpdated(
-                    ts=now, client_order_id=t.client_order_id, hwm=o.hwm,
-                    stop_price=o.stop_price, broker_time=u.timestamp, symbol=o.symbol))
+            pass  # recorded above, once, by _trail_moved (the broker's figures)
         else:
             self._note(UnknownBrokerMessage(
                 ts=now, source=self._broker.name, raw=f"event {ev!r} for {o.client_order_id}",
                 error="unknown trade-update event"))
 
-    def _record_replaced(self, t: Tracked, old: BrokerOrder, source: str) -> None:
+    def _trail_moved(self, t: Tracked, o: BrokerOrder) -> None:
+        """A trailing stop the broker reports with a new high-water mark or stop: record the
+        broker's figures (Alpaca sends no update for it; a lookup, a listing or any later
+        message of the order shows it)."""
+        if o.order_type != "trailing_stop" or o.hwm is None or o.stop_price is None:
+            return
+        ours = t.order
+        if not ours.is_open or (ours.hwm, ours.stop_price) == (o.hwm, o.stop_price):
+            return
+        self._note(TrailingStopUpdated(ts=self._clock.now(), client_order_id=t.client_order_id,
+                                       hwm=o.hwm, stop_price=o.stop_price,
+                                       broker_time=o.updated_at, symbol=o.symbol))
+
+    def _by_broker_id(self, o: BrokerOrder) -> Tracked | None:
+        """An open order of ours that the broker names differently (a leg: Alpaca names
+        legs itself) is still ours if the log holds its broker order id."""
+        for coid in self._proj.orders.open_ids:
+            if self._proj.orders.orders[coid].broker_order_id == o.broker_order_id:
+                return self.tracker.get(coid)
+        return None
+
+    def _replacement_arrived(self, o: BrokerOrder) -> Tracked | None:
+        """A message about an order we do not know yet may be the replacement a replace of
+        ours is creating (its client id is the one we chose): the replace happened, so record
+        it first, then the message is about a known order."""
+        pending = self.tracker.replace_creating(o.client_order_id)
+        if pending is None:
+            return None
+        old = self.tracker.get(pending.old_client_order_id)
+        if old is None or old.status == S.REPLACED:
+            return self.tracker.get(o.client_order_id)
+        self._record_replaced(old, o.broker_order_id, reported=o)
+        return self.tracker.get(o.client_order_id)
+
+    def _record_replaced(self, t: Tracked, new_broker_order_id: str, *,
+                         reported: BrokerOrder | None = None) -> None:
+        """Our replace happened: the old order ends and the replacement carries on with the
+        terms the broker reports for it, else the ones we asked for."""
+        pending = t.replacing
+        assert pending is not None
+
+        def term(name: str) -> Decimal | None:
+            value: Decimal | None = getattr(reported, name, None) if reported is not None else None
+            if value is None:
+                value = getattr(pending, name)
+            return value
+
+        self._order_event(t, "order_replaced", OrderReplaced(
+            ts=self._clock.now(), client_order_id=t.client_order_id,
+            new_client_order_id=pending.new_client_order_id,
+            new_broker_order_id=new_broker_order_id, qty=term("qty"),
+            limit_price=term("limit_price"), stop_price=term("stop_price"),
+            trail_price=term("trail_price"), trail_percent=term("trail_percent")))
+
+    def _broker_replaced(self, t: Tracked, old: BrokerOrder, source: str) -> None:
         """The broker replaced an order. If we asked for it, the replacement is ours and
         carries on; if someone else did (an edit in the broker's app), the old order is closed
         and the replacement left to reconciliation — never invented."""
-        new_coid = t.replacing or next(
-            (c for c, o in self._proj.orders.orders.items()
-             if old.replaced_by and o.broker_order_id == old.replaced_by), None)
+        if t.replacing is not None:
+            self._record_replaced(t, old.replaced_by or "")
+            return
         now = self._clock.now()
+        new_coid = next((c for c, o in self._proj.orders.orders.items()
+                         if old.replaced_by and o.broker_order_id == old.replaced_by), None)
         if new_coid is not None:
             self._order_event(t, "order_replaced", OrderReplaced(
                 ts=now, client_order_id=t.client_order_id, new_client_order_id=new_coid,
@@ -443,23 +529,21 @@ class ExecutionService:
         if book <= 0:
             # The shares were already booked (inferred from the broker's order state before
             # this message arrived); remember the id so a repeat is ignored too.
-            self.tracker.execution_ids.add(execution_id)
+            self.tracker.unbooked_execution_ids.add(execution_id)
             return
         done = o.status == "filled" and t.filled_qty + book >= o.filled_qty
         fill = FillReceived(
             ts=self._clock.now(), client_order_id=t.client_order_id,
             broker_order_id=o.broker_order_id, execution_id=execution_id, symbol=o.symbol,
             side=o.side, qty=book, price=price, broker_time=when, order_done=done, source=source,
-            fee=fee if book == qty else (fee * book / qty).quantize(Decimal("0.01")))
+            fee=fee if book == qty else (fee * book / qty).quantize(CENT))
         legal = self.tracker.would_move(t, "fill")
         state_before = t.status.value
         fut = self._append(fill)
         fill_seq = self._log.assigned_seq
         log.info("fill %s %s %s %s @ %s (%s)", t.client_order_id, o.side, book, o.symbol, price,
                  source, extra={"seq": fill_seq})
-        if not t.broker_order_id:
-            t.broker_order_id = o.broker_order_id
-        self.tracker.note_fill(t, execution_id, book, price, done)
+        t.broker_cum_qty = max(t.broker_cum_qty, t.filled_qty)
         if not legal:
             self._append(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
                                            from_state=state_before, event_type="fill",
@@ -470,7 +554,7 @@ class ExecutionService:
         """Bring our record of an order up to the broker's snapshot of it: acknowledgements,
         fills we have not booked (inferred, deterministic ids), and a terminal status.
         Returns False if the order is not ours."""
-        t = self.tracker.get(o.client_order_id)
+        t = self.tracker.get(o.client_order_id) or self._replacement_arrived(o)
         if t is None:
             return False
         now = self._clock.now()
@@ -490,6 +574,7 @@ class ExecutionService:
             self._order_event(t, "order_accepted", OrderAccepted(
                 ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
                 broker_time=o.updated_at, symbol=o.symbol))
+        self._trail_moved(t, o)
         t.broker_cum_qty = max(t.broker_cum_qty, o.filled_qty)
         missing = t.broker_cum_qty - t.filled_qty
         if missing > 0 and o.filled_avg_price is not None:
@@ -516,7 +601,7 @@ class ExecutionService:
                 self._order_event(t, "order_rejected", OrderRejected(
                     ts=now, client_order_id=t.client_order_id, reason=f"rejected ({source})"))
             elif o.status == "replaced" and t.status != S.REPLACED:
-                self._record_replaced(t, o, source)
+                self._broker_replaced(t, o, source)
         for leg in o.legs:
             await self._sync_leg(leg, source=source)
         return True
@@ -569,9 +654,23 @@ class ExecutionService:
             await self.sync_order(orders[coid], source="gap_fill")
 
     async def _lookup(self, coid: str) -> BrokerOrder | None:
+        """The broker's record of our order: by client id, else (a broker that names some
+        orders itself, like a replaced Alpaca leg) by the broker id the log holds."""
         try:
-            return await self._broker.get_order_by_client_id(coid)
-        except BrokerUnavailableError as e:
+            found = await self._broker.get_order_by_client_id(coid)
+            if found is not None:
+                return found
+            ours = self._proj.orders.orders.get(coid)
+            # Not every broker can look an order up by its own id (the interface does not ask it).
+            by_id: Callable[[str], Awaitable[BrokerOrder | None]] | None = getattr(
+                self._broker, "get_order", None)
+            if ours is None or ours.broker_order_id is None or by_id is None:
+                return None
+            found = await by_id(ours.broker_order_id)
+            if found is not None and found.client_order_id != coid:
+                found = msgspec.structs.replace(found, client_order_id=coid)
+            return found
+        except (BrokerUnavailableError, OrderNotFoundError) as e:
             log.warning("lookup of %s failed: %s", coid, e)
             return None
 

@@ -1,11 +1,12 @@
-"""The execution service's up-to-the-append view of each order.
+"""What the execution service knows about an order that the log does not hold.
 
-The projections only show what is committed; the execution service appends without waiting
-for every commit, and several tasks (the submit path, the trade-update stream, gap filling,
-reconciliation) touch the same orders. So it keeps, per order, what it has *appended*: the
-predicted state, the quantity booked, the execution ids seen and the highest cumulative fill
-the broker reported. Every decision that could double-book money is taken against this,
-synchronously, right before the append that records it.
+Order status, quantities, fills and execution ids live only in the projections
+(`projections/orders.py`), which fold every event the moment it is appended, so reading them
+right after an `append_nowait` already sees it. What stays here are facts that are not
+events: a submit under way in this process, a replace we asked for and its terms (the
+stream's `replaced` may arrive before the REST answer, and the replacement's own messages
+before either), the broker's highest reported cumulative fill, and execution ids seen but not
+booked (their shares were already inferred).
 """
 
 from __future__ import annotations
@@ -13,27 +14,80 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from projections.orders import FILL_TARGET, RESUME_TARGET, TERMINAL, TRANSITIONS, OrderStatus
+from events.vocabulary import ZERO
+from projections.orders import TERMINAL, Order, OrderStatus, would_move
 from projections.state import Projections
 
-ZERO = Decimal(0)
+
+@dataclass(frozen=True, slots=True)
+class PendingReplace:
+    """A replace we sent: the old order, and the terms its replacement carries."""
+
+    old_client_order_id: str
+    new_client_order_id: str
+    qty: Decimal | None
+    limit_price: Decimal | None
+    stop_price: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
 
 
 @dataclass(slots=True)
 class Tracked:
+    """One order: the projection's record plus the process-local facts above."""
+
     client_order_id: str
-    status: OrderStatus
-    qty: Decimal | None
-    filled_qty: Decimal
-    filled_notional: Decimal
-    broker_order_id: str | None
+    proj: Projections
     broker_cum_qty: Decimal = ZERO
-    submit_attempts: int = 0
-    # The replacement's client id while a replace we asked for is under way.
-    replacing: str | None = None
     # A submit call (or its resolution by lookup) is under way in this process: "not found"
     # may just mean "not yet", so nobody else may close the order.
     in_flight: bool = False
+    asked: PendingReplace | None = None  # a replace this process sent
+
+    @property
+    def replacing(self) -> PendingReplace | None:
+        """The replace under way: this process's, else one the log records as asked for and
+        not yet answered (a restart mid-replace)."""
+        if self.asked is not None:
+            return self.asked
+        o = self.proj.orders.orders.get(self.client_order_id)
+        p = o.pending if o is not None else None
+        if p is None or p.new_client_order_id is None:
+            return None
+        left = o.qty - o.filled_qty if o is not None and o.qty is not None else None
+        return PendingReplace(old_client_order_id=self.client_order_id,
+                              new_client_order_id=p.new_client_order_id,
+                              qty=p.qty if p.qty is not None else left,
+                              limit_price=p.limit_price, stop_price=p.stop_price,
+                              trail_price=p.trail_price, trail_percent=p.trail_percent)
+
+    @property
+    def order(self) -> Order:
+        return self.proj.orders.orders[self.client_order_id]
+
+    @property
+    def status(self) -> OrderStatus:
+        return self.order.status
+
+    @property
+    def qty(self) -> Decimal | None:
+        return self.order.qty
+
+    @property
+    def filled_qty(self) -> Decimal:
+        return self.order.filled_qty
+
+    @property
+    def filled_notional(self) -> Decimal:
+        return self.order.filled_notional
+
+    @property
+    def broker_order_id(self) -> str | None:
+        return self.order.broker_order_id
+
+    @property
+    def submit_attempts(self) -> int:
+        return self.order.submit_attempts
 
     @property
     def is_open(self) -> bool:
@@ -44,7 +98,10 @@ class Tracked:
 class ExecutionTracker:
     proj: Projections
     orders: dict[str, Tracked] = field(default_factory=dict)
-    execution_ids: set[str] = field(default_factory=set)
+    # Execution ids whose shares were booked before their message arrived (inferred).
+    unbooked_execution_ids: set[str] = field(default_factory=set)
+    # new client id -> the replace that will create it
+    replaces: dict[str, PendingReplace] = field(default_factory=dict)
 
     def get(self, coid: str) -> Tracked | None:
         t = self.orders.get(coid)
@@ -53,38 +110,29 @@ class ExecutionTracker:
         o = self.proj.orders.orders.get(coid)
         if o is None:
             return None
-        t = Tracked(client_order_id=coid, status=o.status, qty=o.qty, filled_qty=o.filled_qty,
-                    filled_notional=o.filled_notional, broker_order_id=o.broker_order_id,
-                    broker_cum_qty=o.filled_qty, submit_attempts=o.submit_attempts)
+        t = Tracked(client_order_id=coid, proj=self.proj, broker_cum_qty=o.filled_qty)
         self.orders[coid] = t
         return t
 
     def seen_execution(self, execution_id: str) -> bool:
-        return execution_id in self.execution_ids or execution_id in self.proj.orders.execution_ids
+        return (execution_id in self.proj.orders.execution_ids
+                or execution_id in self.unbooked_execution_ids)
 
     def would_move(self, t: Tracked, tag: str) -> bool:
-        return tag in TRANSITIONS[t.status]
+        """The projection's own rule (one state machine), asked before the append."""
+        return would_move(t.order, tag)
 
-    def note(self, t: Tracked, tag: str) -> None:
-        """Record that an order event with `tag` was appended (mirrors the projection)."""
-        target = TRANSITIONS[t.status].get(tag)
-        if target is None or target == FILL_TARGET:
-            return
-        if target == RESUME_TARGET:
-            t.status = OrderStatus.PARTIALLY_FILLED if t.filled_qty > 0 else OrderStatus.ACCEPTED
-        else:
-            t.status = OrderStatus(target)
+    def start_replace(self, t: Tracked, pending: PendingReplace) -> None:
+        t.asked = pending
+        self.replaces[pending.new_client_order_id] = pending
 
-    def note_fill(self, t: Tracked, execution_id: str, qty: Decimal, price: Decimal,
-                  done: bool) -> None:
-        self.execution_ids.add(execution_id)
-        allowed = "fill" in TRANSITIONS[t.status]
-        t.filled_qty += qty
-        t.filled_notional += qty * price
-        t.broker_cum_qty = max(t.broker_cum_qty, t.filled_qty)
-        if allowed:
-            complete = done or (t.qty is not None and t.filled_qty >= t.qty)
-            if complete:
-                t.status = OrderStatus.FILLED
-            elif t.status != OrderStatus.PENDING_CANCEL:
-                t.status = OrderStatus.PARTIALLY_FILLED
+    def replace_creating(self, new_coid: str) -> PendingReplace | None:
+        found = self.replaces.get(new_coid)
+        if found is not None:
+            return found
+        for coid in self.proj.orders.open_ids:  # asked for before a restart
+            o = self.proj.orders.orders[coid]
+            if o.pending is not None and o.pending.new_client_order_id == new_coid:
+                t = self.get(coid)
+                return t.replacing if t is not None else None
+        return None

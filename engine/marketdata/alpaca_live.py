@@ -10,8 +10,9 @@ Three things the SDK does not do for us:
   nothing (a quiet market, a closed session) the timeout doubles up to `max_silence_timeout`,
   and the first bar resets it.
 - **Gaps.** The SDK reconnects silently and never replays what was missed. Every connection
-  after the first (or the first too, with `backfill_since`) triggers a backfill from REST
-  history of every *completed* bar after the last one we delivered, per symbol.
+  after the first (or the first too, with `backfill_since`, or after `resume_from` a previous
+  run's last bars) triggers a backfill from REST history of every *completed* bar after the
+  last one we delivered, per symbol — so a restart misses nothing either.
 - **Order and duplicates.** Live bars that arrive while a backfill runs are held back and
   released after it, so a symbol's bars stay in time order; bars the backfill delivered are not
   delivered again when the stream repeats them. Anything else (a live duplicate, an
@@ -24,7 +25,7 @@ provider's task group, so it lives exactly as long as `async with provider:`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -130,6 +131,22 @@ class AlpacaLiveProvider(BarProvider):
         self._holding = False
         self._held: list[MarketItem] = []
         self._backfill_wanted: anyio.Event | None = None  # created on enter (needs a loop)
+        self._resuming = False
+        self._max_backfill = timedelta(days=5)
+
+    def resume_from(self, last_bars: Mapping[str, datetime], *,
+                    max_backfill: timedelta = timedelta(days=5)) -> None:
+        """Carry on from a previous run: `last_bars` is each symbol's last bar start in the
+        log. The first connection then backfills every symbol from the bar after it (at most
+        `max_backfill` back; older holes are left to the validator's gap record), so bars
+        published while the engine was down are not missed. Call before entering."""
+        for sym, start in last_bars.items():
+            if sym in self.symbols:
+                if start.tzinfo is None:
+                    raise ValueError("last bar starts must be timezone-aware")
+                self._last_emitted[sym] = start
+        self._resuming = bool(self._last_emitted)
+        self._max_backfill = max_backfill
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -196,7 +213,7 @@ class AlpacaLiveProvider(BarProvider):
         self._last_activity = now
         if self._first_connect is None:
             self._first_connect = _floor_minute(now)
-            if self._backfill_since is None:
+            if self._backfill_since is None and not self._resuming:
                 return
         if self._history is None or self._backfill_wanted is None:
             return
@@ -278,7 +295,7 @@ class AlpacaLiveProvider(BarProvider):
     def _since(self, symbol: str) -> datetime:
         last = self._last_emitted.get(symbol)
         if last is not None:
-            return last + _MINUTE
+            return max(last + _MINUTE, _floor_minute(self._clock.now() - self._max_backfill))
         if self._backfill_since is not None:
             return self._backfill_since
         assert self._first_connect is not None

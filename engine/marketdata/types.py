@@ -10,7 +10,8 @@ row: they hand it on so `BarValidator` can record it as a `DataRejected` event a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Self, TypeAlias
 
@@ -74,6 +75,10 @@ class BarProvider(ABC):
     """
 
     name: str = "provider"
+
+    def resume_from(self, last_bars: Mapping[str, datetime]) -> None:
+        """A previous run's last bar start per symbol (from the log). Live providers fill
+        what was published since; files and replays have nothing to fill."""
 
     async def __aenter__(self) -> Self:
         return self

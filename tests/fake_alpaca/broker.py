@@ -17,6 +17,11 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
+from . import advanced
+from .broker_errors import ApiError
+
+__all__ = ["ApiError", "Broker", "Order"]
+
 NINE_DP = Decimal("1e-9")
 ZERO = Decimal(0)
 
@@ -37,20 +42,6 @@ OPEN_STATUSES = {
 CLOSED_STATUSES = {"filled", "canceled", "expired", "replaced", "rejected"}
 CANCELABLE_STATUSES = OPEN_STATUSES - {"pending_cancel"}
 ASSET_NAMESPACE = uuid.UUID("6b1f4d0e-2f0c-4c55-9f6a-0f4a3a1f0a11")
-
-
-class ApiError(Exception):
-    """An error answered to the REST client as ``{"code": ..., "message": ...}``."""
-
-    def __init__(self, status: int, code: int, message: str, **extra: Any) -> None:
-        super().__init__(f"{status} {code} {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, **self.extra}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -199,6 +190,16 @@ class Order:
     filled_qty: Decimal = ZERO
     filled_notional: Decimal = ZERO  # sum(qty * price) of executions
     status_before_cancel: str | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
+    hwm: Decimal | None = None
+    # Advanced classes: a parent lists its legs' ids; a leg knows its parent and role
+    # ("take_profit" | "stop_loss"). Alpaca's order JSON has no parent field: a client
+    # learns the legs only from the parent's `legs`.
+    leg_ids: list[str] = field(default_factory=list)
+    parent_id: str | None = None
+    leg_role: str | None = None
+    triggered: bool = False  # a stop_limit whose stop was reached works as a limit
 
     @property
     def is_open(self) -> bool:
@@ -220,7 +221,7 @@ class Order:
             return ZERO if left <= Decimal("0.005") else left  # caller must supply a price
         return floor9(left / price)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, legs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         return {
             "id": self.id,
             "client_order_id": self.client_order_id,
@@ -251,10 +252,10 @@ class Order:
             "stop_price": fmt(self.stop_price),
             "status": self.status,
             "extended_hours": self.extended_hours,
-            "legs": None,
-            "trail_percent": None,
-            "trail_price": None,
-            "hwm": None,
+            "legs": legs,
+            "trail_percent": fmt(self.trail_percent),
+            "trail_price": fmt(self.trail_price),
+            "hwm": fmt(self.hwm),
             "subtag": None,
             "source": "access_key" if not self.external else None,
             "expires_at": iso(self.expires_at),
@@ -605,16 +606,18 @@ class Broker:
         }
 
     def _held_for_sells(self, symbol: str) -> Decimal:
-        held = ZERO
+        """Shares open sells hold; a one-cancels-other group holds its shares once, and
+        legs of an unfilled parent hold none yet."""
+        groups: dict[str, Decimal] = {}
         for order in self.orders.values():
-            if (
-                order.is_open
-                and order.side == "sell"
-                and order.symbol == symbol
-                and order.qty is not None
-            ):
-                held += order.qty - order.filled_qty
-        return held
+            if not (order.is_open and order.side == "sell" and order.symbol == symbol
+                    and order.qty is not None):
+                continue
+            if order.status == "held" and not self._leg_is_active(order):
+                continue
+            key = order.parent_id or order.id
+            groups[key] = max(groups.get(key, ZERO), order.qty - order.filled_qty)
+        return sum(groups.values(), ZERO)
 
     def set_position(self, symbol: str, qty: Any, avg_price: Any) -> None:
         symbol = symbol.upper()
@@ -663,7 +666,7 @@ class Broker:
         update: dict[str, Any] = {
             "event": event,
             "execution_id": str(uuid.uuid4()),
-            "order": order.to_json(),
+            "order": self.order_json(order),
             "timestamp": iso(extra.pop("timestamp", None) or self.now()),
         }
         update.update({k: v for k, v in extra.items() if v is not None})
@@ -695,21 +698,25 @@ class Broker:
         if side not in ("buy", "sell"):
             raise ApiError(422, 40010001, "side is required and must be buy or sell")
         otype = body.get("type") or body.get("order_type")
-        if otype not in ("market", "limit", "stop", "stop_limit"):
+        if otype not in advanced.ORDER_TYPES:
             raise ApiError(422, 40010001, f"invalid order type {otype!r}")
         tif = body.get("time_in_force")
         if tif not in ("day", "gtc", "opg", "cls", "ioc", "fok"):
             raise ApiError(422, 40010001, "invalid time_in_force")
         order_class = body.get("order_class") or "simple"
-        if order_class != "simple":
-            raise ApiError(422, 42210000, f"order_class {order_class} is not supported by the fake")
+        if order_class not in advanced.ORDER_CLASSES:
+            raise ApiError(422, 40010001, f"invalid order_class {order_class!r}")
         try:
             qty = opt_dec(body.get("qty"))
             notional = opt_dec(body.get("notional"))
             limit_price = opt_dec(body.get("limit_price"))
             stop_price = opt_dec(body.get("stop_price"))
+            trail_price = opt_dec(body.get("trail_price"))
+            trail_percent = opt_dec(body.get("trail_percent"))
         except ValueError as exc:
             raise ApiError(422, 40010001, str(exc)) from None
+        tp_limit, sl_stop, sl_limit = advanced.leg_prices(body, dec)
+        advanced.check_trail(otype, trail_price, trail_percent)
         if (qty is None) == (notional is None):
             raise ApiError(422, 40010001, "qty or notional is required (exactly one)")
         if qty is not None and qty <= 0:
@@ -727,14 +734,26 @@ class Broker:
             raise ApiError(422, 42210000, "limit orders require a limit_price")
         if otype in ("stop", "stop_limit") and stop_price is None:
             raise ApiError(422, 42210000, "stop orders require a stop_price")
+        if otype == "limit" and stop_price is not None:
+            raise ApiError(422, 42210000, "limit orders must not have stop_price")
         fractional = notional is not None or (qty is not None and qty != qty.to_integral_value())
         if fractional:
             if not asset.fractionable:
                 raise ApiError(422, 42210000, f"requested asset {symbol} is not fractionable")
-            if tif != "day":
-                raise ApiError(422, 42210000, "fractional orders must be DAY orders")
-            if notional is not None and otype != "market":
-                raise ApiError(422, 42210000, "notional orders must be market orders")
+            advanced.check_fractional(otype, tif, order_class)
+            if notional is not None and otype not in ("market", "stop", "stop_limit"):
+                raise ApiError(422, 42210000, "notional orders must be market, stop or "
+                                              "stop_limit orders")
+        advanced.check_increment("limit_price", limit_price)
+        advanced.check_increment("stop_price", stop_price)
+        if order_class == "simple" and otype in ("stop", "stop_limit"):
+            advanced.check_stop_side(side, stop_price, self.price_of(symbol))
+        base = limit_price if otype == "limit" else self.price_of(symbol)
+        advanced.check_class(order_class, otype, tif, side, base, tp_limit, sl_stop, sl_limit)
+        if order_class == "oco":
+            # the OCO order is the take-profit limit itself; its stop is checked like a stop
+            limit_price = tp_limit if limit_price is None else limit_price
+            advanced.check_stop_side(side, sl_stop, self.price_of(symbol))
         if qty is not None and qty != floor9(qty):
             raise ApiError(422, 40010001, "qty must have at most 9 decimal places")
 
@@ -816,11 +835,130 @@ class Broker:
             expires_at=(
                 now.replace(hour=20, minute=0, second=0, microsecond=0) if tif == "day" else None
             ),
+            order_class=order_class,
+            trail_price=trail_price,
+            trail_percent=trail_percent,
         )
+        if otype == "trailing_stop":
+            px = self.price_of(symbol)
+            if px is not None:
+                order.hwm = px
+                order.stop_price = advanced.trail_stop(side, px, trail_price, trail_percent)
+        self._register(order)
+        if order_class in ("bracket", "oto"):
+            if tp_limit is not None:
+                self._add_leg(order, "take_profit", "limit", tp_limit, None)
+            if sl_stop is not None:
+                self._add_leg(order, "stop_loss", "stop" if sl_limit is None else "stop_limit",
+                              sl_limit, sl_stop)
+        elif order_class == "oco":
+            order.leg_role = "take_profit"
+            self._add_leg(order, "stop_loss", "stop" if sl_limit is None else "stop_limit",
+                          sl_limit, sl_stop, held=False)
+        return order
+
+    def _register(self, order: Order) -> None:
         self.orders[order.id] = order
         self.orders_by_cid[order.client_order_id] = order
         self.taken_client_ids.add(order.client_order_id)
-        return order
+
+    def _add_leg(self, parent: Order, role: str, otype: str, limit_price: Decimal | None,
+                 stop_price: Decimal | None, *, held: bool = True) -> Order:
+        """A leg: the opposite side, the parent's quantity, its own id and a client id
+        Alpaca makes up (legs cannot be given one)."""
+        self._order_seq += 1
+        leg = Order(
+            seq=self._order_seq, id=str(uuid.uuid4()), client_order_id=new_client_order_id(),
+            symbol=parent.symbol, asset_id=parent.asset_id,
+            side="sell" if (parent.side == "buy") != (parent.order_class == "oco") else "buy",
+            type=otype, time_in_force=parent.time_in_force, qty=parent.qty, notional=None,
+            limit_price=limit_price, stop_price=stop_price, extended_hours=False,
+            status="held" if held else parent.status, created_at=parent.created_at,
+            updated_at=parent.created_at, submitted_at=parent.submitted_at,
+            position_intent="sell_to_close" if parent.side == "buy" else "buy_to_close",
+            order_class=parent.order_class, external=parent.external,
+            expires_at=parent.expires_at, parent_id=parent.id, leg_role=role,
+        )
+        if parent.order_class == "oco":
+            leg.side = parent.side
+            leg.position_intent = parent.position_intent
+        parent.leg_ids.append(leg.id)
+        self._register(leg)
+        return leg
+
+    # ------------------------------------------------------------------ legs
+
+    def legs_of(self, order: Order) -> list[Order]:
+        return [self.orders[i] for i in order.leg_ids if i in self.orders]
+
+    def order_json(self, order: Order, *, nested: bool = True) -> dict[str, Any]:
+        """An order as Alpaca shows it; a parent carries its legs when `nested`."""
+        legs = [leg.to_json() for leg in self.legs_of(order)] if nested and order.leg_ids \
+            else None
+        return order.to_json(legs)
+
+    def siblings(self, order: Order) -> list[Order]:
+        """The other members of an order's one-cancels-other group: a bracket/OTO leg's
+        sibling leg, or for an OCO the parent and its stop."""
+        if order.parent_id is None:
+            return self.legs_of(order) if order.order_class == "oco" else []
+        parent = self.orders.get(order.parent_id)
+        if parent is None:
+            return []
+        group = self.legs_of(parent)
+        if parent.order_class == "oco":
+            group.append(parent)
+        return [o for o in group if o.id != order.id]
+
+    def _leg_is_active(self, order: Order) -> bool:
+        """A `held` bracket leg works once its parent filled (the stop-loss stays `held`
+        until it triggers, like Alpaca shows it)."""
+        if order.status != "held":
+            return order.is_open and order.status not in ("pending_new", "pending_cancel")
+        parent = self.orders.get(order.parent_id or "")
+        return parent is not None and parent.status == "filled"
+
+    def _activate_legs(self, parent: Order, qty: Decimal) -> None:
+        """The parent filled (or ended with `qty` filled): its legs work for that quantity.
+        The take-profit goes `new` (pushed); the stop-loss stays `held` until it triggers."""
+        for leg in self.legs_of(parent):
+            if leg.status != "held":
+                continue
+            leg.qty = qty
+            leg.updated_at = self.now()
+            if leg.leg_role == "take_profit":
+                leg.status = "new"
+                self._emit("new", leg)
+            if leg.type == "trailing_stop" and leg.hwm is None:
+                px = self.price_of(leg.symbol)
+                if px is not None:
+                    leg.hwm = px
+                    leg.stop_price = advanced.trail_stop(leg.side, px, leg.trail_price,
+                                                         leg.trail_percent)
+
+    def _close_group(self, order: Order, why: str) -> None:
+        """One member of an OCO group filled or was canceled: cancel the others."""
+        for other in self.siblings(order):
+            if other.is_open:
+                self._terminate(other, "canceled", "canceled")
+
+    def _parent_ended(self, parent: Order) -> None:
+        """A parent closed without filling completely: held legs are canceled, or, when
+        part of it filled, work for that part (assumed: Alpaca documents no rule for a
+        partially filled parent; a stop-loss then shows `new`, since its parent never
+        reaches `filled`)."""
+        if parent.order_class == "oco":
+            return
+        if parent.filled_qty > 0:
+            self._activate_legs(parent, parent.filled_qty)
+            for leg in self.legs_of(parent):
+                if leg.status == "held":
+                    leg.status = "new"
+                    self._emit("new", leg)
+            return
+        for leg in self.legs_of(parent):
+            if leg.is_open:
+                self._terminate(leg, "canceled", "canceled")
 
     def after_create(self, order: Order, *, notify: bool = True) -> None:
         """Broker-side progression right after creation: accept, maybe auto-fill."""
@@ -848,6 +986,13 @@ class Broker:
         order.updated_at = self.now()
         if notify:
             self._emit("new", order)
+        if order.order_class == "oco":
+            for leg in self.legs_of(order):
+                if leg.status == "pending_new":
+                    leg.status = "new"
+                    leg.updated_at = order.updated_at
+                    if notify:
+                        self._emit("new", leg)
 
     def fill(self, order: Order, qty: Any | None, price: Any | None) -> dict[str, Any]:
         if order.status in CLOSED_STATUSES:
@@ -903,13 +1048,17 @@ class Broker:
         update = {
             "event": "fill" if done else "partial_fill",
             "execution_id": execution_id,
-            "order": order.to_json(),
+            "order": self.order_json(order),
             "timestamp": iso(now),
             "price": fmt(px),
             "qty": fmt(fill_qty),
             "position_qty": fmt(position_qty),
         }
         self.on_update(update)
+        if done and order.leg_ids and order.order_class in ("bracket", "oto"):
+            self._activate_legs(order, order.filled_qty)
+        if done and (order.parent_id is not None or order.order_class == "oco"):
+            self._close_group(order, "filled")
         return {
             "execution_id": execution_id,
             "order_id": order.id,
@@ -933,6 +1082,10 @@ class Broker:
         if order.id in self.pending_cancel_ids:
             self.pending_cancel_ids.remove(order.id)
         self._emit(event, order)
+        if order.leg_ids and order.order_class in ("bracket", "oto"):
+            self._parent_ended(order)
+        elif order.parent_id is not None or order.order_class == "oco":
+            self._close_group(order, status)
 
     def broker_cancel(self, order: Order) -> None:
         if order.status in CLOSED_STATUSES:
@@ -990,6 +1143,9 @@ class Broker:
         return done
 
     def replace(self, order: Order, body: dict[str, Any]) -> Order:
+        """PATCH /v2/orders/{id}: Alpaca replaces by creating a new order; the old one goes
+        `replaced`. A leg's replacement takes its place in the parent's legs. `trail` is
+        the new trail_price or trail_percent, whichever the order has."""
         if order.status not in CANCELABLE_STATUSES:
             raise ApiError(422, 42210000, f'order is already in "{order.status}" state')
         cid = body.get("client_order_id")
@@ -997,11 +1153,38 @@ class Broker:
             raise ApiError(422, 40010001, "client_order_id must be no more than 48 characters")
         if cid is not None and cid in self.taken_client_ids:
             raise ApiError(422, 40010001, "client_order_id must be unique")
+        try:
+            new_qty = opt_dec(body.get("qty"))
+            new_limit = opt_dec(body.get("limit_price"))
+            new_stop = opt_dec(body.get("stop_price"))
+            new_trail = opt_dec(body.get("trail"))
+        except ValueError as exc:
+            raise ApiError(422, 40010001, str(exc)) from None
+        if new_stop is not None and order.type in ("market", "limit"):
+            raise ApiError(422, 42210000, f"{order.type} orders must not have stop_price")
+        if new_limit is not None and order.type in ("market", "stop", "trailing_stop"):
+            raise ApiError(422, 42210000, f"{order.type} orders must not have limit_price")
+        if new_trail is not None:
+            if order.type != "trailing_stop":
+                raise ApiError(422, 42210000, "trail is only for trailing_stop orders")
+            if new_trail <= 0:
+                raise ApiError(422, 40010001, "trail must be > 0")
+        if new_qty is not None and new_qty <= 0:
+            raise ApiError(422, 40010001, "qty must be > 0")
+        advanced.check_increment("limit_price", new_limit)
+        advanced.check_increment("stop_price", new_stop)
+        if new_stop is not None and order.status != "held":
+            advanced.check_stop_side(order.side, new_stop, self.price_of(order.symbol))
         now = self.now()
         self._order_seq += 1
-        new_qty = opt_dec(body.get("qty"))
         if new_qty is None and order.qty is not None:
             new_qty = order.qty - order.filled_qty
+        trail_price, trail_percent = order.trail_price, order.trail_percent
+        if new_trail is not None:
+            if trail_price is not None:
+                trail_price = new_trail
+            else:
+                trail_percent = new_trail
         new = Order(
             seq=self._order_seq,
             id=str(uuid.uuid4()),
@@ -1013,10 +1196,10 @@ class Broker:
             time_in_force=body.get("time_in_force") or order.time_in_force,
             qty=new_qty,
             notional=order.notional if new_qty is None else None,
-            limit_price=opt_dec(body.get("limit_price")) or order.limit_price,
-            stop_price=opt_dec(body.get("stop_price")) or order.stop_price,
+            limit_price=new_limit or order.limit_price,
+            stop_price=new_stop or order.stop_price,
             extended_hours=order.extended_hours,
-            status="new",
+            status="held" if order.status == "held" else "new",
             created_at=now,
             updated_at=now,
             submitted_at=now,
@@ -1024,17 +1207,78 @@ class Broker:
             external=order.external,
             replaces=order.id,
             expires_at=order.expires_at,
+            order_class=order.order_class,
+            trail_price=trail_price,
+            trail_percent=trail_percent,
+            hwm=order.hwm,
+            parent_id=order.parent_id,
+            leg_role=order.leg_role,
+            leg_ids=list(order.leg_ids),
         )
+        if new.type == "trailing_stop" and new.hwm is not None:
+            new.stop_price = advanced.trail_stop(new.side, new.hwm, trail_price, trail_percent)
         order.status = "replaced"
         order.replaced_at = now
         order.replaced_by = new.id
         order.updated_at = now
-        self.orders[new.id] = new
-        self.orders_by_cid[new.client_order_id] = new
-        self.taken_client_ids.add(new.client_order_id)
+        self._register(new)
+        parent = self.orders.get(order.parent_id or "")
+        if parent is not None:
+            parent.leg_ids = [new.id if i == order.id else i for i in parent.leg_ids]
+        for leg in self.legs_of(new):
+            leg.parent_id = new.id
         self._emit("replaced", order)
-        self._emit("new", new)
+        if new.status != "held":
+            self._emit("new", new)
         return new
+
+    # ------------------------------------------------------------------ prices and triggers
+
+    def tick(self, symbol: str, price: Any) -> list[str]:
+        """The market trades at `price`: trailing stops move their high-water mark and stop,
+        working stops trigger (a stop fills at this price, which is the gap fill when the
+        market jumped through it; a stop-limit becomes a limit), and working limits that
+        are marketable fill at this price. Market orders are left to `fill()`/auto_fill.
+        Returns the ids of the orders that filled."""
+        symbol = symbol.upper()
+        px = dec(price)
+        self.set_price(symbol, px)
+        filled: list[str] = []
+        for order in sorted(self.orders.values(), key=lambda o: o.seq):
+            if order.symbol != symbol or not order.is_open or not self._leg_is_active(order):
+                continue
+            if order.type == "trailing_stop":
+                self._ratchet(order, px)
+            if self._should_fill(order, px):
+                self.fill(order, None, px)
+                filled.append(order.id)
+        return filled
+
+    def _ratchet(self, order: Order, px: Decimal) -> None:
+        better = order.hwm is None or (px > order.hwm if order.side == "sell" else px < order.hwm)
+        if better:
+            order.hwm = px
+            order.stop_price = advanced.trail_stop(order.side, px, order.trail_price,
+                                                   order.trail_percent)
+            order.updated_at = self.now()
+
+    def _should_fill(self, order: Order, px: Decimal) -> bool:
+        if order.status in CLOSED_STATUSES:
+            return False
+        sell = order.side == "sell"
+        if order.type == "market":
+            return False  # fills only by fill() or auto_fill: tests decide when
+        if order.type in ("stop", "trailing_stop", "stop_limit") and not order.triggered:
+            stop = order.stop_price
+            if stop is None or not (px <= stop if sell else px >= stop):
+                return False
+            if order.type != "stop_limit":
+                return True
+            order.triggered = True
+        if order.type in ("limit", "stop_limit"):
+            limit = order.limit_price
+            return limit is not None and (px >= limit if sell else px <= limit)
+        return False
 
     # ------------------------------------------------------------------ queries
 
@@ -1056,11 +1300,17 @@ class Broker:
             if params.get("symbols")
             else None
         )
+        nested = (params.get("nested") or "").lower() == "true"
         out = []
         for order in self.orders.values():
-            if status == "open" and not order.is_open:
+            if nested and order.parent_id is not None:
+                continue  # shown inside its parent's `legs`
+            # nested, a parent is rolled up with its legs: open while any of them is
+            # (assumed: Alpaca documents "roll up multi-leg orders under legs", not the rule)
+            is_open = order.is_open or (nested and any(x.is_open for x in self.legs_of(order)))
+            if status == "open" and not is_open:
                 continue
-            if status == "closed" and order.is_open:
+            if status == "closed" and is_open:
                 continue
             sub = order.submitted_at or order.created_at
             if after is not None and not sub > after:

@@ -678,6 +678,13 @@ class FakeAlpaca(_ClientFactories):
         return self.broker.fill(self.broker.resolve(order), qty, price)
 
     @control
+    def tick(self, symbol: str, price: Any) -> list[str]:
+        """The market trades ``symbol`` at ``price``: trailing stops ratchet, stops and
+        stop-limits trigger, working limits (take-profits) that are marketable fill, and a
+        leg's fill cancels its sibling. Returns the ids of the orders that filled."""
+        return self.broker.tick(symbol, price)
+
+    @control
     def accept(self, order: str) -> dict:
         o = self.broker.resolve(order)
         self.broker.accept(o)
@@ -775,7 +782,12 @@ class FakeAlpaca(_ClientFactories):
 
     @control
     def order(self, order: str) -> dict:
-        return self.broker.resolve(order).to_json()
+        return self.broker.order_json(self.broker.resolve(order))
+
+    @control
+    def legs(self, order: str) -> list[dict]:
+        """A parent's legs (current ids: a replaced leg's replacement takes its place)."""
+        return [leg.to_json() for leg in self.broker.legs_of(self.broker.resolve(order))]
 
     @control
     def positions(self) -> list[dict]:
@@ -1444,7 +1456,7 @@ class FakeAlpaca(_ClientFactories):
 
     def _h_submit_order(self, req: _HttpRequest, p: dict) -> tuple[int, Any]:
         order = self.broker.validate_and_create(req.json())
-        snapshot = order.to_json()  # answered as created (pending_new), like Alpaca
+        snapshot = self.broker.order_json(order)  # answered as created (pending_new)
         self.broker.after_create(order)
         return 200, snapshot
 
@@ -1453,10 +1465,12 @@ class FakeAlpaca(_ClientFactories):
             orders = self.broker.list_orders(req.query)
         except ValueError as exc:
             raise ApiError(422, 40010001, str(exc)) from None
-        return 200, [o.to_json() for o in orders]
+        nested = (req.query.get("nested") or "").lower() == "true"
+        return 200, [self.broker.order_json(o, nested=nested) for o in orders]
 
     def _h_get_order(self, req: _HttpRequest, p: dict) -> tuple[int, Any]:
-        return 200, self._order_or_404(p["order_id"]).to_json()
+        nested = (req.query.get("nested") or "").lower() == "true"
+        return 200, self.broker.order_json(self._order_or_404(p["order_id"]), nested=nested)
 
     def _h_get_order_by_client_id(self, req: _HttpRequest, p: dict) -> tuple[int, Any]:
         cid = req.query.get("client_order_id")
@@ -1465,7 +1479,7 @@ class FakeAlpaca(_ClientFactories):
         order = self.broker.orders_by_cid.get(cid)
         if order is None:
             raise ApiError(404, 40410000, "order not found")
-        return 200, order.to_json()
+        return 200, self.broker.order_json(order)
 
     def _h_cancel_order(self, req: _HttpRequest, p: dict) -> tuple[int, Any]:
         order = self._order_or_404(p["order_id"])
@@ -1486,7 +1500,7 @@ class FakeAlpaca(_ClientFactories):
 
     def _h_replace_order(self, req: _HttpRequest, p: dict) -> tuple[int, Any]:
         order = self._order_or_404(p["order_id"])
-        return 200, self.broker.replace(order, req.json() or {}).to_json()
+        return 200, self.broker.order_json(self.broker.replace(order, req.json() or {}))
 
     def _h_list_positions(self, req: _HttpRequest, p: dict) -> tuple[int, Any]:
         b = self.broker

@@ -76,12 +76,13 @@ class AlpacaWorld:
 
 
 @asynccontextmanager
-async def alpaca_world(path: Path, fake: Any, **settings: Any) -> AsyncIterator[AlpacaWorld]:
+async def alpaca_world(path: Path, fake: Any, strategies: Any = None,
+                       **settings: Any) -> AsyncIterator[AlpacaWorld]:
     clock = LiveClock()
     s = load_settings(data_dir=path.parent, log_file=path, **settings)
     broker = broker_for(fake, clock)
     try:
-        async with open_engine(s, clock=clock, broker=broker) as engine:
+        async with open_engine(s, clock=clock, broker=broker, strategies=strategies) as engine:
             world = AlpacaWorld(engine, fake, clock)
             for sym, px in (("AAPL", "190"), ("MSFT", "400"), ("F", "12")):
                 await world.tick(sym, px)
@@ -89,6 +90,7 @@ async def alpaca_world(path: Path, fake: Any, **settings: Any) -> AsyncIterator[
             assert report.enabled, report
             async with anyio.create_task_group() as tg:
                 await tg.start(engine.execution.run_updates)
+                await tg.start(engine.run_fill_feed)
                 await fake.async_wait_for_trade_listeners(1)
                 try:
                     yield world

@@ -127,3 +127,30 @@ async def test_stream_needs_the_provider_entered():
                            history=None, backfill_since=datetime(2026, 1, 1, tzinfo=UTC))
     with pytest.raises(RuntimeError, match="async with"):
         await p.stream().__anext__()
+
+
+async def test_resume_from_backfills_from_the_last_bar_on_the_first_connection(fake_alpaca):
+    clock = LiveClock()
+    t0 = clock.now().replace(second=0, microsecond=0) - timedelta(minutes=20)
+    rows = [bar_row(t0 + timedelta(minutes=i), i) for i in range(5)]
+    fake_alpaca.load_bars("AAPL", rows, timeframe="1Min")  # t0 was seen by the last run
+    provider = make_provider(fake_alpaca, clock, silence_timeout=30)
+    provider.resume_from({"AAPL": t0, "MSFT": t0})  # MSFT: not ours, ignored
+    async with provider, aclosing(provider.stream()) as items:
+        got = [await next_item(items) for _ in range(4)]
+    assert [b.start for b in got] == [r[0] for r in rows[1:]]  # from the bar after t0
+    assert provider.stats.backfilled == 4
+
+
+async def test_resume_from_reaches_back_at_most_max_backfill(fake_alpaca):
+    clock = LiveClock()
+    now = clock.now().replace(second=0, microsecond=0)
+    old = now - timedelta(days=30)
+    rows = [bar_row(now - timedelta(minutes=m), m) for m in (3, 2)]
+    fake_alpaca.load_bars("AAPL", [bar_row(old + timedelta(minutes=1), 0), *rows],
+                          timeframe="1Min")
+    provider = make_provider(fake_alpaca, clock, silence_timeout=30)
+    provider.resume_from({"AAPL": old}, max_backfill=timedelta(minutes=10))
+    async with provider, aclosing(provider.stream()) as items:
+        got = [await next_item(items) for _ in range(2)]
+    assert [b.start for b in got] == [r[0] for r in rows]  # the month-old bar is not fetched

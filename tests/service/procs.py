@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,10 +31,12 @@ class Service:
         self._q.put(None)
 
     def wait_for(self, needle: str, timeout: float = 60) -> str:
-        """Block until a stderr line contains `needle` (or the process ends / times out)."""
+        """Block until a stderr line contains `needle` (or the process ends, or `timeout`
+        seconds pass in all: a chatty process must not extend the wait forever)."""
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                line = self._q.get(timeout=timeout)
+                line = self._q.get(timeout=max(deadline - time.monotonic(), 0.001))
             except queue.Empty:
                 raise TimeoutError(f"no {needle!r} within {timeout}s; saw:\n" + "".join(self.lines[-30:])) from None
             if line is None:

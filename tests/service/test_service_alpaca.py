@@ -42,11 +42,9 @@ def env_for(fake: FakeAlpaca) -> dict[str, str]:
         "MQD_ALPACA__DATA_STREAM_URL": fake.data_stream_url,
         "MQD_DATA__SOURCE": "alpaca",
         "MQD_DATA__SYMBOLS": '["AAPL"]',
-        # Unprotected until the Alpaca adapter sends bracket/OTO legs (issue 11, broker side):
-        # it refuses them rather than send a parent without its legs.
-        "MQD_STRATEGIES": '[{"name": "sma_crossover", "params": {"fast": 1, "slow": 2, "qty": "1", '
-                          '"protect": false}}]',
-        "MQD_RISK__REQUIRE_PROTECTION": "false",
+        # Protected: every entry carries its stop at the broker (require_protection is on
+        # for Alpaca); an exit cancels it first.
+        "MQD_STRATEGIES": '[{"name": "sma_crossover", "params": {"fast": 1, "slow": 2, "qty": "1"}}]',
         "MQD_RISK__STALE_AFTER_BARS": "100",
         "MQD_RISK__DAY_TRADE_MODE": "off",
         "MQD_RISK__MAX_ORDER_NOTIONAL": "5000",
@@ -122,6 +120,11 @@ def test_service_trades_stops_and_carries_on(tmp_path: Path, fake: FakeAlpaca) -
         p["symbol"]: str(D(p["qty"])) for p in fake.positions()}
     counts = fake.order_count_by_client_id()
     assert counts and all(n == 1 for n in counts.values())
+    # every entry went out with its stop leg; a held position still has exactly its stop
+    assert any(o["order_class"] == "oto" and o["type"] == "stop" for o in fake.orders())
+    held = {p["symbol"]: D(p["qty"]) for p in fake.positions() if D(p["qty"])}
+    live = [o for o in fake.orders("open") if o["type"] == "stop"]
+    assert sum((D(o["qty"]) for o in live), D(0)) == sum((abs(q) for q in held.values()), D(0))
     # the trade-update stream's state is in the log (for the dashboard and alerts)
     streams = [e for e in _events(tmp_path) if isinstance(e, BrokerStreamStatus)]
     assert streams[0].state == "connecting" and not streams[0].connected
