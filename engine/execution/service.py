@@ -481,8 +481,10 @@ class ExecutionService:
         assert pending is not None
 
         def term(name: str) -> Decimal | None:
-            value = getattr(reported, name, None) if reported is not None else None
-            return value if value is not None else getattr(pending, name)
+            value: Decimal | None = getattr(reported, name, None) if reported is not None \
+                else None
+            asked: Decimal | None = getattr(pending, name)
+            return value if value is not None else asked
 
         self._order_event(t, "order_replaced", OrderReplaced(
             ts=self._clock.now(), client_order_id=t.client_order_id,
@@ -666,7 +668,8 @@ class ExecutionService:
             by_id = getattr(self._broker, "get_order", None)
             if ours is None or ours.broker_order_id is None or by_id is None:
                 return None
-            found = await by_id(ours.broker_order_id)
+            found_by_id: BrokerOrder | None = await by_id(ours.broker_order_id)
+            found = found_by_id
             if found is not None and found.client_order_id != coid:
                 found = msgspec.structs.replace(found, client_order_id=coid)
             return found
