@@ -22,6 +22,8 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from events.vocabulary import ZERO
+
 
 class AlpacaParseError(ValueError):
     """A value from Alpaca did not have the expected shape."""
@@ -55,7 +57,7 @@ class WireOrder(_Wire, frozen=True, kw_only=True):
     trail_percent: Decimal | None = None
     hwm: Decimal | None = None
     time_in_force: str = "day"
-    filled_qty: Decimal = Decimal(0)
+    filled_qty: Decimal = ZERO
     filled_avg_price: Decimal | None = None
     submitted_at: str | None = None
     created_at: str | None = None
