@@ -736,6 +736,30 @@ class LogReader:
     async def by_client_order_id(self, client_order_id: str) -> list[tuple[int, Event]]:
         return [x async for x in self.read(where="client_order_id = ?", params=(client_order_id,))]
 
+    async def bar_before(self, symbol: str, seq: int) -> tuple[int, Event] | None:
+        """The last bar of `symbol` recorded before `seq` (a backward walk of the primary
+        key from `seq`, so it costs the rows between, not the log's length)."""
+        return await self._one_bar(
+            "SELECT seq, type, schema_version, payload FROM events WHERE seq < ? AND "
+            "type = 'bar' AND symbol = ? ORDER BY seq DESC LIMIT 1", (seq, symbol))
+
+    async def bar_after(self, symbol: str, seq: int) -> tuple[int, Event] | None:
+        """The first bar of `symbol` recorded after `seq` (a forward walk from `seq`)."""
+        return await self._one_bar(
+            "SELECT seq, type, schema_version, payload FROM events WHERE seq > ? AND "
+            "type = 'bar' AND symbol = ? ORDER BY seq LIMIT 1", (seq, symbol))
+
+    async def _one_bar(self, sql: str, args: tuple[Any, ...]) -> tuple[int, Event] | None:
+        try:
+            async with self.db.execute(sql, args) as cur:
+                row = await cur.fetchone()
+        except sqlite3.DatabaseError as e:
+            raise CorruptLogError(f"{self.path}: cannot read log: {e}") from None
+        if row is None:
+            return None
+        seq, tag, v, payload = row
+        return int(seq), self.codec.decode(tag, v, payload, seq)
+
     async def verify(self, *, decode: bool = True) -> VerifyResult:
         """Walk the hash chain from the first row; report the first bad seq.
 
