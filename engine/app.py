@@ -137,6 +137,8 @@ class Engine:
     runner: StrategyRunner
     validator: BarValidator
     run_id: str
+    # Driven by a step driver (replay/stepper.py) rather than by tasks on the broker's stream:
+    # the service starts no stream consumer, reconciliation loop or loss-watch task for it.
     step_mode: bool
     loss_watch: LossLimitWatch
     report: RecoveryReport | None = None
@@ -301,8 +303,8 @@ class Engine:
     async def run_fill_feed(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                             ) -> None:
         """Live: strategies hear each fill as soon as it is booked (folded into the views),
-        not at the next bar, so protection placed on fill goes out at once. Backtests in step
-        mode keep delivering fills from the bar that caused them (deterministic order)."""
+        not at the next bar, so protection placed on fill goes out at once. A step driver
+        delivers fills after the bar that caused them instead (deterministic order)."""
         self._fill_booked = anyio.Event()
         task_status.started()
         try:
