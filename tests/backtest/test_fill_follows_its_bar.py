@@ -5,7 +5,7 @@ the stop/limit price priced it — and forensics finds that bar there."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,9 +19,8 @@ from projections.state import rebuild_from_path
 from replay.backtest import run_backtest
 from replay.forensics import explain
 
-UTC = timezone.utc
-DAY = dict(start=datetime(2026, 10, 28, 13, 30, tzinfo=UTC),
-           end=datetime(2026, 10, 29, 13, 30, tzinfo=UTC))
+START = datetime(2026, 10, 28, 13, 30, tzinfo=UTC)
+END = datetime(2026, 10, 29, 13, 30, tzinfo=UTC)
 
 
 def priced_by(fill: FillReceived, bar: Bar, stop: Decimal | None,
@@ -37,7 +36,7 @@ def priced_by(fill: FillReceived, bar: Bar, stop: Decimal | None,
 async def test_every_fill_follows_the_bar_that_priced_it(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path, sim={"slippage_bps": 0})
     res = await run_backtest(settings, sample_bars_path(), tmp_path / "bt.sqlite",
-                             strategies=[VwapMeanReversion({})], **DAY)
+                             strategies=[VwapMeanReversion({})], start=START, end=END)
     orders = (await rebuild_from_path(res.log_path, use_snapshot=False)).orders.orders
     last_bar: dict[str, tuple[int, Bar]] = {}
     checked: list[tuple[int, FillReceived, int]] = []
