@@ -28,14 +28,16 @@ import msgspec
 from events.base import Event
 from events.market import Bar
 
-Side = Literal["buy", "sell"]
-OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
-OrderClass = Literal["simple", "bracket", "oco", "oto"]
+# The order words live in events.vocabulary; re-exported here because the events are made of
+# them and older imports name this module.
+from events.vocabulary import ORDER_CLASSES as ORDER_CLASSES  # noqa: PLC0414
+from events.vocabulary import STOP_ORDER_TYPES as STOP_ORDER_TYPES  # noqa: PLC0414
+from events.vocabulary import OrderClass as OrderClass  # noqa: PLC0414
+from events.vocabulary import OrderType as OrderType  # noqa: PLC0414
+from events.vocabulary import Side as Side  # noqa: PLC0414
+
 LegRole = Literal["take_profit", "stop_loss"]
 TradingStateName = Literal["recovering", "active", "reducing", "halted"]
-
-STOP_ORDER_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
-ORDER_CLASSES = ("simple", "bracket", "oco", "oto")
 
 
 def leg_client_order_id(parent_client_order_id: str, role: str) -> str:

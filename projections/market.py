@@ -15,8 +15,7 @@ from events.catalogue import (
     RunSealed,
     RunStarted,
 )
-
-ZERO = Decimal(0)
+from events.vocabulary import ZERO
 
 
 class LastBar(msgspec.Struct, kw_only=True):

@@ -55,8 +55,7 @@ from events.catalogue import (
     RiskApproved,
     TrailingStopUpdated,
 )
-
-ZERO = Decimal(0)
+from events.vocabulary import ZERO
 
 
 class OrderStatus(StrEnum):
@@ -252,6 +251,47 @@ class Order(msgspec.Struct, kw_only=True):
     @property
     def avg_fill_price(self) -> Decimal | None:
         return self.filled_notional / self.filled_qty if self.filled_qty else None
+
+
+
+class OrderView(msgspec.Struct, frozen=True, kw_only=True):
+    """An order as its readers see it (strategies, forensics): a frozen copy, so nobody
+    outside the fold can change the projection's own `Order`."""
+
+    client_order_id: str
+    intent_id: str
+    strategy: str
+    symbol: str
+    side: str
+    order_type: str
+    qty: Decimal | None
+    notional: Decimal | None
+    limit_price: Decimal | None
+    status: str
+    filled_qty: Decimal
+    avg_fill_price: Decimal | None = None
+    fees: Decimal = ZERO
+    broker_order_id: str | None = None
+    ambiguous: str = ""
+    reason: str = ""
+    created_seq: int = 0
+    updated_seq: int = 0
+    stop_price: Decimal | None = None
+    parent_id: str | None = None
+    leg_role: str = ""
+    legs: tuple[str, ...] = ()
+    order_class: str = "simple"
+
+    @classmethod
+    def of(cls, o: Order) -> OrderView:
+        return cls(
+            client_order_id=o.client_order_id, intent_id=o.intent_id, strategy=o.strategy,
+            symbol=o.symbol, side=o.side, order_type=o.order_type, qty=o.qty,
+            notional=o.notional, limit_price=o.limit_price, status=o.status.value,
+            filled_qty=o.filled_qty, avg_fill_price=o.avg_fill_price, fees=o.fees,
+            broker_order_id=o.broker_order_id, ambiguous=o.ambiguous, reason=o.reason,
+            created_seq=o.created_seq, updated_seq=o.updated_seq, stop_price=o.stop_price,
+            parent_id=o.parent_id, leg_role=o.leg_role, legs=o.legs, order_class=o.order_class)
 
 
 

@@ -13,8 +13,7 @@ from decimal import Decimal
 import msgspec
 
 from events.catalogue import FillReceived, PositionAdjusted
-
-ZERO = Decimal(0)
+from events.vocabulary import ZERO
 
 
 class Position(msgspec.Struct, kw_only=True):

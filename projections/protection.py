@@ -7,10 +7,9 @@ from decimal import Decimal
 
 import msgspec
 
+from events.vocabulary import ZERO
 from projections.orders import Order, armed_stops, stop_level
 from projections.state import Projections
-
-ZERO = Decimal(0)
 
 
 class Protection(msgspec.Struct, frozen=True, kw_only=True):

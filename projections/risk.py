@@ -22,10 +22,10 @@ from events.catalogue import (
     RunStarted,
     TradingStateChanged,
 )
+from events.vocabulary import ZERO
 from projections.calendar import business_days_back, iso_week, trading_day
 from projections.orders import Order
 
-ZERO = Decimal(0)
 # Approval times kept for the order-rate check; more than any sane per-minute limit.
 RECENT_APPROVALS_KEPT = 1000
 

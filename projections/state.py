@@ -44,13 +44,13 @@ from events.catalogue import (
 )
 from events.codec import Codec, default_codec
 from events.store import REPLAY_COLUMNS, LogReader, ts_to_us
+from events.vocabulary import ZERO
 from projections import market, orders, positions, risk
 from projections.market import AccountState, BarReceivedView, MarketState, RunsState
 from projections.orders import OrdersState, OrderStatus
 from projections.positions import PositionsState
 from projections.risk import RiskState
 
-ZERO = Decimal(0)
 # Orders the broker has acknowledged: its account figures already reserve for them. An order
 # whose submit is still in flight may or may not be there; it is treated as not (the safe way).
 BROKER_KNOWN = frozenset({OrderStatus.SUBMITTED, OrderStatus.ACCEPTED,

@@ -41,13 +41,13 @@ from events.codec import Codec
 from events.errors import CorruptLogError, DecodeError
 from events.market import Bar
 from events.store import GENESIS_HASH, LogReader, correlation_of, row_hash, ts_to_us
+from events.vocabulary import ZERO
 from projections.calendar import iso_week, trading_day
 from projections.market import last_price
-from projections.orders import Anomaly, Order, open_orders
+from projections.orders import Anomaly, OrderView, open_orders
 from projections.risk import day_trades_in_window, realized_in_week, realized_on
 from projections.state import Projections, load_snapshot, rebuild
 
-ZERO = Decimal(0)
 _ALL_COLUMNS = "seq, ts, type, schema_version, intent_id, client_order_id, symbol, payload, hash"
 
 
@@ -411,32 +411,6 @@ class PositionView(msgspec.Struct, kw_only=True):
     unrealized_pnl: Decimal | None
 
 
-class OrderView(msgspec.Struct, kw_only=True):
-    client_order_id: str
-    intent_id: str
-    strategy: str
-    symbol: str
-    side: str
-    order_type: str
-    qty: Decimal | None
-    notional: Decimal | None
-    limit_price: Decimal | None
-    status: str
-    filled_qty: Decimal
-    avg_fill_price: Decimal | None
-    fees: Decimal
-    broker_order_id: str | None
-    ambiguous: str
-    reason: str
-    created_seq: int
-    updated_seq: int
-    stop_price: Decimal | None = None
-    parent_id: str | None = None
-    leg_role: str = ""
-    legs: tuple[str, ...] = ()
-    order_class: str = "simple"
-
-
 class AccountView(msgspec.Struct, kw_only=True):
     known: bool
     equity: Decimal
@@ -489,17 +463,6 @@ class StateView(msgspec.Struct, kw_only=True):
     last_bars: list[LastBarView]
 
 
-def order_view(o: Order) -> OrderView:
-    return OrderView(
-        client_order_id=o.client_order_id, intent_id=o.intent_id, strategy=o.strategy,
-        symbol=o.symbol, side=o.side, order_type=o.order_type, qty=o.qty, notional=o.notional,
-        limit_price=o.limit_price, status=o.status.value, filled_qty=o.filled_qty,
-        avg_fill_price=o.avg_fill_price, fees=o.fees, broker_order_id=o.broker_order_id,
-        ambiguous=o.ambiguous, reason=o.reason, created_seq=o.created_seq,
-        updated_seq=o.updated_seq, stop_price=o.stop_price, parent_id=o.parent_id,
-        leg_role=o.leg_role, legs=o.legs, order_class=o.order_class)
-
-
 def state_view(proj: Projections, *, as_of_ts: datetime | None,
                log_last_seq: int | None = None, recent_anomalies: int = 10) -> StateView:
     """A read-only summary of `proj` (no I/O; usable on a live engine's projections)."""
@@ -528,7 +491,7 @@ def state_view(proj: Projections, *, as_of_ts: datetime | None,
         realized_total=sum((p.realized_pnl for p in proj.positions.positions.values()), ZERO),
         day_trades_in_window=day_trades_in_window(r, day) if day is not None else 0,
         positions=positions,
-        open_orders=[order_view(o) for o in open_orders(proj.orders)],
+        open_orders=[OrderView.of(o) for o in open_orders(proj.orders)],
         orders_total=len(proj.orders.orders),
         account=AccountView(known=a.known, equity=a.equity, cash=a.cash,
                             buying_power=a.buying_power, cash_now=a.cash_now,
@@ -740,7 +703,7 @@ async def explain(reader: LogReader, query: str, *, proj: Projections | None = N
     if proj is None:
         proj = await rebuild(reader)
     chain_order = _chain_order(coids, seen)
-    orders = [order_view(proj.orders.orders[c]) for c in chain_order if c in proj.orders.orders]
+    orders = [OrderView.of(proj.orders.orders[c]) for c in chain_order if c in proj.orders.orders]
     anomalies = [a for a in proj.orders.anomalies if a.client_order_id in coids]
     steps = [_step(seq, e, role) for seq, (e, role) in sorted(seen.items())]
     return Explanation(query=query, matched=matched, intent_id=intent_id,

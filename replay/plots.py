@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from events.base import UTC
 from events.store import ts_to_us
+from events.vocabulary import CENT
 from replay.periods import session_of
 from replay.report import Report, daily_rows, monthly_grid, render_table, summary_rows
 
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 MAX_POINTS = 5000
 MAX_SYMBOLS = 12
 MAX_MARKERS = 150
-CENT = Decimal("0.01")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

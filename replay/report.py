@@ -90,15 +90,14 @@ from events.catalogue import (
     StrategyError,
 )
 from events.store import LogReader, ts_to_us
+from events.vocabulary import CENT, ZERO
 from projections.state import Projections
 from replay.benchmark import Benchmark, build_benchmark
 from replay.periods import PeriodReturn, daily_returns, day_ends, monthly_returns
 
-ZERO = Decimal(0)
 SESSION_SECONDS = 23_400  # 09:30-16:00 New York
 TRADING_DAYS = 252
 MIN_SESSIONS = 20  # trading days before annualised figures mean anything
-CENT = Decimal("0.01")
 
 CONVENTIONS: dict[str, str] = {
     "equity": "cash + sum(qty x last close), sampled after each bar close (by bar end time)",

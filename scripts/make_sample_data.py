@@ -43,7 +43,6 @@ DEFAULT_SEED = 20261028
 FIRST_DAY = date(2026, 10, 28)
 DAYS = 5
 SESSION_MINUTES = 390  # 09:30-16:00
-CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True)

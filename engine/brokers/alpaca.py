@@ -77,6 +77,7 @@ from alpaca.trading.requests import (
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from engine.clock import Clock
+from events.vocabulary import SIDES, is_positive, qty_notional_problem
 
 from .alpaca_legs import LegNames, parent_of_leg_id
 from .alpaca_parse import (
@@ -426,9 +427,9 @@ class AlpacaBroker:
         SDK's; the amounts are then sent as our exact Decimal strings, never its floats.
         Refusing locally what Alpaca would refuse is a certain rejection (nothing was sent)."""
         cls._check_client_order_id(r.client_order_id)
-        if r.side not in ("buy", "sell"):
+        if r.side not in SIDES:
             raise OrderRejectedError(f"not sent: bad side {r.side!r}")
-        if (r.qty is None) == (r.notional is None):
+        if qty_notional_problem(r.qty, r.notional):
             raise OrderRejectedError("not sent: exactly one of qty and notional is required")
         amount = r.qty if r.qty is not None else r.notional
         assert amount is not None
@@ -437,7 +438,7 @@ class AlpacaBroker:
             "stop_price": r.stop_price, "trail_price": r.trail_price,
             "trail_percent": r.trail_percent}
         for name, value in exact.items():
-            if value is not None and (not value.is_finite() or value <= 0):
+            if value is not None and not is_positive(value):
                 raise OrderRejectedError(f"not sent: {name} must be > 0 (got {value})")
         if r.order_type == "market" and r.limit_price is not None:
             raise OrderRejectedError("not sent: a market order has no limit_price")
@@ -557,16 +558,16 @@ class AlpacaBroker:
             raise OrderNotFoundError(f"replace: {broker_order_id!r} is not an Alpaca order id")
         body: dict[str, str] = {}
         if qty is not None:
-            if not qty.is_finite() or qty <= 0:
+            if not is_positive(qty):
                 raise OrderRejectedError(f"not sent: qty must be > 0 (got {qty})")
             body["qty"] = format_dec(qty)
         if limit_price is not None:
-            if not limit_price.is_finite() or limit_price <= 0:
+            if not is_positive(limit_price):
                 raise OrderRejectedError(f"not sent: limit_price must be > 0 (got {limit_price})")
             body["limit_price"] = format_dec(limit_price)
         for name, value in (("stop_price", stop_price), ("trail", trail)):
             if value is not None:
-                if not value.is_finite() or value <= 0:
+                if not is_positive(value):
                     raise OrderRejectedError(f"not sent: {name} must be > 0 (got {value})")
                 body[name] = format_dec(value)
         if client_order_id is not None:
@@ -795,7 +796,10 @@ def sdk_request(r: OrderRequest) -> OrderRequestBase:
                 stop_price=float(r.stop_loss.stop_price),
                 limit_price=(float(r.stop_loss.limit_price)
                              if r.stop_loss.limit_price is not None else None))
-    f = (lambda v: float(v) if v is not None else None)
+
+    def f(v: Decimal | None) -> float | None:
+        return float(v) if v is not None else None
+
     if r.order_type == "market":
         return MarketOrderRequest(**common)
     if r.order_type == "limit":

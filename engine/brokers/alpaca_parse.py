@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from events.vocabulary import ZERO
+
 from .base import (
     BrokerAccount,
     BrokerAsset,
@@ -177,7 +179,7 @@ def parse_order(obj: Any, parent_broker_order_id: str | None = None) -> BrokerOr
         notional=opt_dec(o.get("notional"), "order.notional"),
         limit_price=opt_dec(o.get("limit_price"), "order.limit_price"),
         time_in_force=_opt_str(o, "time_in_force", "order") or "day",
-        filled_qty=opt_dec(o.get("filled_qty"), "order.filled_qty") or Decimal(0),
+        filled_qty=opt_dec(o.get("filled_qty"), "order.filled_qty") or ZERO,
         filled_avg_price=opt_dec(o.get("filled_avg_price"), "order.filled_avg_price"),
         submitted_at=submitted,
         updated_at=opt_ts(o.get("updated_at"), "order.updated_at"),

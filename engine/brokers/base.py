@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Protocol
 
 import msgspec
 
-from events.catalogue import OrderClass, OrderLeg, OrderType, StopLoss, TakeProfit
-
-Side = Literal["buy", "sell"]
+from events.catalogue import OrderLeg, StopLoss, TakeProfit
+from events.vocabulary import ZERO, OrderClass, OrderType
+from events.vocabulary import Side as Side  # noqa: PLC0414  (the adapters import it from here)
 
 
 class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,7 +66,7 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
     notional: Decimal | None = None
     limit_price: Decimal | None = None
     time_in_force: str = "day"
-    filled_qty: Decimal = Decimal(0)
+    filled_qty: Decimal = ZERO
     filled_avg_price: Decimal | None = None
     submitted_at: datetime | None = None
     updated_at: datetime | None = None
@@ -154,7 +154,7 @@ class TradeUpdate(msgspec.Struct, frozen=True, kw_only=True):
     qty: Decimal | None = None
     price: Decimal | None = None
     position_qty: Decimal | None = None
-    fee: Decimal = Decimal(0)  # commission the broker charged on this execution, if any
+    fee: Decimal = ZERO  # commission the broker charged on this execution, if any
 
 
 class StreamConnected(msgspec.Struct, frozen=True, kw_only=True):

@@ -64,6 +64,7 @@ import anyio
 import msgspec
 
 from engine.brokers.base import (
+    TRAILING_STOP_MOVED,
     AmbiguousSubmitError,
     BrokerAccount,
     BrokerAsset,
@@ -75,27 +76,24 @@ from engine.brokers.base import (
     OrderNotFoundError,
     OrderRejectedError,
     OrderRequest,
-    TRAILING_STOP_MOVED,
     StreamConnected,
     TradeUpdate,
 )
 from engine.clock import Clock
 from events.catalogue import STOP_ORDER_TYPES, FillModel, OrderLeg
 from events.market import Bar
+from events.vocabulary import CENT, SUB_CENT, ZERO, floor_qty, is_whole
 from projections.calendar import order_session, trading_day
 
 log = logging.getLogger(__name__)
-ZERO = Decimal(0)
-QTY_STEP = Decimal("0.000000001")
-CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True)
 class SimConfig:
-    slippage_bps: Decimal = Decimal(0)
-    fee_per_share: Decimal = Decimal(0)
-    fee_bps: Decimal = Decimal(0)
-    min_fee: Decimal = Decimal(0)
+    slippage_bps: Decimal = ZERO
+    fee_per_share: Decimal = ZERO
+    fee_bps: Decimal = ZERO
+    min_fee: Decimal = ZERO
     volume_participation: Decimal = Decimal("0.1")
     allow_short: bool = False
     fill_at_signal_close: bool = False
@@ -141,7 +139,7 @@ class _Order:
             symbol=r.symbol, side=r.side, order_type=r.order_type, status=self.status,
             qty=self.order_qty, notional=r.notional, limit_price=r.limit_price,
             time_in_force=r.time_in_force, filled_qty=self.filled_qty,
-            filled_avg_price=(self.filled_notional / self.filled_qty).quantize(Decimal("0.0001"))
+            filled_avg_price=(self.filled_notional / self.filled_qty).quantize(SUB_CENT)
             if self.filled_qty else None,
             submitted_at=self.submitted_at, updated_at=self.updated_at or self.submitted_at,
             replaced_by=self.replaced_by, replaces=self.replaces,
@@ -236,7 +234,7 @@ class SimulatedBroker:
         if asset is None or not asset.tradable:
             raise OrderRejectedError(f"asset {r.symbol} is not tradable", status=422)
         qty = r.qty
-        fractional = r.notional is not None or (qty is not None and qty != qty.to_integral_value())
+        fractional = r.notional is not None or (qty is not None and not is_whole(qty))
         if fractional and not asset.fractionable:
             raise OrderRejectedError(f"asset {r.symbol} is not fractionable", status=422)
         if fractional and r.time_in_force != "day":
@@ -489,18 +487,18 @@ class SimulatedBroker:
             price = base_price * (1 + slip) if r.side == "buy" else base_price * (1 - slip)
         else:
             price = base_price
-        price = price.quantize(Decimal("0.0001"))
+        price = price.quantize(SUB_CENT)
         order_qty = o.order_qty
         if order_qty is not None:
             remaining = order_qty - o.filled_qty
         else:
             remaining = ((r.notional or ZERO) - o.filled_notional) / price
-            remaining = remaining.quantize(QTY_STEP, ROUND_DOWN)
+            remaining = floor_qty(remaining)
         if immediate or (bar.volume == 0 and self.config.zero_volume == "fill"):
             cap = remaining
         else:
             cap = bar.volume * self.config.volume_participation
-        whole = order_qty is not None and order_qty == order_qty.to_integral_value()
+        whole = order_qty is not None and is_whole(order_qty)
         qty = min(remaining, cap)
         if whole:
             qty = qty.to_integral_value(ROUND_DOWN)

@@ -12,14 +12,13 @@ from typing import Any
 
 from engine.dashboard.fold import CurvePoint, DashboardFold, Entry
 from engine.risk.limits import RiskLimits
+from events.vocabulary import ZERO
 from projections.calendar import trading_day
 from projections.market import last_price
 from projections.orders import Order, legs_of, open_orders
 from projections.protection import protection_of
 from projections.risk import day_trades_in_window, realized_in_week, realized_on
 from projections.state import Projections
-
-ZERO = Decimal(0)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -72,11 +72,11 @@ from events.catalogue import (
     UnknownBrokerMessage,
 )
 from events.store import EventLog
+from events.vocabulary import CENT, ZERO
 from projections.orders import OrderStatus
 from projections.state import Projections
 
 log = logging.getLogger(__name__)
-ZERO = Decimal(0)
 S = OrderStatus
 
 # Order events worth an INFO line (the rest are DEBUG).
@@ -477,8 +477,10 @@ class ExecutionService:
         assert pending is not None
 
         def term(name: str) -> Decimal | None:
-            value = getattr(reported, name, None) if reported is not None else None
-            return value if value is not None else getattr(pending, name)
+            value: Decimal | None = getattr(reported, name, None) if reported is not None else None
+            if value is None:
+                value = getattr(pending, name)
+            return value
 
         self._order_event(t, "order_replaced", OrderReplaced(
             ts=self._clock.now(), client_order_id=t.client_order_id,
@@ -534,7 +536,7 @@ class ExecutionService:
             ts=self._clock.now(), client_order_id=t.client_order_id,
             broker_order_id=o.broker_order_id, execution_id=execution_id, symbol=o.symbol,
             side=o.side, qty=book, price=price, broker_time=when, order_done=done, source=source,
-            fee=fee if book == qty else (fee * book / qty).quantize(Decimal("0.01")))
+            fee=fee if book == qty else (fee * book / qty).quantize(CENT))
         legal = self.tracker.would_move(t, "fill")
         state_before = t.status.value
         fut = self._append(fill)
@@ -659,7 +661,9 @@ class ExecutionService:
             if found is not None:
                 return found
             ours = self._proj.orders.orders.get(coid)
-            by_id = getattr(self._broker, "get_order", None)
+            # Not every broker can look an order up by its own id (the interface does not ask it).
+            by_id: Callable[[str], Awaitable[BrokerOrder | None]] | None = getattr(
+                self._broker, "get_order", None)
             if ours is None or ours.broker_order_id is None or by_id is None:
                 return None
             found = await by_id(ours.broker_order_id)

@@ -14,10 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from events.vocabulary import ZERO
 from projections.orders import TERMINAL, Order, OrderStatus, would_move
 from projections.state import Projections
-
-ZERO = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)

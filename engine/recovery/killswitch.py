@@ -30,6 +30,7 @@ from events.catalogue import (
     TradingStateChanged,
 )
 from events.store import EventLog
+from events.vocabulary import ZERO
 from projections.state import Projections
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,8 @@ class KillSwitch:
             for o in remote:
                 if o.symbol == p.symbol and o.side == closing_side and o.qty is not None:
                     key = o.parent_broker_order_id or o.broker_order_id
-                    groups[key] = max(groups.get(key, Decimal(0)), o.qty - o.filled_qty)
-            open_closing = sum(groups.values(), Decimal(0))
+                    groups[key] = max(groups.get(key, ZERO), o.qty - o.filled_qty)
+            open_closing = sum(groups.values(), ZERO)
             qty = abs(p.qty) - open_closing
             if p.qty == 0 or qty <= 0:
                 continue  # nothing left that an order still open does not already close

@@ -29,11 +29,11 @@ from engine.clock import Clock
 from engine.execution.router import OrderRouter
 from events.catalogue import OrderIntent, ProtectionMissing, TradingStateChanged
 from events.store import EventLog
+from events.vocabulary import ZERO
 from projections.orders import TERMINAL, Order, OrderStatus, armed_stops
 from projections.state import Projections
 
 log = logging.getLogger(__name__)
-ZERO = Decimal(0)
 MissingPolicy = Literal["restore", "halt", "alert"]
 _ENDED_UNFILLED = frozenset({OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED})
 

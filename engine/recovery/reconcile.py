@@ -30,11 +30,11 @@ from events.catalogue import (
     ReconciliationCompleted,
 )
 from events.store import EventLog
+from events.vocabulary import ZERO
 from projections.orders import OrderStatus
 from projections.state import Projections
 
 log = logging.getLogger(__name__)
-ZERO = Decimal(0)
 OUR_PREFIX = "mqd-"
 
 
@@ -164,7 +164,7 @@ class Reconciler:
         if self.policy.foreign_orders == "cancel":
             try:
                 await self._broker.cancel(o.broker_order_id)
-            except Exception as e:  # reported, and the next reconciliation tries again
+            except Exception as e:  # noqa: BLE001  (reported; the next reconciliation tries again)
                 log.warning("cancel of foreign order %s failed: %s", o.broker_order_id, e)
                 return
             await self._log.append(OrphanOrderCanceled(

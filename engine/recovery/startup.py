@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Decimal
 
 from engine.clock import Clock
 from engine.recovery.reconcile import Reconciler
@@ -31,6 +30,7 @@ from events.catalogue import (
     TradingStateChanged,
 )
 from events.store import EventLog
+from events.vocabulary import ZERO
 from projections.calendar import trading_day
 from projections.risk import realized_on
 from projections.state import Projections
@@ -95,7 +95,7 @@ async def recover(log_: EventLog, proj: Projections, clock: Clock, reconciler: R
     equity = proj.account.equity
     today = trading_day(clock.now())
     realized = realized_on(proj.risk, today)
-    limit = limits.daily_limit(equity) if equity > 0 else Decimal(0)
+    limit = limits.daily_limit(equity) if equity > 0 else ZERO
     breached = equity > 0 and realized <= -limit
     await step("limits", f"realized today {realized}; daily limit {limit}"
                          + ("; BREACHED" if breached else ""))

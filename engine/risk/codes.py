@@ -51,6 +51,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from events.catalogue import RejectReason
+
 
 class Reason(StrEnum):
     INVALID_INTENT = "INVALID_INTENT"
@@ -94,3 +96,9 @@ class Reason(StrEnum):
     FRACTIONAL_PROTECTION_UNAVAILABLE = "FRACTIONAL_PROTECTION_UNAVAILABLE"
     REPLACE_TARGET_INVALID = "REPLACE_TARGET_INVALID"
     PROTECTION_EXCEEDS_POSITION = "PROTECTION_EXCEEDS_POSITION"
+
+
+def reason(code: Reason, message: str, **values: object) -> RejectReason:
+    """A reason with its numbers as strings (the log keeps them exactly as shown)."""
+    return RejectReason(code=code.value, message=message,
+                        values={k: str(v) for k, v in values.items()})

@@ -15,32 +15,26 @@ from __future__ import annotations
 from decimal import Decimal
 
 from engine.risk.codes import Reason
-from events.catalogue import (
+from engine.risk.codes import reason as _r
+from events.catalogue import OrderIntent, OrderLeg, RejectReason, leg_client_order_id
+from events.vocabulary import (
+    ADVANCED_TIME_IN_FORCE,
+    CENT,
+    ORDER_CLASSES,
     STOP_ORDER_TYPES,
-    OrderIntent,
-    OrderLeg,
-    RejectReason,
-    leg_client_order_id,
+    choice_problem,
+    is_sub_penny,
+    positive_problem,
 )
-
-ZERO = Decimal(0)
-ONE = Decimal(1)
-CENT = Decimal("0.01")
-SUB_CENT = Decimal("0.0001")
-ADVANCED_TIME_IN_FORCE = ("day", "gtc")
-
-
-def _r(code: Reason, message: str, **values: object) -> RejectReason:
-    return RejectReason(code=code.value, message=message,
-                        values={k: str(v) for k, v in values.items()})
 
 
 def structure_problems(i: OrderIntent) -> list[str]:
     """Malformed protection fields (INVALID_INTENT): what no price could make valid."""
     problems = []
     cls = i.order_class
-    if cls not in ("simple", "bracket", "oco", "oto"):
-        problems.append(f"order_class {cls!r} is not one of simple, bracket, oco, oto")
+    wrong_class = choice_problem("order_class", cls, ORDER_CLASSES)
+    if wrong_class:
+        problems.append(wrong_class)
         return problems
     tp, sl = i.take_profit, i.stop_loss
     if cls == "simple" and (tp is not None or sl is not None):
@@ -65,22 +59,18 @@ def structure_problems(i: OrderIntent) -> list[str]:
     for name, v in (("take_profit.limit_price", tp.limit_price if tp else None),
                     ("stop_loss.stop_price", sl.stop_price if sl else None),
                     ("stop_loss.limit_price", sl.limit_price if sl else None)):
-        if v is not None and (not v.is_finite() or v <= 0):
-            problems.append(f"{name}={v} must be a positive finite number")
+        problem = positive_problem(name, v)
+        if problem:
+            problems.append(problem)
     for name, v in (("trail_price", i.trail_price), ("trail_percent", i.trail_percent)):
         if v is not None and not v.is_finite():
             problems.append(f"{name}={v} must be a finite number")
     return problems
 
 
-def _sub_penny(price: Decimal) -> bool:
-    step = CENT if price >= ONE else SUB_CENT
-    return price % step != 0
-
-
-def check(i: OrderIntent, last: Decimal | None, fractional: bool,
-          reasons: list[RejectReason]) -> None:
-    """Append every protection rule the intent breaks (prices against `last`, the market)."""
+def check(i: OrderIntent, last: Decimal | None, fractional: bool) -> list[RejectReason]:
+    """Every protection rule the intent breaks (prices against `last`, the market)."""
+    reasons: list[RejectReason] = []
     advanced = i.order_class != "simple"
     if i.order_type == "trailing_stop":
         for name, v in (("trail_price", i.trail_price), ("trail_percent", i.trail_percent)):
@@ -102,12 +92,12 @@ def check(i: OrderIntent, last: Decimal | None, fractional: bool,
               "stop_loss.stop_price": i.stop_loss.stop_price if i.stop_loss else None,
               "stop_loss.limit_price": i.stop_loss.limit_price if i.stop_loss else None}
     for name, v in prices.items():
-        if v is not None and v > 0 and _sub_penny(v):
+        if v is not None and v > 0 and is_sub_penny(v):
             reasons.append(_r(Reason.SUB_PENNY_PRICE,
                               f"{name} {v} is not in $0.01 steps (or $0.0001 below $1)",
                               **{name: v}))
     if last is None:
-        return
+        return reasons
     buy = i.side == "buy"
     # A stop order's own trigger: a sell stop below the market, a buy stop above it.
     if i.order_type in ("stop", "stop_limit") and i.stop_price is not None and (
@@ -116,7 +106,7 @@ def check(i: OrderIntent, last: Decimal | None, fractional: bool,
                           f"a {i.side} stop at {i.stop_price} is on the wrong side of the "
                           f"market {last}", stop_price=i.stop_price, last=last))
     if not advanced:
-        return
+        return reasons
     if i.order_class == "oco":
         # Both legs close a position: the take-profit limit and the stop are on the closing
         # side, measured from the market.
@@ -143,6 +133,7 @@ def check(i: OrderIntent, last: Decimal | None, fractional: bool,
             reasons.append(_r(Reason.TAKE_PROFIT_TOO_CLOSE,
                               f"take-profit {tp.limit_price} is less than $0.01 from {base}",
                               take_profit=tp.limit_price, base_price=base))
+    return reasons
 
 
 def carries_stop(i: OrderIntent) -> bool:

@@ -9,9 +9,10 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from events.catalogue import AssetInfo
+from events.vocabulary import ZERO
 from projections.calendar import trading_day
 from projections.market import LastBar
-from projections.orders import ZERO, Order, Reservation, armed_stops, stop_level
+from projections.orders import Order, Reservation, armed_stops, stop_level
 from projections.risk import Decision, day_trades_in_window, realized_in_week, realized_on
 from projections.state import Projections
 

@@ -1,6 +1,8 @@
 """Strategies: the interface, the context they see, the runner, the registry, and the
 reference strategies (VWAP mean reversion, SMA crossover). No import-time side effects."""
 
+from projections.orders import OrderView
+
 from .base import Strategy, StrategyConfigError, StrategyParams
 from .context import (
     AccountView,
@@ -8,7 +10,6 @@ from .context import (
     BarHistory,
     IntentStatus,
     LookAheadError,
-    OrderView,
     PositionView,
     Size,
     StrategyContext,

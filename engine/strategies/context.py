@@ -27,19 +27,25 @@ import msgspec
 from engine.clock import Clock
 from events.catalogue import OrderIntent, RiskRejected, StopLoss, TakeProfit
 from events.market import Bar
-from projections.orders import Order, OrderStatus, armed_stops, open_orders
+from events.vocabulary import (
+    CENT,
+    MIN_NOTIONAL,
+    ORDER_TYPES,
+    SIDES,
+    ZERO,
+    Side,
+    choice_problem,
+    floor_qty,
+    is_positive,
+    is_whole,
+    qty_notional_problem,
+)
+from projections.orders import Order, OrderStatus, OrderView, armed_stops, open_orders
 from projections.state import Projections
 
-ZERO = Decimal(0)
-CENT = Decimal("0.01")
-# Alpaca accepts fractional quantities to 9 decimal places.
-QTY_STEP = Decimal("0.000000001")
-MIN_NOTIONAL = Decimal(1)  # Alpaca's smallest notional order
 MAX_INTENT_ID = 80
 
 IntentStatus = Literal["pending", "rejected", "open", "filled", "done"]
-ORDER_TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop")
-Side = Literal["buy", "sell"]
 
 
 class PositionView(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,23 +56,6 @@ class PositionView(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def is_flat(self) -> bool:
         return self.qty == 0
-
-
-class OrderView(msgspec.Struct, frozen=True, kw_only=True):
-    client_order_id: str
-    intent_id: str
-    strategy: str
-    symbol: str
-    side: str
-    order_type: str
-    qty: Decimal | None
-    notional: Decimal | None
-    limit_price: Decimal | None
-    status: str
-    filled_qty: Decimal
-    stop_price: Decimal | None = None
-    parent_id: str | None = None
-    leg_role: str = ""
 
 
 class AccountView(msgspec.Struct, frozen=True, kw_only=True):
@@ -150,7 +139,7 @@ def _check_decimal(name: str, value: object, *, positive: bool = True) -> None:
         return
     if not isinstance(value, Decimal):
         raise TypeError(f"{name} must be a Decimal, got {type(value).__name__} {value!r}")
-    if not value.is_finite() or (positive and value <= 0):
+    if not (is_positive(value) if positive else value.is_finite()):
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
 
 
@@ -269,12 +258,7 @@ class StrategyContext:
 
     @staticmethod
     def _view(o: Order) -> OrderView:
-        return OrderView(client_order_id=o.client_order_id, intent_id=o.intent_id,
-                         strategy=o.strategy, symbol=o.symbol, side=o.side,
-                         order_type=o.order_type, qty=o.qty, notional=o.notional,
-                         limit_price=o.limit_price, status=o.status.value,
-                         filled_qty=o.filled_qty, stop_price=o.stop_price,
-                         parent_id=o.parent_id, leg_role=o.leg_role)
+        return OrderView.of(o)
 
     @property
     def cash(self) -> Decimal:
@@ -365,7 +349,7 @@ class StrategyContext:
         if max_notional is not None:
             qty = min(qty, max_notional / entry)
         if self._fractionable(symbol or self._symbol or ""):
-            qty = qty.quantize(QTY_STEP, rounding=ROUND_DOWN)
+            qty = floor_qty(qty)
         else:
             qty = qty.to_integral_value(rounding=ROUND_DOWN)
         return qty if qty > 0 else None
@@ -394,10 +378,9 @@ class StrategyContext:
             if qty is not None or notional is not None:
                 raise ValueError("give size, or qty/notional, not both")
             qty, notional = size.qty, size.notional
-        if side not in ("buy", "sell"):
-            raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
-        if (qty is None) == (notional is None):
-            raise ValueError("exactly one of qty and notional must be set")
+        for problem in (choice_problem("side", side, SIDES), qty_notional_problem(qty, notional)):
+            if problem:
+                raise ValueError(problem)
         _check_decimal("qty", qty)
         _check_decimal("notional", notional)
         _check_decimal("limit_price", limit_price)
@@ -406,9 +389,9 @@ class StrategyContext:
                         ("take_profit", take_profit), ("trail_price", trail_price),
                         ("trail_percent", trail_percent)):
             _check_decimal(name, v)
-        if order_type not in ORDER_TYPES:
-            raise ValueError(f"order_type must be one of {', '.join(ORDER_TYPES)}, "
-                             f"got {order_type!r}")
+        wrong_type = choice_problem("order_type", order_type, ORDER_TYPES)
+        if wrong_type:
+            raise ValueError(wrong_type)
         if (order_type in ("limit", "stop_limit")) != (limit_price is not None):
             raise ValueError("a limit order needs limit_price (so does a stop_limit); "
                              "other types take none")
@@ -416,7 +399,7 @@ class StrategyContext:
             raise ValueError("stop_loss_limit needs stop_loss")
         if time_in_force is None:
             fractional = notional is not None or (qty is not None
-                                                  and qty != qty.to_integral_value())
+                                                  and not is_whole(qty))
             # Legs share their entry's time in force: good till canceled, so a stop does
             # not expire with the session while its position stays open.
             legs = stop_loss is not None or take_profit is not None
@@ -462,7 +445,7 @@ class StrategyContext:
             raise ValueError("protect needs a stop or a trail (one of them)")
         if take_profit is not None and stop is None:
             raise ValueError("a take_profit needs a stop to make an OCO")
-        whole = qty == qty.to_integral_value()
+        whole = is_whole(qty)
         tif = time_in_force or ("gtc" if whole else "day")
         common: dict[str, Any] = dict(symbol=sym, qty=abs(qty), time_in_force=tif,
                                       reduce_only=True, reason=reason)

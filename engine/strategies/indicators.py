@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
-ZERO = Decimal(0)
+from events.vocabulary import ZERO
 
 
 class SessionVwap:

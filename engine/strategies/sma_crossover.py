@@ -20,9 +20,10 @@ from pydantic import Field, model_validator
 
 from events.catalogue import FillReceived, OrderIntent
 from events.market import Bar
+from events.vocabulary import CENT
 
 from .base import Strategy, StrategyParams
-from .context import CENT, StrategyContext
+from .context import StrategyContext
 from .indicators import Sma
 
 

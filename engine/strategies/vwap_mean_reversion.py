@@ -32,14 +32,14 @@ from pydantic import Field, model_validator
 
 from events.catalogue import FillReceived, OrderIntent
 from events.market import Bar
+from events.vocabulary import CENT, ONE
 
 from .base import Strategy, StrategyParams
-from .context import CENT, StrategyContext
+from .context import StrategyContext
 from .indicators import RollingZ, SessionVwap, ZThreshold
 from .session import SessionClock, SessionDay
 
 THREE = Decimal(3)
-ONE = Decimal(1)
 HUNDRED = Decimal(100)
 
 

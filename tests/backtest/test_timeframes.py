@@ -131,7 +131,7 @@ async def test_declared_timeframe_wins_over_the_inferred_one(tmp_path: Path) -> 
 
 
 def test_staleness_of_daily_bars_counts_sessions_not_hours() -> None:
-    from engine.risk.decide import _session_bar_fresh
+    from engine.risk.checks import _session_bar_fresh
 
     fri = date(2026, 11, 20)
     start = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)  # Friday's session bar

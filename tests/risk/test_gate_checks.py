@@ -352,3 +352,24 @@ async def test_duplicate_intent_gets_the_first_decision(log_path: Path) -> None:
         assert again == first
         n_decisions = sum(1 for _ in w.proj.risk.decisions)
         assert n_decisions == 1
+
+
+async def test_a_shrunk_order_that_fails_again_is_refused_as_asked(log_path: Path) -> None:
+    """Shrinking is a second try, not the answer: if the smaller (fractional) order breaks a
+    rule of its own — here a fraction must be a day order — the rejection reports the order
+    as it was asked for, with the size reasons that refused it."""
+    async with trading_world(log_path, cash="200", limits=generous(daily_loss_limit_pct=D("0.5"))) as w:
+        d = await w.submit(symbol="BIG", qty="1", allow_notional=True, time_in_force="gtc")
+        assert codes(d) == {"NOTIONAL_EXCEEDS_BUYING_POWER", "NOTIONAL_EXCEEDS_CASH",
+                            "INTRADAY_MARGIN"}
+        bp = next(r for r in d.reasons if r.code == "NOTIONAL_EXCEEDS_BUYING_POWER")  # type: ignore[union-attr]
+        assert bp.values["qty"] == "1"
+
+
+async def test_no_shrinking_when_a_reason_is_not_about_size(log_path: Path) -> None:
+    async with trading_world(log_path, cash="200",
+                             limits=generous(daily_loss_limit_pct=D("0.5"),
+                                             max_orders_per_minute=1)) as w:
+        approved_(await w.submit(symbol="AAPL", qty="1"))
+        d = await w.submit(symbol="BIG", qty="1", allow_notional=True)
+        assert {"NOTIONAL_EXCEEDS_BUYING_POWER", "ORDER_RATE_LIMIT"} <= codes(d)
