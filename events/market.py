@@ -8,11 +8,11 @@ with a stable reason code so the validator can record *why* a bar was dropped.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import msgspec
 
-from events.base import check_datetimes
+from events.base import UTC, check_datetimes
 
 
 class BarError(ValueError):
@@ -56,6 +56,21 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True):
     provider: str = ""
 
     def __post_init__(self) -> None:
+        # Nearly every bar is sane: one pass of plain comparisons says so. Anything else
+        # (or a comparison a NaN refuses) goes through the checks below, which name the fault.
+        o, h, lo, c, vol = self.open, self.high, self.low, self.close, self.volume
+        try:
+            if (self.symbol and self.start.tzinfo is UTC and self.interval_s > 0
+                    and h.is_finite() and 0 < lo <= o <= h and lo <= c <= h
+                    and vol.is_finite() and vol >= 0
+                    and (self.vwap is None or (self.vwap.is_finite() and self.vwap > 0))
+                    and (self.trade_count is None or self.trade_count >= 0)):
+                return  # h finite and lo > 0 bound o, lo and c: all finite and positive
+        except InvalidOperation:
+            pass
+        self._check()
+
+    def _check(self) -> None:
         if not self.symbol:
             raise BarError("EMPTY_SYMBOL", "bar has no symbol")
         try:

@@ -282,6 +282,7 @@ class EventLog:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpoint_wake = asyncio.Event()
         self._rows_since_checkpoint = 0
+        self._ack_on_append = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -396,6 +397,21 @@ class EventLog:
     def on_failure(self, fn: Callable[[LogWriteError], None]) -> None:
         self._failure_listeners.append(fn)
 
+    def acknowledge_on_append(self) -> None:
+        """For a simulation only, where nothing an event causes leaves the process: from now
+        on an append's future gives its seq as soon as its place in the log is fixed, instead
+        of after the commit that holds it. Commits still run in groups behind the loop, in
+        seq order; a failed one still fails the log (every later append raises, `flush`
+        raises). A crash loses at most the uncommitted tail of a run that is reproducible
+        from its input; what waited for each commit (a decision's answer) was waiting for
+        nothing that mattered. Never call this where a broker call or a caller's answer can
+        follow an append."""
+        self._ack_on_append = True
+
+    @property
+    def acknowledges_on_append(self) -> bool:
+        return self._ack_on_append
+
     def append_nowait(self, event: Event) -> asyncio.Future[int]:
         """Queue `event`; its place in the log is fixed now. The future gives its seq once
         durable (or the write error). Raises at once if the log is closed or failed, or if the
@@ -422,6 +438,8 @@ class EventLog:
         self._prev_hash = h
         assert self._loop is not None
         fut: asyncio.Future[int] = self._loop.create_future()
+        if self._ack_on_append:
+            fut.set_result(seq)
         self._rows.append((seq, ts_us, tag, version, intent_id, coid, symbol, payload, h))
         self._events.append(event)
         self._futs.append(fut)

@@ -36,7 +36,9 @@ from engine.marketdata.parse import parse_timeframe
 from engine.marketdata.recorded import RecordedLogProvider
 from engine.marketdata.types import BarProvider, DataFileError, MarketItem
 from engine.strategies.base import Strategy
+from events.errors import CorruptLogError
 from events.market import Bar
+from events.store import LogReader
 from projections.state import Projections
 from replay.stepper import StepDriver
 
@@ -71,6 +73,7 @@ class BacktestResult:
     interval: str | None = None  # the bars' interval as read ("1m", "1d sessions", ...)
     refused_rows: dict[str, int] = field(default_factory=dict)  # input rows refused, by reason
     first_refusal: str | None = None  # the first refused row's detail (file and line)
+    log_rows: int = 0  # rows in the log, every one verified on disk (hash chain, no gaps)
 
     def refused_rows_line(self) -> str | None:
         """One line on the input rows that never became bars (None when all did)."""
@@ -239,6 +242,10 @@ async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log:
                 notice(default_assets_line(defaulted))
         async with open_engine(settings, clock=clock, broker=broker, strategies=strategies,
                                run_id=run_id, log_path=out_log, step_mode=True) as engine:
+            if engine.sim is not None:
+                # Nothing leaves the process: no decision needs to wait for its commit (the
+                # run is reproducible from its input). The log is flushed and verified below.
+                engine.log.acknowledge_on_append()
             seen = sorted({i.symbol for i in pending if isinstance(i, Bar)} |
                           set(symbols or ()) | set(settings.data.symbols) |
                           set(stats.symbols if stats is not None else ()))
@@ -266,12 +273,21 @@ async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log:
             stuck = stuck_orders(engine.proj)
             await engine.stop("backtest complete")
             intents = engine.intents_sent
+            appended = engine.log.assigned_seq
+    # The log is closed, so every row is committed; walk the whole chain on disk before
+    # calling the run done (the rows were acknowledged before their commits).
+    async with LogReader(out_log) as reader:
+        check = await reader.verify(decode=False)
+    if not check.ok or check.last_seq != appended:
+        raise CorruptLogError(f"{out_log}: the backtest's log does not verify on disk "
+                              f"({check.reason or f'{check.last_seq} of {appended} rows'})")
     return BacktestResult(log_path=out_log, run_id=run_id, bars=bars, intents=intents,
                           first_bar=first, last_bar=last, open_orders=stuck,
                           default_assets=defaulted,
                           interval=describe_interval(stats) if stats is not None else None,
                           refused_rows=dict(stats.refused) if stats is not None else {},
-                          first_refusal=stats.first_refusal if stats is not None else None)
+                          first_refusal=stats.first_refusal if stats is not None else None,
+                          log_rows=check.rows_checked)
 
 
 def stuck_orders(proj: Projections) -> list[StuckOrder]:

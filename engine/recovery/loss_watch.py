@@ -53,10 +53,14 @@ class LossLimitWatch:
 
     def breach(self) -> tuple[Decimal, Decimal] | None:
         """(today's realized P&L, the limit) if the limit is reached, else None."""
+        today = realized_on(self._proj.risk, trading_day(self._clock.now()))
+        if today >= 0:
+            # Limits are > 0 (validated) wherever equity is: a day not in loss can not reach
+            # one, and most bars land on such days; marking equity is the costly part.
+            return None
         equity = self._proj.equity()
         if equity <= 0:
             return None
-        today = realized_on(self._proj.risk, trading_day(self._clock.now()))
         limit = self._limits.daily_limit(equity)
         return (today, limit) if today <= -limit else None
 

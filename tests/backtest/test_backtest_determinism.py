@@ -84,3 +84,19 @@ async def test_fills_happen_at_the_next_bars_open(tmp_path: Path) -> None:
                 continue
         assert f.price == expected.quantize(f.price)
     assert stops  # the sample day triggers some protective stops
+
+
+async def test_the_log_is_complete_and_verified_on_disk_when_the_backtest_returns(
+        tmp_path: Path) -> None:
+    import sqlite3
+
+    settings = load_settings(data_dir=tmp_path)
+    res = await run_backtest(settings, sample_bars_path(), tmp_path / "bt.sqlite",
+                             start=datetime(2026, 10, 28, 13, 30, tzinfo=UTC),
+                             end=datetime(2026, 10, 28, 20, 0, tzinfo=UTC))
+    assert res.intents > 0  # decisions were acknowledged before their commits...
+    with sqlite3.connect(res.log_path) as db:  # ...and every row is on disk all the same
+        count, last = db.execute("SELECT count(*), max(seq) FROM events").fetchone()
+        assert db.execute("SELECT type FROM events WHERE seq = ?", (last,)).fetchone() == (
+            "run_ended",)
+    assert res.log_rows == count == last > res.bars

@@ -265,3 +265,51 @@ async def test_sigkill_while_appending_loses_nothing_acknowledged(tmp_path: Path
         for seq, iid in acknowledged.items():
             assert stored.get(seq) == iid, f"acknowledged seq {seq} lost or changed"
         assert sorted(stored) == list(range(1, len(stored) + 1))
+
+
+async def test_appends_wait_for_their_commit_unless_told_otherwise(log_path: Path) -> None:
+    async with EventLog.open(log_path) as log:
+        assert not log.acknowledges_on_append
+        fut = log.append_nowait(intent(0))
+        assert not fut.done()  # the default: the seq only once the row is durable
+        assert await fut == 1 and log.last_seq == 1
+
+
+async def test_acknowledged_on_append_rows_all_reach_the_disk_in_order(log_path: Path) -> None:
+    async with EventLog.open(log_path) as log:
+        log.acknowledge_on_append()
+        futs = [log.append_nowait(intent(i)) for i in range(5000)]
+        # Answered before any commit could run (the loop has not turned since).
+        assert all(f.done() for f in futs)
+        assert [f.result() for f in futs] == list(range(1, 5001))
+        assert log.last_seq == 0 and log.assigned_seq == 5000  # last_seq still means durable
+        assert await log.append(intent(5000)) == 5001
+        await log.flush()
+        assert log.last_seq == 5001
+    async with LogReader(log_path) as r:
+        v = await r.verify()
+        assert v.ok and v.rows_checked == 5001
+        assert [e.intent_id async for _, e in r.read(4999, 5001)] == ["i4998", "i4999", "i5000"]
+
+
+async def test_acknowledged_on_append_a_failed_commit_still_poisons_the_log(
+        log_path: Path) -> None:
+    async with EventLog.open(log_path) as log:
+        log.acknowledge_on_append()
+        await log.append(intent(0))
+        await log.flush()
+        failures: list[Exception] = []
+        log.on_failure(failures.append)
+        await log._db.execute("PRAGMA max_page_count = 1")  # type: ignore[union-attr]
+        big = [OrderIntent(ts=T0, intent_id=f"x{i}", strategy="s" * 2000, symbol="AAPL",
+                           side="buy", qty=Decimal(1)) for i in range(50)]
+        for e in big:
+            log.append_nowait(e)  # acknowledged at once; the commit fails later
+        with pytest.raises(LogWriteError, match="failed"):
+            await log.flush()
+        assert failures and log.failed is not None
+        with pytest.raises(LogWriteError):
+            log.append_nowait(intent(1))
+    async with LogReader(log_path) as r:
+        v = await r.verify()
+        assert v.ok and v.rows_checked == 1
