@@ -20,6 +20,8 @@ from events.catalogue import OrderLeg, StopLoss, TakeProfit
 from events.vocabulary import ZERO, OrderClass, OrderType
 from events.vocabulary import Side as Side  # noqa: PLC0414  (the adapters import it from here)
 
+from .kinds import CLOSED_STATES, OrderState, UpdateKind
+
 
 class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
     """What to send. For a bracket/OTO/OCO, `take_profit` / `stop_loss` are the legs in
@@ -46,11 +48,12 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
-    """An order as the broker reports it. `status` uses Alpaca's names (new, accepted,
-    pending_new, held, partially_filled, filled, canceled, expired, rejected, replaced,
-    pending_cancel, done_for_day, ...); `filled_qty` is cumulative.
+    """An order as the broker reports it. `state` is where it stands, in the neutral words of
+    `engine.brokers.kinds` (the adapter translates); `status` is the broker's own word for it
+    (Alpaca's `new`, `done_for_day`, ...), kept for the record and never decided on.
+    `filled_qty` is cumulative.
 
-    `held` is a leg waiting at the broker: a bracket/OTO leg before its parent fills (Alpaca
+    A `held` order is a leg waiting at the broker: a bracket/OTO leg before its parent fills (Alpaca
     keeps a bracket's stop-loss `held` even after that, while the take-profit is `new`; the
     stop still triggers). `legs` are the child orders nested under a parent (Alpaca's
     `nested=true` listing), each with `parent_broker_order_id` set. `hwm` is a trailing
@@ -62,6 +65,7 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
     side: Side
     order_type: str
     status: str
+    state: OrderState
     qty: Decimal | None = None
     notional: Decimal | None = None
     limit_price: Decimal | None = None
@@ -82,7 +86,7 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def is_open(self) -> bool:
-        return self.status not in CLOSED_STATUSES
+        return self.state not in CLOSED_STATES
 
     def with_legs(self) -> list[BrokerOrder]:
         """This order followed by its legs (and theirs), parents first."""
@@ -90,10 +94,6 @@ class BrokerOrder(msgspec.Struct, frozen=True, kw_only=True):
         for leg in self.legs:
             out.extend(leg.with_legs())
         return out
-
-
-CLOSED_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced",
-                             "done_for_day", "stopped", "suspended"})
 
 
 class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):
@@ -137,16 +137,13 @@ class BrokerFill(msgspec.Struct, frozen=True, kw_only=True):
     cum_qty: Decimal | None = None
 
 
-# A trailing stop's mark moved (`order.hwm`, `order.stop_price` the new values). Not an event
-# of Alpaca's stream (Alpaca shows the mark on the order); the simulated broker sends it, and
-# an adapter that learns of a move another way may send it too.
-TRAILING_STOP_MOVED = "trailing_stop_moved"
-
-
 class TradeUpdate(msgspec.Struct, frozen=True, kw_only=True):
-    """One message from the trade-updates stream. For fills, `qty`/`price` are this
-    execution's and `order.filled_qty` the cumulative quantity after it."""
+    """One message from the trade-updates stream. `kind` is what happened, in neutral words
+    (the adapter translates); `event` the broker's own name for it, for the record only.
+    For fills, `qty`/`price` are this execution's and `order.filled_qty` the cumulative
+    quantity after it."""
 
+    kind: UpdateKind
     event: str
     order: BrokerOrder
     timestamp: datetime

@@ -64,7 +64,6 @@ import anyio
 import msgspec
 
 from engine.brokers.base import (
-    TRAILING_STOP_MOVED,
     AmbiguousSubmitError,
     BrokerAccount,
     BrokerAsset,
@@ -79,6 +78,7 @@ from engine.brokers.base import (
     StreamConnected,
     TradeUpdate,
 )
+from engine.brokers.kinds import OrderState, UpdateKind
 from engine.clock import Clock
 from events.catalogue import STOP_ORDER_TYPES, FillModel, OrderLeg
 from events.market import Bar
@@ -86,6 +86,16 @@ from events.vocabulary import CENT, SUB_CENT, ZERO, floor_qty, is_whole
 from projections.calendar import order_session, trading_day
 
 log = logging.getLogger(__name__)
+
+# The simulator keeps Alpaca-like words for its orders' statuses (they are what its logs have
+# always recorded as `broker_status`) and, like any adapter, reports them in neutral kinds.
+_STATES = {"new": OrderState.WORKING, "held": OrderState.HELD,
+           "partially_filled": OrderState.PARTIALLY_FILLED, "filled": OrderState.FILLED,
+           "canceled": OrderState.CANCELED, "expired": OrderState.EXPIRED,
+           "rejected": OrderState.REJECTED, "replaced": OrderState.REPLACED}
+_CLOSE_KINDS = {"canceled": UpdateKind.CANCELED, "expired": UpdateKind.EXPIRED,
+                "rejected": UpdateKind.REJECTED, "replaced": UpdateKind.REPLACED}
+_TRAILING_MOVED = "trailing_stop_moved"  # not an Alpaca event: Alpaca shows it on the order
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,7 @@ class _Order:
         return BrokerOrder(
             broker_order_id=self.broker_order_id, client_order_id=r.client_order_id,
             symbol=r.symbol, side=r.side, order_type=r.order_type, status=self.status,
+            state=_STATES[self.status],
             qty=self.order_qty, notional=r.notional, limit_price=r.limit_price,
             time_in_force=r.time_in_force, filled_qty=self.filled_qty,
             filled_avg_price=(self.filled_notional / self.filled_qty).quantize(SUB_CENT)
@@ -161,7 +172,7 @@ class _Order:
 
     @property
     def open(self) -> bool:
-        return self.status in ("new", "accepted", "partially_filled", "pending_cancel", "held")
+        return self.status in ("new", "partially_filled", "held")
 
     @property
     def is_stop(self) -> bool:
@@ -269,10 +280,10 @@ class SimulatedBroker:
             o.hwm = last.close if last else None
         for leg in r.legs:
             self._add_leg(o, leg, now, live=r.order_class == "oco")
-        self._emit(TradeUpdate(event="new", order=o.snapshot(), timestamp=now))
+        self._accepted(o, now)
         for child in o.legs:
             if child.status == "new":
-                self._emit(TradeUpdate(event="new", order=child.snapshot(), timestamp=now))
+                self._accepted(child, now)
         if self.config.fill_at_signal_close and r.order_type == "market" and last is not None:
             self._fill(o, last.close, last, immediate=True)
         return o.snapshot()
@@ -349,14 +360,19 @@ class SimulatedBroker:
         self._open.setdefault(new_req.symbol, {})[new.broker_order_id] = new
         self._close(o, "replaced")
         if new.status == "new":
-            self._emit(TradeUpdate(event="new", order=new.snapshot(), timestamp=now))
+            self._accepted(new, now)
         return new.snapshot()
+
+    def _accepted(self, o: _Order, when: datetime) -> None:
+        self._emit(TradeUpdate(kind=UpdateKind.ACCEPTED, event="new", order=o.snapshot(),
+                               timestamp=when))
 
     def _close(self, o: _Order, status: str, when: datetime | None = None) -> None:
         self._open.get(o.request.symbol, {}).pop(o.broker_order_id, None)
         o.status = status
         o.updated_at = when or self.clock.now()
-        self._emit(TradeUpdate(event=status, order=o.snapshot(), timestamp=o.updated_at))
+        self._emit(TradeUpdate(kind=_CLOSE_KINDS[status], event=status, order=o.snapshot(),
+                               timestamp=o.updated_at))
         if o.legs and status in ("canceled", "expired", "rejected"):
             self._parent_ended(o, o.updated_at)
 
@@ -372,7 +388,7 @@ class SimulatedBroker:
             leg.qty = parent.filled_qty
             leg.status = "new"
             leg.updated_at = when
-            self._emit(TradeUpdate(event="new", order=leg.snapshot(), timestamp=when))
+            self._accepted(leg, when)
 
     def _open_orders(self) -> list[_Order]:
         return [o for book in self._open.values() for o in book.values()]
@@ -444,7 +460,8 @@ class SimulatedBroker:
                 assert stop is not None
                 if o.hwm != before:
                     o.updated_at = bar.start
-                    self._emit(TradeUpdate(event=TRAILING_STOP_MOVED, order=o.snapshot(),
+                    self._emit(TradeUpdate(kind=UpdateKind.TRAILING_MOVED,
+                                           event=_TRAILING_MOVED, order=o.snapshot(),
                                            timestamp=bar.start))
                 if bar.low <= stop if sell else bar.high >= stop:
                     self._trigger(o, bar, gapped=False, stop=stop)
@@ -533,7 +550,8 @@ class SimulatedBroker:
                                       symbol=r.symbol, side=r.side, qty=qty, price=price,
                                       timestamp=when, client_order_id=r.client_order_id,
                                       cum_qty=o.filled_qty))
-        self._emit(TradeUpdate(event="fill" if done else "partial_fill", order=o.snapshot(),
+        self._emit(TradeUpdate(kind=UpdateKind.FILL if done else UpdateKind.PARTIAL_FILL,
+                               event="fill" if done else "partial_fill", order=o.snapshot(),
                                timestamp=when, execution_id=exec_id, qty=qty, price=price,
                                position_qty=pos.qty, fee=fee))
         for other in self._one_cancels_other(o):  # one leg's fill cancels its sibling

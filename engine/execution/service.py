@@ -34,7 +34,6 @@ import anyio
 import msgspec
 
 from engine.brokers.base import (
-    TRAILING_STOP_MOVED,
     AmbiguousSubmitError,
     Broker,
     BrokerError,
@@ -49,6 +48,7 @@ from engine.brokers.base import (
     TradeUpdate,
     UnparsedMessage,
 )
+from engine.brokers.kinds import FILL_KINDS, PENDING_KINDS, OrderState, UpdateKind
 from engine.clock import Clock
 from engine.execution.tracker import ExecutionTracker, PendingReplace, Tracked
 from events.base import Event
@@ -78,6 +78,8 @@ from projections.state import Projections
 
 log = logging.getLogger(__name__)
 S = OrderStatus
+K = UpdateKind
+B = OrderState  # where the broker says an order stands (ours is `S`)
 
 # Order events worth an INFO line (the rest are DEBUG).
 _NOTABLE = frozenset({"order_rejected", "order_canceled", "order_expired", "order_submit_ambiguous",
@@ -295,7 +297,7 @@ class ExecutionService:
         order = await self._lookup(t.client_order_id)
         if order is not None:
             await self.sync_order(order, source="lookup")
-            if not t.is_open or order.status == "pending_cancel":
+            if not t.is_open or order.state == B.PENDING_CANCEL:
                 return
         self._order_event(t, "cancel_rejected", CancelRejected(
             ts=self._clock.now(), client_order_id=t.client_order_id, reason=why))
@@ -397,43 +399,45 @@ class ExecutionService:
                 error="not an order of ours (reconciliation decides)"))
             return
         now = self._clock.now()
-        ev = u.event
+        kind = u.kind
         self._trail_moved(t, o)
-        if ev in ("fill", "partial_fill"):
+        if kind in FILL_KINDS:
             self._book_fill(t, o, u.execution_id, u.qty, u.price, u.timestamp,
                                   source="stream", fee=u.fee)
-        elif ev in ("new", "accepted"):
+        elif kind == K.ACCEPTED:
             self._order_event(t, "order_accepted", OrderAccepted(
                 ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
                 broker_time=u.timestamp, symbol=o.symbol, qty=self._leg_qty(o)))
-        elif ev in ("pending_new", "accepted_for_bidding", "pending_replace", "pending_cancel",
-                    "calculated"):
+        elif kind in PENDING_KINDS:
             if t.status == S.PENDING_SUBMIT:
                 self._order_event(t, "order_submitted", OrderSubmitted(
                     ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
                     broker_status=o.status, symbol=o.symbol))
-        elif ev == "canceled":
+        elif kind == K.CANCELED:
             self._order_event(t, "order_canceled", OrderCanceled(
                 ts=now, client_order_id=t.client_order_id, reason="canceled at the broker",
                 broker_order_id=o.broker_order_id, broker_time=u.timestamp))
-        elif ev in ("expired", "done_for_day"):
+        elif kind == K.EXPIRED:
             self._order_event(t, "order_expired", OrderExpired(
                 ts=now, client_order_id=t.client_order_id, broker_time=u.timestamp))
-        elif ev == "rejected":
+        elif kind == K.REJECTED:
             self._order_event(t, "order_rejected", OrderRejected(
                 ts=now, client_order_id=t.client_order_id, reason="rejected by the broker"))
-        elif ev == "order_cancel_rejected":
+        elif kind == K.CANCEL_REJECTED:
             self._order_event(t, "cancel_rejected", CancelRejected(
                 ts=now, client_order_id=t.client_order_id, reason="cancel rejected by the broker"))
-        elif ev == "replaced":
+        elif kind == K.REPLACED:
             if t.status != S.REPLACED:
                 self._broker_replaced(t, o, "stream")
-        elif ev == TRAILING_STOP_MOVED:
+        elif kind == K.TRAILING_MOVED:
             pass  # recorded above, once, by _trail_moved (the broker's figures)
         else:
+            # Kinds nothing here acts on yet (stopped, suspended, restated, a refused replace,
+            # a busted trade): kept in the log for a human, and the engine carries on.
             self._note(UnknownBrokerMessage(
-                ts=now, source=self._broker.name, raw=f"event {ev!r} for {o.client_order_id}",
-                error="unknown trade-update event"))
+                ts=now, source=self._broker.name,
+                raw=f"event {u.event!r} ({kind}) for {o.client_order_id}",
+                error="trade-update event not acted on"))
 
     def _trail_moved(self, t: Tracked, o: BrokerOrder) -> None:
         """A trailing stop the broker reports with a new high-water mark or stop: record the
@@ -531,7 +535,7 @@ class ExecutionService:
             # this message arrived); remember the id so a repeat is ignored too.
             self.tracker.unbooked_execution_ids.add(execution_id)
             return
-        done = o.status == "filled" and t.filled_qty + book >= o.filled_qty
+        done = o.state == B.FILLED and t.filled_qty + book >= o.filled_qty
         fill = FillReceived(
             ts=self._clock.now(), client_order_id=t.client_order_id,
             broker_order_id=o.broker_order_id, execution_id=execution_id, symbol=o.symbol,
@@ -559,18 +563,18 @@ class ExecutionService:
             return False
         now = self._clock.now()
         if t.status == S.PENDING_SUBMIT:
-            if o.status == "rejected":
+            if o.state == B.REJECTED:
                 self._order_event(t, "order_rejected", OrderRejected(
                     ts=now, client_order_id=t.client_order_id, reason="rejected by the broker"))
                 return True
             self._order_event(t, "order_submitted", OrderSubmitted(
                 ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
                 broker_status=o.status, symbol=o.symbol))
-        # Acknowledgement comes from the stream's "new"; a REST answer to our own submit does
+        # Acknowledgement comes from the stream's ACCEPTED; a REST answer to our own submit does
         # not pre-empt it (that would record the stream's ack as a duplicate). A lookup or a
         # gap fill may be all we will ever hear, so those infer it.
         if (t.status == S.SUBMITTED and source != "submit"
-                and o.status not in ("pending_new", "rejected")):
+                and o.state not in (B.PENDING_NEW, B.REJECTED)):
             self._order_event(t, "order_accepted", OrderAccepted(
                 ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
                 broker_time=o.updated_at, symbol=o.symbol))
@@ -590,17 +594,17 @@ class ExecutionService:
                                   o.updated_at or now, source=source)
             self._gap_fills += 1
         if t.is_open and not o.is_open:
-            if o.status == "canceled":
+            if o.state == B.CANCELED:
                 self._order_event(t, "order_canceled", OrderCanceled(
                     ts=now, client_order_id=t.client_order_id, reason=f"canceled ({source})",
                     broker_order_id=o.broker_order_id, broker_time=o.updated_at))
-            elif o.status in ("expired", "done_for_day"):
+            elif o.state == B.EXPIRED:
                 self._order_event(t, "order_expired", OrderExpired(
                     ts=now, client_order_id=t.client_order_id, broker_time=o.updated_at))
-            elif o.status == "rejected":
+            elif o.state == B.REJECTED:
                 self._order_event(t, "order_rejected", OrderRejected(
                     ts=now, client_order_id=t.client_order_id, reason=f"rejected ({source})"))
-            elif o.status == "replaced" and t.status != S.REPLACED:
+            elif o.state == B.REPLACED and t.status != S.REPLACED:
                 self._broker_replaced(t, o, source)
         for leg in o.legs:
             await self._sync_leg(leg, source=source)
@@ -616,7 +620,7 @@ class ExecutionService:
     async def _sync_leg(self, leg: BrokerOrder, *, source: str) -> None:
         """A leg in its parent's answer: legs are orders of their own (the broker reports
         them under our leg ids). A held leg only gets its broker id recorded; one the broker
-        already activated is acknowledged (its "new" may never come to us), then synced."""
+        already activated is acknowledged (its ACCEPTED may never come to us), then synced."""
         t = self.tracker.get(leg.client_order_id)
         if t is None:
             return  # not ours; reconciliation decides
@@ -625,7 +629,7 @@ class ExecutionService:
                 ts=self._clock.now(), client_order_id=t.client_order_id,
                 broker_order_id=leg.broker_order_id, broker_status=leg.status,
                 symbol=leg.symbol))
-        if t.status == S.HELD and leg.status not in ("held", "pending_new") and leg.is_open \
+        if t.status == S.HELD and leg.state not in (B.HELD, B.PENDING_NEW) and leg.is_open \
                 and source != "submit":
             self._order_event(t, "order_accepted", OrderAccepted(
                 ts=self._clock.now(), client_order_id=t.client_order_id,
@@ -666,7 +670,8 @@ class ExecutionService:
                 self._broker, "get_order", None)
             if ours is None or ours.broker_order_id is None or by_id is None:
                 return None
-            found = await by_id(ours.broker_order_id)
+            found_by_id: BrokerOrder | None = await by_id(ours.broker_order_id)
+            found = found_by_id
             if found is not None and found.client_order_id != coid:
                 found = msgspec.structs.replace(found, client_order_id=coid)
             return found

@@ -19,6 +19,7 @@ from decimal import Decimal
 import anyio
 
 from engine.brokers.base import Broker, BrokerError, BrokerOrder
+from engine.brokers.kinds import OrderState
 from engine.clock import Clock
 from engine.execution.router import OrderRouter
 from engine.execution.service import ExecutionService
@@ -142,7 +143,7 @@ class KillSwitch:
                 t = self._exec.tracker.get(o.client_order_id)
                 if t is not None and t.is_open and t.status.value != "pending_cancel":
                     continue  # our cancel above covers it
-                if o.status == "pending_cancel":
+                if o.state == OrderState.PENDING_CANCEL:
                     continue  # asked already; the broker is working on it
             try:
                 await self._broker.cancel(o.broker_order_id)

@@ -29,6 +29,7 @@ from engine.brokers.base import (
 )
 
 from .conftest import busy_threads, fast_config, other_tasks
+from .test_alpaca_vocab import EXPECTED_KINDS, EXPECTED_STATES
 
 WAIT = 5.0
 
@@ -52,6 +53,10 @@ async def next_update(updates: AsyncIterator[BrokerEvent], event: str) -> TradeU
     item = await next_event(updates)
     assert isinstance(item, TradeUpdate), item
     assert item.event == event, item
+    # what the engine acts on: the neutral kind and state the adapter put on it
+    assert item.kind is EXPECTED_KINDS[event], item
+    for order in item.order.with_legs():
+        assert order.state is EXPECTED_STATES[order.status], order
     return item
 
 

@@ -14,10 +14,12 @@ from engine.brokers.alpaca_parse import (
     format_dec,
     format_ts,
     parse_account,
+    parse_asset,
     parse_error_body,
     parse_fill_activity,
     parse_order,
     parse_position,
+    parse_trade_update,
     parse_ts,
 )
 from engine.brokers.alpaca_stream import RedactingLogger
@@ -126,3 +128,95 @@ def test_redacting_logger_hides_frames_that_carry_the_secret(caplog):
     assert "listen" in messages[1]
     assert messages[2] == "text with *** inside"
     assert not any("value-123" in m for m in messages)
+
+
+# ------------------------------------------------------------------ typed decoding (wire structs)
+
+
+def test_amounts_decode_exactly_whatever_their_form():
+    order = parse_order({**ORDER, "qty": "0.000000001", "limit_price": "190.123456789",
+                         "filled_avg_price": D("190.10"), "filled_qty": 0})
+    assert order.qty == D("0.000000001") and str(order.limit_price) == "190.123456789"
+    assert str(order.filled_avg_price) == "190.10"  # the trailing zero survives: exact
+    assert order.filled_qty == D(0) and isinstance(order.filled_qty, D)
+
+
+def test_missing_optional_fields_take_their_defaults():
+    minimal = {k: ORDER[k] for k in ("id", "client_order_id", "symbol", "side", "type",
+                                     "status")}
+    order = parse_order(minimal)
+    assert order.qty is None and order.limit_price is None and order.submitted_at is None
+    assert order.filled_qty == D(0) and order.time_in_force == "day"
+    assert order.order_class == "simple" and order.legs == ()
+    # Alpaca's "" for an unset field is the same as leaving it out
+    blank = parse_order({**minimal, "limit_price": "", "replaced_by": "", "order_class": ""})
+    assert blank.limit_price is None and blank.replaced_by is None
+    assert blank.order_class == "simple"
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("qty", ["1"], r"Expected `decimal \| null`, got `array` - at `\$\.qty`"),
+    ("qty", True, r"Expected `decimal \| null`, got `bool` - at `\$\.qty`"),
+    ("qty", "ten", r"Invalid decimal.*\$\.qty"),
+    ("limit_price", "Infinity", "limit_price: not finite"),
+    ("symbol", 7, r"Expected `str`, got `int`.*\$\.symbol"),
+    ("side", "sideways", r"side"),
+    ("legs", {"id": "x"}, r"Expected `array \| null`, got `object` - at `\$\.legs`"),
+    ("qty", 1.5, "float"),
+])
+def test_wrong_types_are_clear_errors_naming_the_field(field, value, match):
+    with pytest.raises(AlpacaParseError, match=match) as err:
+        parse_order({**ORDER, field: value})
+    assert str(err.value).startswith("order: ")
+
+
+def test_a_bad_leg_is_named_by_its_path():
+    with pytest.raises(AlpacaParseError, match=r"\$\.legs\[1\]\.stop_price"):
+        parse_order({**ORDER, "legs": [{**ORDER, "id": "a"},
+                                       {**ORDER, "id": "b", "stop_price": "soon"}]})
+    with pytest.raises(AlpacaParseError, match=r"missing required field `client_order_id`"):
+        parse_order({**ORDER, "legs": [{k: v for k, v in ORDER.items()
+                                        if k != "client_order_id"}]})
+
+
+def test_trade_update_decimals_and_missing_parts():
+    update = parse_trade_update({"event": "partial_fill", "order": ORDER, "execution_id": "x1",
+                                 "timestamp": "2026-01-02T15:04:05.999999999Z",
+                                 "qty": "0.5", "price": "190.015", "position_qty": "-0.5"})
+    assert (update.qty, update.price, update.position_qty) == (D("0.5"), D("190.015"),
+                                                              D("-0.5"))
+    assert update.timestamp == datetime(2026, 1, 2, 15, 4, 5, 999999, tzinfo=UTC)  # truncated
+    assert update.fee == D(0) and update.order.client_order_id == "c-1"
+    with pytest.raises(AlpacaParseError, match="missing required field `order`"):
+        parse_trade_update({"event": "new", "timestamp": "2026-01-02T15:04:05Z"})
+    with pytest.raises(AlpacaParseError, match=r"Expected `object`.*\$\.order"):
+        parse_trade_update({"event": "new", "order": "c-1", "timestamp": "2026-01-02T15:04:05Z"})
+    with pytest.raises(AlpacaParseError, match=r"Expected `object`"):
+        parse_trade_update([ORDER])
+
+
+def test_account_and_asset_flags_as_booleans_or_strings():
+    account = parse_account({"id": "a", "equity": "10.01", "cash": "10", "buying_power": "20",
+                             "daytrade_count": 3, "pattern_day_trader": "false",
+                             "trading_blocked": False, "account_blocked": "true"})
+    assert account.equity == D("10.01") and account.daytrade_count == 3
+    assert account.pattern_day_trader is False and account.trading_blocked is True
+    with pytest.raises(AlpacaParseError, match=r"\$\.trading_blocked"):
+        parse_account({"id": "a", "equity": "10", "cash": "10", "buying_power": "20",
+                       "trading_blocked": "maybe"})
+    with pytest.raises(AlpacaParseError, match="missing required field `buying_power`"):
+        parse_account({"id": "a", "equity": "10", "cash": "10"})
+    asset = parse_asset({"symbol": "AAPL", "tradable": "true"})
+    assert asset.tradable and not asset.fractionable and asset.status == "active"
+    with pytest.raises(AlpacaParseError, match="missing required field `tradable`"):
+        parse_asset({"symbol": "AAPL"})
+
+
+def test_fill_activity_and_position_refuse_bad_amounts():
+    with pytest.raises(AlpacaParseError, match="fill activity: price: not finite"):
+        parse_fill_activity({"id": "1", "order_id": "o", "symbol": "A", "side": "buy",
+                             "qty": "1", "price": "NaN", "transaction_time": "2026-01-02T15:04:05Z"})
+    with pytest.raises(AlpacaParseError, match=r"position: .*\$\.side"):
+        parse_position({"symbol": "TSLA", "qty": "5", "side": "sideways", "avg_entry_price": "1"})
+    assert parse_position({"symbol": "TSLA", "qty": "-5", "side": "long",
+                           "avg_entry_price": "1.25"}).qty == D(5)

@@ -7,7 +7,9 @@ from typing import Any
 
 import msgspec
 
+from engine.brokers.alpaca_vocab import update_kind
 from engine.brokers.base import AmbiguousSubmitError, BrokerOrder, OrderRequest, TradeUpdate
+from engine.brokers.kinds import OrderState as B
 from engine.brokers.simulated import SimConfig
 from events.catalogue import (
     FillReceived,
@@ -111,8 +113,11 @@ async def test_duplicate_and_out_of_order_updates(log_path: Path) -> None:
                                 client_order_id=o.client_order_id, side="buy",
                                 order_type="market", qty=D(10), filled_qty=D(cum),
                                 filled_avg_price=D(100),
-                                status="filled" if cum == "10" else "partially_filled")
-            return TradeUpdate(event=event, order=order, timestamp=T0, execution_id=exec_id,
+                                status="filled" if cum == "10" else "partially_filled",
+                                state=B.FILLED if cum == "10" else B.PARTIALLY_FILLED)
+            kind = update_kind(event)
+            assert kind is not None
+            return TradeUpdate(kind=kind, event=event, order=order, timestamp=T0, execution_id=exec_id,
                                qty=D(qty) if qty else None, price=D(100))
 
         second = upd("fill", "10", "e2", "6")

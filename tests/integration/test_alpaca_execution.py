@@ -3,6 +3,7 @@ events -> projections. Nothing of ours is mocked."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,8 +16,10 @@ from events.catalogue import (
     IllegalTransition,
     OrderSubmitAmbiguous,
     RiskApproved,
+    UnknownBrokerMessage,
 )
 from projections.orders import OrderStatus
+from tests.brokers.test_alpaca_broker import push_raw_trade_frame
 from tests.fake_alpaca import FakeAlpaca
 from tests.integration.alpaca_world import alpaca_world
 
@@ -141,3 +144,29 @@ async def test_duplicate_and_out_of_order_updates_are_counted_once(tmp_path: Pat
         assert len({f.execution_id for f in fills}) == len(fills)
         assert w.order_of(d.client_order_id).status == S.FILLED
         assert w.engine.proj.positions.positions["AAPL"].qty == 10
+
+
+async def test_alpaca_words_the_engine_does_not_act_on_are_recorded_and_trading_goes_on(
+        tmp_path: Path, fake: FakeAlpaca) -> None:
+    """An event name Alpaca never documented, and a documented one nothing acts on yet
+    (`stopped`), arrive over the real stream for a live order of ours: both end up in the log
+    as UnknownBrokerMessage, the order does not move, and its next fill is booked."""
+    async with alpaca_world(tmp_path / "log.sqlite", fake, **RICH) as w:
+        d = await w.order(qty="10", order_type="limit", limit_price=D("189"))
+        await w.until(lambda: w.order_of(d.client_order_id).status == S.ACCEPTED)
+        order_json = fake.order(d.client_order_id)
+
+        for event in ("order_teleported", "stopped"):
+            frame = json.dumps({"stream": "trade_updates", "data": {
+                "event": event, "order": order_json, "timestamp": "2026-01-02T15:04:05Z"}})
+            assert push_raw_trade_frame(fake, frame) == 1
+        fake.fill(d.client_order_id, price="189")
+        await w.until(lambda: w.order_of(d.client_order_id).status == S.FILLED)
+        events = await w.events()
+        recorded = [e for e in events if isinstance(e, UnknownBrokerMessage)]
+        assert len(recorded) == 2, recorded
+        assert "unknown event 'order_teleported'" in recorded[0].error
+        assert "order_teleported" in recorded[0].raw  # the frame, verbatim
+        assert "'stopped'" in recorded[1].raw and "not acted on" in recorded[1].error
+        assert not [e for e in events if isinstance(e, IllegalTransition)]
+        assert sum(f.qty for f in fills_of(events, d.client_order_id)) == 10

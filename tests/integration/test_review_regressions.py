@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from engine.brokers.base import BrokerOrder, OrderRequest, TradeUpdate
+from engine.brokers.kinds import OrderState, UpdateKind
 from engine.clock import SimClock
 from engine.config import load_settings
 from engine.recovery.reconcile import ReconcilePolicy, Reconciler
@@ -35,7 +36,7 @@ D = Decimal
 async def test_engine_rebuilds_only_while_holding_the_writer_lock(tmp_path: Path,
                                                                   monkeypatch: Any) -> None:
     """An offline `halt` appended while the engine was starting must be in its state."""
-    import engine.app as app
+    from engine import app
 
     log_path = tmp_path / "events.sqlite"
     async with EventLog.open(log_path) as log:
@@ -130,8 +131,8 @@ async def test_a_replace_done_outside_the_engine_invents_no_order(log_path: Path
         o = w.proj.orders.orders[d.client_order_id]
         old = BrokerOrder(broker_order_id=o.broker_order_id or "", client_order_id=o.client_order_id,
                           symbol="AAPL", side="buy", order_type="limit", status="replaced",
-                          qty=D(10), replaced_by="web-edit-1")
-        await w.execution.handle(TradeUpdate(event="replaced", order=old, timestamp=T0))
+                          state=OrderState.REPLACED, qty=D(10), replaced_by="web-edit-1")
+        await w.execution.handle(TradeUpdate(kind=UpdateKind.REPLACED, event="replaced", order=old, timestamp=T0))
         await w.log.flush()
         assert w.proj.orders.open_ids == set()  # no phantom "-rx" order holding exposure
         assert w.proj.orders.orders[d.client_order_id].status == OrderStatus.CANCELED
