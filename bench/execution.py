@@ -55,7 +55,7 @@ async def run_once(path: Path, trips: int, submitters: int) -> tuple[float, list
             await engine.log.append(AssetInfo(ts=NOW, symbol=s, tradable=True, fractionable=True))
             bar = Bar(symbol=s, start=NOW - timedelta(minutes=1), interval_s=60, open=D(100),
                       high=D(100), low=D(100), close=D(100), volume=D(10**9))
-            broker.on_bar(bar)
+            # the simulated broker used live watches recorded bars (app.paper_exchange)
             await engine.log.append(BarReceived(ts=NOW, bar=bar))
         await engine.recover(symbols)
 

@@ -5,20 +5,22 @@ it, and builds the gate, execution, reconciliation, kill switch, validator and s
 around them. The service (`python -m engine run`), backtests and the tests all go through it,
 so there is no second way to trade.
 
-The market pipeline (`Engine.on_item`) is the same everywhere: validate -> (a simulated broker
-sees the bar first, filling what earlier orders allow) -> the bar is recorded -> strategies
--> risk gate -> execution. In step mode (simulated broker and simulated clock: backtests and
-the demo) broker updates are handled inline after each step, which makes runs byte-for-byte
-reproducible; live, a task consumes the broker's update stream. Projections fold each event
-as it is appended, so every step sees the whole log so far without waiting for the disk;
-only what leaves the process (a broker call, a caller's answer) waits for durability.
+The market pipeline is the same everywhere: validate -> the bar is recorded -> strategies ->
+risk gate -> execution. `Engine.on_item` is the live path: a task consumes the broker's update
+stream (a simulated broker used live watches the recorded bars itself). Simulations (backtests,
+the demo, the service's file replay) are driven step by step by `replay.stepper.StepDriver`,
+which moves the simulated clock, lets the simulated broker fill against each recorded bar and
+handles its updates inline, so a fill always follows the bar that priced it and runs are
+byte-for-byte reproducible. Projections fold each event as it is appended, so every step sees
+the whole log so far without waiting for the disk; only what leaves the process (a broker
+call, a caller's answer) waits for durability.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -136,6 +138,8 @@ class Engine:
     runner: StrategyRunner
     validator: BarValidator
     run_id: str
+    # Driven by a step driver (replay/stepper.py) rather than by tasks on the broker's stream:
+    # the service starts no stream consumer, reconciliation loop or loss-watch task for it.
     step_mode: bool
     loss_watch: LossLimitWatch
     report: RecoveryReport | None = None
@@ -143,6 +147,9 @@ class Engine:
     _fills: list[FillReceived] = field(default_factory=list)
     # Set by `run_fill_feed` (live): wakes it when a fill is booked.
     _fill_booked: anyio.Event | None = None
+    # Called after each routed intent: a step driver handles what the broker did with it
+    # before anything else happens (live, the update stream does that on its own time).
+    settle: Callable[[], Awaitable[None]] | None = None
     bars_seen: int = 0
     intents_sent: int = 0
     snapshot_seq: int = 0
@@ -245,23 +252,27 @@ class Engine:
     # --- the market pipeline -------------------------------------------------------------
 
     async def on_item(self, item: MarketItem) -> None:
-        """One provider item through validator, broker (simulated), log and strategies."""
-        if isinstance(item, Bar) and isinstance(self.clock, SimClock):
-            self.clock.set(item.end)
+        """The live path: one provider item through validator, log and strategies."""
+        bar = self.record(item)
+        if bar is not None:
+            await self.on_bar(bar)
+
+    def record(self, item: MarketItem) -> Bar | None:
+        """Validate one provider item and append what it yields; the bar, if it is one the
+        engine accepted (a refused row is recorded as such, and trades nothing)."""
         events = self.validator.validate(item)
-        bar = events[-1].bar if isinstance(events[-1], BarReceived) else None
-        sim = self.sim
-        if bar is not None and sim is not None:
-            sim.on_bar(bar)  # orders placed on earlier bars fill at this bar's prices
-            if self.step_mode:
-                await self.pump()
         for e in events:
             self.log.append_nowait(e)
-        if bar is None:
-            return
+        last = events[-1] if events else None
+        if not isinstance(last, BarReceived):
+            return None
         self.bars_seen += 1
-        if self.step_mode and await self.loss_watch.check(attempts=1):
-            await self.pump()  # the kill switch's cancels, before any strategy sees the bar
+        return last.bar
+
+    async def on_bar(self, bar: Bar) -> None:
+        """A recorded bar reaches the engine-side protection watch, then the strategies;
+        their intents go through the gate and execution, then fills booked meanwhile are
+        delivered to the strategies."""
         for exit_ in engine_side_exits(self.proj, bar, self.clock.now()):
             await self._act(exit_)  # a stop the broker could not hold (see protection_watch)
         for out in self.runner.on_bar(bar):
@@ -274,20 +285,8 @@ class Engine:
             return
         self.intents_sent += 1
         await self.router.route(out)  # type: ignore[arg-type]
-        if self.step_mode:
-            await self.pump()
-
-    async def pump(self) -> None:
-        """Step mode: handle every update the simulated broker emitted so far."""
-        sim = self.sim
-        if sim is None:
-            return
-        while True:
-            updates = sim.drain_updates()
-            if not updates:
-                return
-            for u in updates:
-                await self.execution.handle(u)
+        if self.settle is not None:
+            await self.settle()
 
     def _on_event(self, seq: int, event: Any) -> None:
         if type(event) is FillReceived:
@@ -298,8 +297,8 @@ class Engine:
     async def run_fill_feed(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                             ) -> None:
         """Live: strategies hear each fill as soon as it is booked (folded into the views),
-        not at the next bar, so protection placed on fill goes out at once. Backtests in step
-        mode keep delivering fills from the bar that caused them (deterministic order)."""
+        not at the next bar, so protection placed on fill goes out at once. A step driver
+        delivers fills after the bar that caused them instead (deterministic order)."""
         self._fill_booked = anyio.Event()
         task_status.started()
         try:
@@ -316,6 +315,14 @@ class Engine:
             for f in fills:
                 for out in self.runner.on_fill(f):
                     await self._act(out)
+
+
+def paper_exchange(sim: SimulatedBroker) -> Callable[[int, Any], None]:
+    """A log subscriber that shows each recorded bar to a simulated broker."""
+    def on_event(seq: int, event: Any) -> None:
+        if type(event) is BarReceived:
+            sim.on_bar(event.bar)
+    return on_event
 
 
 def run_id_for(settings: Settings, clock: Clock, salt: str = "") -> str:
@@ -367,6 +374,10 @@ async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None
                         run_id=run_id or run_id_for(settings, clock),
                         step_mode=sim_step if step_mode is None else step_mode)
         event_log.subscribe(engine._on_event)
+        if isinstance(the_broker, SimulatedBroker) and not engine.step_mode:
+            # A simulated broker used live is an exchange watching the market: it fills
+            # against each bar once it is recorded (a step driver feeds it otherwise).
+            event_log.subscribe(paper_exchange(the_broker))
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(gate.run)

@@ -17,12 +17,12 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -41,6 +41,9 @@ from engine.sources import (
     first_bar_start,
     make_provider,
 )
+
+if TYPE_CHECKING:
+    from replay.stepper import StepDriver
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +154,9 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
         monitor = BrokerErrorMonitor(settings.kill_switch.max_broker_errors,
                                      settings.kill_switch.broker_error_window_s)
         engine.execution.on_broker_error = monitor.record
+        # A file replay on the simulated broker and clock is a simulation: the step driver
+        # runs it (as it runs backtests). Attached before recovery, which may act already.
+        step = _step_driver(engine)
         try:
             report = await engine.recover(symbols)
         except Exception as e:
@@ -196,7 +202,8 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
                 done = anyio.Event()
                 # pacing slows replays only: live bars come at their own pace
                 tg.start_soon(_market, engine, source, done, progress,
-                              settings.data.pace_s if replaying else 0.0)
+                              settings.data.pace_s if replaying else 0.0,
+                              step.on_item if step is not None else engine.on_item)
                 with anyio.CancelScope() as wait_scope:
                     async with anyio.create_task_group() as waiters:
                         async def first(ev: anyio.Event, why: str) -> None:
@@ -242,14 +249,26 @@ async def _signals(stop: anyio.Event) -> None:
             return
 
 
+def _step_driver(engine: Engine) -> StepDriver | None:
+    """The simulation loop for an engine opened in step mode, else None (the live path)."""
+    if not engine.step_mode:
+        return None
+    from replay.stepper import StepDriver  # the simulation's driver lives with the replays
+
+    return StepDriver(engine)
+
+
 async def _market(engine: Engine, source: BarProvider, done: anyio.Event,
                   progress: Callable[[int], None] | None = None,
-                  pace_s: float = 0.0) -> None:
+                  pace_s: float = 0.0,
+                  on_item: Callable[[MarketItem], Awaitable[None]] | None = None) -> None:
+    """Feed the source's items through `on_item` (the step driver's or the live path's)."""
+    handle = on_item if on_item is not None else engine.on_item
     async with source, aclosing(source.stream()) as items:
         item: MarketItem
         n = 0
         async for item in items:
-            await engine.on_item(item)
+            await handle(item)
             n += 1
             if progress is not None and n % 1000 == 0:
                 progress(engine.bars_seen)
@@ -351,7 +370,7 @@ async def _kill_monitors(engine: Engine, monitor: BrokerErrorMonitor, settings: 
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(broker_errors)
-        if not engine.step_mode:  # in step mode the engine checks after each bar itself
+        if not engine.step_mode:  # in step mode the step driver checks after each bar
             tg.start_soon(engine.loss_watch.run)
 
 

@@ -993,12 +993,6 @@ class LogReader:
             f"SELECT {REPLAY_COLUMNS} FROM events WHERE seq < ? AND type = 'bar' AND "
             "symbol = ? ORDER BY seq DESC LIMIT ?", (before_seq, symbol, limit))
 
-    async def bars_near(self, symbol: str, seq: int, rows: int) -> list[tuple[int, Event]]:
-        """The bars of `symbol` within `rows` seqs either side of `seq`, in seq order."""
-        return await self._bars(
-            f"SELECT {REPLAY_COLUMNS} FROM events WHERE type = 'bar' AND symbol = ? AND "
-            "seq BETWEEN ? AND ? ORDER BY seq", (symbol, seq - rows, seq + rows))
-
     async def newest_bars(self, symbols: Iterable[str],
                           per_symbol: int) -> list[tuple[int, Event]]:
         """The newest `per_symbol` bar events of each of `symbols`, in seq order. One
@@ -1011,6 +1005,19 @@ class LogReader:
             out += await self.bars_before(symbol, 1 << 62, limit=per_symbol)
         out.sort(key=lambda x: x[0])
         return out
+
+    async def bar_before(self, symbol: str, seq: int) -> tuple[int, Event] | None:
+        """The last bar of `symbol` recorded before `seq` (a backward walk of the primary
+        key from `seq`, so it costs the rows between, not the log's length)."""
+        got = await self.bars_before(symbol, seq, limit=1)
+        return got[0] if got else None
+
+    async def bar_after(self, symbol: str, seq: int) -> tuple[int, Event] | None:
+        """The first bar of `symbol` recorded after `seq` (a forward walk from `seq`)."""
+        got = await self._bars(
+            f"SELECT {REPLAY_COLUMNS} FROM events WHERE seq > ? AND type = 'bar' AND "
+            "symbol = ? ORDER BY seq LIMIT 1", (seq, symbol))
+        return got[0] if got else None
 
     async def verify(self, *, decode: bool = True) -> VerifyResult:
         """Walk the hash chain from the first row; report the first bad seq.

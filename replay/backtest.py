@@ -5,7 +5,8 @@ path for orders, risk or fills; the output is an ordinary event log.
 
 Two runs of the same input and settings write byte-identical event payloads: ids derive from
 the input (run id, intent ids, client order ids, broker ids), time comes from the bars, and
-the engine runs in step mode (broker updates handled inline after each step).
+`replay.stepper.StepDriver` runs the loop (clock, bar, simulated fills, strategies, gate,
+execution, in that order; broker updates handled inline after each step).
 
 Bar files (one or several, CSV or Parquet) are delivered in (time, symbol) order whatever
 their row order (`engine.marketdata.ordered`), and the run id hashes their rows, not their
@@ -36,6 +37,7 @@ from events.errors import CorruptLogError
 from events.market import Bar
 from events.store import LogReader
 from projections.state import Projections
+from replay.stepper import StepDriver
 
 
 class NoBarsError(DataFileError):
@@ -204,6 +206,7 @@ async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log:
                           set(stats.symbols if stats is not None else ()))
             if engine.sim is not None:
                 seen = sorted(set(seen) | set(engine.sim.assets))
+            step = StepDriver(engine)  # before recovery: the strategies' start acts too
             await engine.recover(seen)
 
             async def feed(item: MarketItem) -> None:
@@ -214,7 +217,7 @@ async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log:
                     bars += 1
                     if progress is not None and bars % progress_every == 0:
                         progress(bars)
-                await engine.on_item(item)
+                await step.on_item(item)
 
             for item in pending:
                 await feed(item)

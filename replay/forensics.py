@@ -526,15 +526,24 @@ async def _bar_before(reader: LogReader, symbol: str, before_seq: int,
 
 async def _bar_priced(reader: LogReader, symbol: str, fill_seq: int,
                       at: datetime) -> tuple[int, BarReceived] | None:
-    """The bar whose interval holds a fill's broker time. A simulated fill is booked just
-    before its bar is recorded, so look a few rows either side of the fill."""
-    best: tuple[int, BarReceived] | None = None
-    for seq, e in await reader.bars_near(symbol, fill_seq, 2000):
+    """The bar that priced a fill. A simulated fill is recorded right after the bar it was
+    priced on (the step driver records the bar, then the broker fills against it), so that
+    bar is the nearest preceding bar row of its symbol; its broker time is the bar's open, or
+    its close for a fill at the signal bar's close. A live fill happens during a bar that is
+    recorded when it closes: the next bar row of the symbol, if its interval holds the fill."""
+    got = await reader.bar_before(symbol, fill_seq)
+    if got is not None:
+        seq, e = got
         assert isinstance(e, BarReceived)
-        if e.bar.start <= at < e.bar.end and (best is None
-                                               or abs(seq - fill_seq) < abs(best[0] - fill_seq)):
-            best = seq, e
-    return best
+        if e.bar.start <= at <= e.bar.end:
+            return seq, e
+    got = await reader.bar_after(symbol, fill_seq)
+    if got is not None:
+        seq, e = got
+        assert isinstance(e, BarReceived)
+        if e.bar.start <= at < e.bar.end:
+            return seq, e
+    return None
 
 
 def _role(e: Event) -> str:

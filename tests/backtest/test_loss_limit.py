@@ -164,6 +164,7 @@ async def test_live_mode_trips_on_the_same_fill(tmp_path: Path) -> None:
                 # Fills of orders placed on earlier bars arrive through the update stream;
                 # wait for the ones this bar makes before the next bar, as time would.
                 expected = _fills_due(engine, bar)
+                clock.set(bar.end)  # live, time passes by itself; the engine never moves it
                 await engine.on_item(bar)
                 with anyio.fail_after(10):
                     while booked["n"] < expected:

@@ -392,7 +392,7 @@ async def test_newest_bars_are_per_symbol(log_path: Path) -> None:
         assert await r.newest_bars(["AAPL"], 0) == []
 
 
-async def test_bars_before_and_near_a_seq(log_path: Path) -> None:
+async def test_bars_before_and_after_a_seq(log_path: Path) -> None:
     from tests.factories import later
     async with EventLog.open(log_path) as log:
         for i in range(10):
@@ -401,8 +401,11 @@ async def test_bars_before_and_near_a_seq(log_path: Path) -> None:
     async with LogReader(log_path) as r:
         before = await r.bars_before("AAPL", 9, limit=2)  # seqs 7 (AAPL), 8 (MSFT)
         assert [s for s, _ in before] == [7, 5]
-        near = await r.bars_near("MSFT", 10, 3)
-        assert [s for s, _ in near] == [8, 10, 12]
+        one = await r.bar_before("MSFT", 10)
+        assert one is not None and one[0] == 8
+        after = await r.bar_after("MSFT", 10)
+        assert after is not None and after[0] == 12
+        assert await r.bar_after("MSFT", 20) is None and await r.bar_before("AAPL", 1) is None
 
 
 async def test_match_filters(log_path: Path) -> None:

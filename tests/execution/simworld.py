@@ -67,12 +67,12 @@ class SimWorld:
     n: int = 0
 
     async def bar(self, bar: Bar) -> None:
-        """One step of the market, in the engine's order: the broker fills what the new bar
-        allows, the engine books those fills, then the bar becomes visible."""
+        """One step of the market, in the step driver's order (replay/stepper.py): the bar
+        is recorded, then the broker fills what it allows and the engine books those fills."""
         self.clock.set(bar.end)
+        await self.log.append(BarReceived(ts=bar.end, bar=bar))
         self.broker.on_bar(bar)
         await self.pump()
-        await self.log.append(BarReceived(ts=bar.end, bar=bar))
 
     async def pump(self) -> None:
         for u in self.broker.drain_updates():

@@ -143,10 +143,13 @@ async def test_explain_shows_bar_intent_decision_submit_fill(session: Session) -
     assert [(s.role, s.type) for s in x.steps] == [
         ("bar", "bar"), ("intent", "intent"), ("decision", "risk_approved"),
         ("order", "order_submit_requested"), ("order", "order_submitted"),
-        ("order", "order_accepted"), ("fill", "fill"), ("fill_bar", "bar")]
+        ("order", "order_accepted"), ("fill_bar", "bar"), ("fill", "fill")]
     assert x.steps[0].seq == seen_bar
-    assert x.steps[6].seq == fill_seq
-    priced = x.steps[7].event
+    assert x.steps[7].seq == fill_seq
+    # the bar that priced the fill is recorded just before it (its symbol's preceding bar)
+    assert x.steps[6].seq == max(s for s, e in events if isinstance(e, BarReceived)
+                                 and s < fill_seq and e.bar.symbol == "AAPL")
+    priced = x.steps[6].event
     assert isinstance(priced, BarReceived) and priced.bar.start == fill.broker_time
     assert fill.price == priced.bar.open  # a market order fills at the next bar's open
     assert x.decision == "approved" and x.reasons == []

@@ -1,0 +1,61 @@
+"""The simulation loop: one market item at a time through the engine, in event-time order.
+
+Backtests, the demo and the service's file replay all run on the simulated clock with the
+SimulatedBroker, and this driver is the only place that knows it. Each bar goes:
+
+    advance the clock -> record the bar -> the simulated broker fills against it (its updates
+    handled at once) -> the loss-limit watch -> the engine (protection watch, strategies, gate,
+    execution, each routed intent's updates handled at once) -> fills delivered to strategies
+
+so a fill is always recorded after the bar that priced it, and nothing depends on task
+scheduling: the same input writes the same log, byte for byte. The engine itself has no
+simulation branch; live, `Engine.on_item` runs and a task consumes the broker's stream.
+"""
+
+from __future__ import annotations
+
+from engine.app import Engine
+from engine.brokers.simulated import SimulatedBroker
+from engine.clock import SimClock
+from engine.marketdata.types import MarketItem
+from events.market import Bar
+
+
+class StepDriver:
+    """Drives an engine opened in step mode over a simulated broker and clock."""
+
+    def __init__(self, engine: Engine) -> None:
+        broker, clock = engine.broker, engine.clock
+        if not isinstance(broker, SimulatedBroker) or not isinstance(clock, SimClock):
+            raise TypeError("a step driver needs the simulated broker and a simulated clock")
+        if not engine.step_mode:
+            raise ValueError("the engine was opened for the live path (step_mode=False); "
+                             "its simulated broker already watches the recorded bars")
+        self.engine = engine
+        self.broker = broker
+        self.clock = clock
+        # What the broker did with each routed intent is handled before the next step.
+        engine.settle = self.pump
+
+    async def on_item(self, item: MarketItem) -> None:
+        """One provider item, in the order above."""
+        engine = self.engine
+        if isinstance(item, Bar):
+            self.clock.set(item.end)
+        bar = engine.record(item)
+        if bar is None:
+            return
+        self.broker.on_bar(bar)  # orders placed on earlier bars fill at this bar's prices
+        await self.pump()
+        if await engine.loss_watch.check(attempts=1):
+            await self.pump()  # the kill switch's cancels, before any strategy sees the bar
+        await engine.on_bar(bar)
+
+    async def pump(self) -> None:
+        """Handle every update the simulated broker emitted so far (and what they cause)."""
+        while True:
+            updates = self.broker.drain_updates()
+            if not updates:
+                return
+            for u in updates:
+                await self.engine.execution.handle(u)
