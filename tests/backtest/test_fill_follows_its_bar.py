@@ -11,11 +11,11 @@ from pathlib import Path
 
 from engine.config import load_settings
 from engine.marketdata.assets import sample_bars_path
+from engine.rebuild import rebuild_from_path
 from engine.strategies import VwapMeanReversion
 from events.catalogue import BarReceived, FillReceived
 from events.market import Bar
 from events.store import LogReader
-from projections.state import rebuild_from_path
 from replay.backtest import run_backtest
 from replay.forensics import explain
 
