@@ -11,7 +11,7 @@ from engine.config import load_settings
 from engine.marketdata.assets import sample_bars_path
 from events.catalogue import BarReceived, FillReceived, OrderIntent, RiskApproved
 from events.store import LogReader
-from replay.backtest import run_backtest
+from replay.backtest.driver import run_backtest
 
 UTC = timezone.utc
 

@@ -10,7 +10,7 @@ import pytest
 
 from engine.config import load_settings
 from engine.marketdata.assets import sample_bars_path
-from replay.sweep import parse_grid, points, run_sweep
+from replay.backtest.sweep import parse_grid, points, run_sweep
 from tests.service.procs import cli
 
 UTC = timezone.utc

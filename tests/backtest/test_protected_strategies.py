@@ -14,7 +14,7 @@ from engine.marketdata.assets import sample_bars_path
 from engine.rebuild import rebuild_from_path
 from engine.strategies import SmaCrossover, VwapMeanReversion
 from engine.strategies.base import Strategy
-from replay.backtest import run_backtest
+from replay.backtest.driver import run_backtest
 
 UTC = timezone.utc
 DAY = dict(start=datetime(2026, 10, 28, 13, 30, tzinfo=UTC),

@@ -67,7 +67,7 @@ class SimWorld:
     n: int = 0
 
     async def bar(self, bar: Bar) -> None:
-        """One step of the market, in the step driver's order (replay/stepper.py): the bar
+        """One step of the market, in the step driver's order (replay/backtest/stepper.py): the bar
         is recorded, then the broker fills what it allows and the engine books those fills."""
         self.clock.set(bar.end)
         await self.log.append(BarReceived(ts=bar.end, bar=bar))
