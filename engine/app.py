@@ -89,8 +89,8 @@ def build_strategies(settings: Settings) -> list[Strategy]:
                 other = owner.setdefault(sym, strat.instance_name)
                 if other != strat.instance_name:
                     raise StrategyConfigError(strat.instance_name, [
-                        f"{sym} is already traded by {other}; positions are per symbol, so "
-                        "two strategies can not share one"])
+                        (f"{sym} is already traded by {other}; positions are per symbol, so "
+                         "two strategies can not share one")])
     return out
 
 

@@ -260,7 +260,7 @@ async def main_async(argv: Sequence[str] | None = None, *, out: TextIO | None = 
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except Exception as e:  # noqa: BLE001 - one clear line; --verbose for the rest
+    except Exception as e:
         code = exit_code(e, reading_a_log=True)
         if code == EXIT_RUNTIME:
             raise

@@ -99,12 +99,13 @@ async def summary_text(log_path: Path, settings: Settings, reason: str) -> str:
     rejected = Counter(r.code for d in decisions if isinstance(d, RiskRejected) for r in d.reasons)
     change = equity - first_equity if first_equity else None
     pct = f" ({change / first_equity:+.2%})" if first_equity and change is not None else ""
+    approved = len(decisions) - sum(1 for d in decisions if isinstance(d, RiskRejected))
     lines = [
         "",
         f"run finished: {reason}",
         f"equity      {money(first_equity)} -> {money(equity)}  change {money(change)}{pct}",
-        f"decisions   {len(decisions)} ({len(decisions) - sum(1 for d in decisions if isinstance(d, RiskRejected))} approved); "
-        f"fills {fills}; fees {money(fees)}; anomalies {len(proj.orders.anomalies)}",
+        (f"decisions   {len(decisions)} ({approved} approved); "
+         f"fills {fills}; fees {money(fees)}; anomalies {len(proj.orders.anomalies)}"),
         f"trading     {proj.risk.trading_state}; kill switch {proj.risk.kill_switch}",
     ]
     if rejected:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,8 @@ from engine.strategies import SmaCrossover, VwapMeanReversion
 from engine.strategies.base import Strategy
 from replay.backtest.driver import run_backtest
 
-UTC = timezone.utc
-DAY = dict(start=datetime(2026, 10, 28, 13, 30, tzinfo=UTC),
-           end=datetime(2026, 10, 29, 13, 30, tzinfo=UTC))
+DAY = {"start": datetime(2026, 10, 28, 13, 30, tzinfo=UTC),
+           "end": datetime(2026, 10, 29, 13, 30, tzinfo=UTC)}
 
 
 async def _orders(tmp_path: Path, strategy: Strategy) -> Any:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from events.market import Bar
 from events.store import EventLog, LogReader
 from projections.state import Projections
 
-UTC = timezone.utc
 T0 = datetime(2026, 11, 23, 14, 30, tzinfo=UTC)  # Monday 09:30 New York
 D = Decimal
 ASSETS = {
