@@ -1,5 +1,6 @@
 """What every command shares: the one usage error, the exit codes and the one map from
-exceptions to them, times and parameters from flags, and the table printer."""
+exceptions to them, and times and parameters from flags. (The one table printer is
+`replay.backtest.display.table`: the reports print tables too.)"""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from engine.cli.common import (
     UsageError,
     exit_code,
 )
+from engine.cli.options import as_of_options, json_option, no_plots_option, verbose_option
 from events.errors import CorruptLogError, DecodeError
 from events.store import LogReader
 from replay.forensics.explain import explain
@@ -78,11 +79,10 @@ def _parser() -> argparse.ArgumentParser:
         "(read-only; safe on a running service's log).", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("log", help="path of the event log (SQLite file)")
-    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    verbose_option(p, defaults=True)
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand must not reset --verbose given before it.
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="tracebacks on errors")
+    verbose_option(common, defaults=False)
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
 
     t = sub.add_parser("timeline", parents=[common], help="events in seq order")
@@ -97,31 +97,27 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--since", help="recorded at or after this time")
     t.add_argument("--until", help="recorded at or before this time")
     t.add_argument("--limit", type=int)
-    t.add_argument("--json", action="store_true", help="JSON lines: the event plus its seq")
+    json_option(t, "JSON lines: the event plus its seq")
 
     s = sub.add_parser("state", parents=[common], help="every projection as of a seq or time")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--at-seq", type=int)
-    g.add_argument("--at", help="as of the last event recorded at or before this time")
+    as_of_options(s)
     s.add_argument("--snapshot", action="store_true",
                    help="start from the saved snapshot if it matches (default: full replay)")
-    s.add_argument("--json", action="store_true")
+    json_option(s)
 
     x = sub.add_parser("explain", parents=[common], help="the causal chain behind an order")
     x.add_argument("id", metavar="ORDER", help="client order id or intent id")
-    x.add_argument("--json", action="store_true")
+    json_option(x)
 
     v = sub.add_parser("verify", parents=[common], help="hash chain and decode of every row")
-    v.add_argument("--json", action="store_true")
+    json_option(v)
 
     d = sub.add_parser("diff-broker", parents=[common], help="log positions vs broker snapshot")
     d.add_argument("snapshot", metavar="SNAPSHOT.json")
-    g = d.add_mutually_exclusive_group()
-    g.add_argument("--at-seq", type=int)
-    g.add_argument("--at")
+    as_of_options(d)
     d.add_argument("--price-tolerance", default="0.0001",
                    help="relative tolerance for average prices (default 0.0001 = 1 bp)")
-    d.add_argument("--json", action="store_true")
+    json_option(d)
 
     r = sub.add_parser("report", parents=[common], help="backtest report")
     r.add_argument("--out", help="directory for report.json, PNG plots and report.html")
@@ -130,9 +126,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="override the annualisation (default: from the bar interval)")
     r.add_argument("--starting-equity", help="if the log has no account snapshot")
     r.add_argument("--to-seq", type=int)
-    r.add_argument("--no-plots", action="store_true", help="with --out: JSON only")
+    no_plots_option(r, "with --out: JSON only")
     r.add_argument("--max-trades", type=int, default=20, help="trades shown in the table")
-    r.add_argument("--json", action="store_true", help="print the JSON report")
+    json_option(r, "print the JSON report")
     return p
 
 

@@ -18,7 +18,13 @@ from collections.abc import Callable, Sequence
 
 from engine.cli.common import EXIT_USAGE, exit_code, leaf, one_line
 from engine.cli.logs import setup_logging
-from engine.cli.options import global_options, run_flags, settings_overrides
+from engine.cli.options import (
+    global_options,
+    json_option,
+    no_plots_option,
+    run_flags,
+    settings_overrides,
+)
 from engine.cli.run import pace_overrides
 from engine.config import Settings, load_settings
 
@@ -41,18 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
         rp.add_argument("--dashboard", action="store_true",
                         help="serve the dashboard (dashboard.bind, default 127.0.0.1:8765)")
     c = command("config", "print the effective settings (secrets masked)")
-    c.add_argument("--json", action="store_true", help="(always JSON)")
+    json_option(c, "(always JSON)")
     b = command("backtest", "replay bars or a log through the engine")
     run_flags(b)
     b.add_argument("--symbols", help="comma-separated symbols to trade")
-    b.add_argument("--no-plots", action="store_true")
+    no_plots_option(b)
     w = command("sweep", "backtest a grid of strategy parameters in parallel")
     run_flags(w)
     w.add_argument("--grid", action="append", default=[], help="key=v1,v2,... (repeatable)")
     w.add_argument("--processes", type=int, default=None)
     w.add_argument("--ray", action="store_true", help="run on a Ray cluster (pip install .[ray])")
     s = command("status", "trading state, positions, orders, P&L vs limits")
-    s.add_argument("--json", action="store_true")
+    json_option(s)
     d = command("dashboard", "the operator's dashboard in the browser, on any log")
     d.add_argument("--bind", help="HOST:PORT (default: dashboard.bind, 127.0.0.1:8765)")
     d.add_argument("--allow-remote", action="store_true",
@@ -61,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         h = command(name, helptext)
         h.add_argument("--reason", required=True)
         h.add_argument("--actor", default="operator")
-        h.add_argument("--json", action="store_true")
+        json_option(h)
         h.add_argument("--timeout", type=float, default=60.0)
         if name == "halt":
             h.add_argument("--flatten", action="store_true", help="also close every position")

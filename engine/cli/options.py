@@ -1,5 +1,6 @@
-"""Options declared once: the global ones every command takes, and the knobs of a backtest
-(shared by every point of a sweep)."""
+"""Options declared once: the global ones every command takes, the knobs of a backtest
+(shared by every point of a sweep), and the ones several commands of both command lines
+take (`--json`, `--verbose` of the forensics reader, `--at-seq`/`--at`, `--no-plots`)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--symbol", help="symbol of a file without a symbol column (default: "
                                     "from its file name)")
     p.add_argument("--out", help="directory for the log and report")
-    p.add_argument("--json", action="store_true")
+    json_option(p)
 
 
 def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -64,3 +65,23 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def json_option(p: argparse.ArgumentParser, helptext: str = "print JSON") -> None:
+    p.add_argument("--json", action="store_true", help=helptext)
+
+
+def no_plots_option(p: argparse.ArgumentParser, helptext: str = "no PNG plots or HTML") -> None:
+    p.add_argument("--no-plots", action="store_true", help=helptext)
+
+
+def verbose_option(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The forensics reader's --verbose, before or after the command's name (SUPPRESS on the
+    subcommands: a value given before the name is kept)."""
+    d: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors", **d)
+
+
+def as_of_options(p: argparse.ArgumentParser) -> None:
+    """As of a seq or a time (default: the end of the log)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--at-seq", type=int, help="as of this seq")
+    g.add_argument("--at", help="as of the last event recorded at or before this time")
