@@ -105,7 +105,7 @@ def run_ours(data: Path, out: Path) -> Run:
     from engine.config import load_settings
     from engine.rebuild import rebuild_from_path
     from projections.positions import position_qty
-    from replay.backtest import run_backtest
+    from replay.backtest.driver import run_backtest
 
     assets = out.parent / "assets.csv"
     assets.write_text(f"symbol,tradable,fractionable,shortable\n{SYMBOL},true,true,false\n")

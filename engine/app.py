@@ -8,7 +8,7 @@ so there is no second way to trade.
 The market pipeline is the same everywhere: validate -> the bar is recorded -> strategies ->
 risk gate -> execution. `Engine.on_item` is the live path: a task consumes the broker's update
 stream (a simulated broker used live watches the recorded bars itself). Simulations (backtests,
-the demo, the service's file replay) are driven step by step by `replay.stepper.StepDriver`,
+the demo, the service's file replay) are driven step by step by `replay.backtest.stepper.StepDriver`,
 which moves the simulated clock, lets the simulated broker fill against each recorded bar and
 handles its updates inline, so a fill always follows the bar that priced it and runs are
 byte-for-byte reproducible. Projections fold each event as it is appended, so every step sees
@@ -89,8 +89,8 @@ def build_strategies(settings: Settings) -> list[Strategy]:
                 other = owner.setdefault(sym, strat.instance_name)
                 if other != strat.instance_name:
                     raise StrategyConfigError(strat.instance_name, [
-                        f"{sym} is already traded by {other}; positions are per symbol, so "
-                        "two strategies can not share one"])
+                        (f"{sym} is already traded by {other}; positions are per symbol, so "
+                         "two strategies can not share one")])
     return out
 
 
@@ -138,7 +138,7 @@ class Engine:
     runner: StrategyRunner
     validator: BarValidator
     run_id: str
-    # Driven by a step driver (replay/stepper.py) rather than by tasks on the broker's stream:
+    # Driven by a step driver (replay/backtest/stepper.py) rather than by tasks on the broker's stream:
     # the service starts no stream consumer, reconciliation loop or loss-watch task for it.
     step_mode: bool
     loss_watch: LossLimitWatch

@@ -43,7 +43,7 @@ from engine.sources import (
 )
 
 if TYPE_CHECKING:
-    from replay.stepper import StepDriver
+    from replay.backtest.stepper import StepDriver
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def _step_driver(engine: Engine) -> StepDriver | None:
     """The simulation loop for an engine opened in step mode, else None (the live path)."""
     if not engine.step_mode:
         return None
-    from replay.stepper import StepDriver  # the simulation's driver lives with the replays
+    from replay.backtest.stepper import StepDriver  # the simulation's driver lives with the replays
 
     return StepDriver(engine)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import ClassVar, Literal, Union
+from typing import ClassVar, Literal
 
 import msgspec
 
@@ -612,48 +612,48 @@ class ProtectionMissing(Event, frozen=True, tag="protection_missing"):
     detail: str = ""
 
 
-AnyEvent = Union[
-    BarReceived,
-    DataRejected,
-    DataGap,
-    OrderIntent,
-    StrategyError,
-    RiskApproved,
-    RiskRejected,
-    OrderSubmitRequested,
-    OrderSubmitted,
-    OrderSubmitAmbiguous,
-    OrderAccepted,
-    FillReceived,
-    CancelRequested,
-    CancelRejected,
-    OrderCanceled,
-    OrderRejected,
-    OrderExpired,
-    ReplaceRequested,
-    OrderReplaced,
-    TrailingStopUpdated,
-    UnknownBrokerMessage,
-    AccountSnapshot,
-    AssetInfo,
-    RunStarted,
-    RunEnded,
-    RunSealed,
-    RecoveryStep,
-    RecoveryCompleted,
-    TradingStateChanged,
-    KillSwitchEngaged,
-    KillSwitchVerified,
-    KillSwitchReleased,
-    DiscrepancyFound,
-    PositionAdjusted,
-    OrphanOrderAdopted,
-    OrphanOrderCanceled,
-    ReconciliationCompleted,
-    IllegalTransition,
-    BrokerStreamStatus,
-    AlertSent,
-    ProtectionMissing,
-]
+AnyEvent = (
+    BarReceived
+    | DataRejected
+    | DataGap
+    | OrderIntent
+    | StrategyError
+    | RiskApproved
+    | RiskRejected
+    | OrderSubmitRequested
+    | OrderSubmitted
+    | OrderSubmitAmbiguous
+    | OrderAccepted
+    | FillReceived
+    | CancelRequested
+    | CancelRejected
+    | OrderCanceled
+    | OrderRejected
+    | OrderExpired
+    | ReplaceRequested
+    | OrderReplaced
+    | TrailingStopUpdated
+    | UnknownBrokerMessage
+    | AccountSnapshot
+    | AssetInfo
+    | RunStarted
+    | RunEnded
+    | RunSealed
+    | RecoveryStep
+    | RecoveryCompleted
+    | TradingStateChanged
+    | KillSwitchEngaged
+    | KillSwitchVerified
+    | KillSwitchReleased
+    | DiscrepancyFound
+    | PositionAdjusted
+    | OrphanOrderAdopted
+    | OrphanOrderCanceled
+    | ReconciliationCompleted
+    | IllegalTransition
+    | BrokerStreamStatus
+    | AlertSent
+    | ProtectionMissing
+)
 
-ALL_EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__  # type: ignore[attr-defined]
+ALL_EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__

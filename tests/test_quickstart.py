@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def quickstart_commands() -> list[str]:
     text = (REPO / "README.md").read_text()
     section = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
     return [line.strip() for b in blocks for line in b.splitlines() if line.strip()]
 
 
@@ -44,7 +44,7 @@ def test_quickstart_from_a_fresh_venv(tmp_path: Path) -> None:
 
     # `-e .` refers to the clone: run from it, but keep the demo's data dir in the scratch
     # space by pointing MQD_DATA_DIR there.
-    run = subprocess.run(first, shell=True, cwd=REPO, env={**env, "MQD_DATA_DIR": str(work)},
+    run = subprocess.run(first, check=False, shell=True, cwd=REPO, env={**env, "MQD_DATA_DIR": str(work)},
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "run finished: data finished" in run.stdout
@@ -53,7 +53,7 @@ def test_quickstart_from_a_fresh_venv(tmp_path: Path) -> None:
     python = bin_dir / "python"
     assert Path(sys.executable).resolve() != python.resolve()
     # what a newcomer types next: `status` finds the demo's log under runs/ by itself
-    status = subprocess.run([str(python), "-m", "engine", "status"], cwd=REPO,
+    status = subprocess.run([str(python), "-m", "engine", "status"], check=False, cwd=REPO,
                             env={**env, "MQD_DATA_DIR": str(work)}, capture_output=True,
                             text=True, timeout=120)
     assert status.returncode == 0, status.stderr[-2000:]
@@ -61,7 +61,7 @@ def test_quickstart_from_a_fresh_venv(tmp_path: Path) -> None:
 
     collect = second.replace("python -m pytest -q", "python -m pytest -q --collect-only tests/events")
     assert collect != second, "the README's test command changed; update this test"
-    run = subprocess.run(collect, shell=True, cwd=REPO, env=env, capture_output=True, text=True,
+    run = subprocess.run(collect, check=False, shell=True, cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=1200)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "test_codec.py" in run.stdout

@@ -32,7 +32,8 @@ from engine.dashboard.security import TOKEN_HEADER, Token, is_loopback
 from engine.dashboard.svg import equity_svg
 from engine.risk.limits import RiskLimits
 from events.store import LogReader
-from replay.forensics import NotFoundError, explain, to_json
+from replay.forensics.explain import explain
+from replay.forensics.queries import NotFoundError, to_json
 
 log = logging.getLogger(__name__)
 

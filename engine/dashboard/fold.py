@@ -34,7 +34,7 @@ from events.catalogue import (
 )
 from events.store import correlation
 from projections.state import Projections
-from replay.forensics import summarize
+from replay.forensics.summary import summarize
 
 TIMELINE_KEPT = 5000
 RECENT_KEPT = 100

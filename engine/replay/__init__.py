@@ -1,2 +1,2 @@
-"""`python -m engine.replay`: the forensics command line over `replay.forensics` and
-`replay.report`. Nothing happens at import; see `engine.replay.cli.main`."""
+"""`python -m engine.replay LOG <command>`: the thin entry point of the forensics command line,
+`engine.cli.forensics`, over `replay.forensics` and `replay.backtest.report`."""

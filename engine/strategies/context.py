@@ -447,8 +447,8 @@ class StrategyContext:
             raise ValueError("a take_profit needs a stop to make an OCO")
         whole = is_whole(qty)
         tif = time_in_force or ("gtc" if whole else "day")
-        common: dict[str, Any] = dict(symbol=sym, qty=abs(qty), time_in_force=tif,
-                                      reduce_only=True, reason=reason)
+        common: dict[str, Any] = {"symbol": sym, "qty": abs(qty), "time_in_force": tif,
+                                      "reduce_only": True, "reason": reason}
         if take_profit is not None:
             assert stop is not None
             intent = self.order(side, order_type="limit", limit_price=take_profit,

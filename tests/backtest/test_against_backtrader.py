@@ -25,7 +25,7 @@ from engine.config import load_settings
 from events.catalogue import FillReceived
 from events.store import LogReader
 from projections.calendar import NEW_YORK, is_business_day
-from replay.backtest import run_backtest
+from replay.backtest.driver import run_backtest
 
 bt = pytest.importorskip("backtrader")
 pd = pytest.importorskip("pandas")

@@ -4,16 +4,14 @@ bar's open (no look-ahead)."""
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.config import load_settings
 from engine.marketdata.assets import sample_bars_path
 from events.catalogue import BarReceived, FillReceived, OrderIntent, RiskApproved
 from events.store import LogReader
-from replay.backtest import run_backtest
-
-UTC = timezone.utc
+from replay.backtest.driver import run_backtest
 
 
 async def payload_digest(path: Path) -> tuple[str, int]:
@@ -29,8 +27,8 @@ async def payload_digest(path: Path) -> tuple[str, int]:
 
 async def test_two_runs_give_byte_identical_logs(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path)
-    day = dict(start=datetime(2026, 10, 28, 13, 30, tzinfo=UTC),
-               end=datetime(2026, 10, 29, 13, 30, tzinfo=UTC))
+    day = {"start": datetime(2026, 10, 28, 13, 30, tzinfo=UTC),
+               "end": datetime(2026, 10, 29, 13, 30, tzinfo=UTC)}
     a = await run_backtest(settings, sample_bars_path(), tmp_path / "a.sqlite", **day)
     b = await run_backtest(settings, sample_bars_path(), tmp_path / "b.sqlite", **day)
     assert a.run_id == b.run_id and a.bars == b.bars > 1000

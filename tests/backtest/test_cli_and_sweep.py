@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from engine.config import load_settings
 from engine.marketdata.assets import sample_bars_path
-from replay.sweep import parse_grid, points, run_sweep
+from replay.backtest.sweep import parse_grid, points, run_sweep
 from tests.service.procs import cli
 
-UTC = timezone.utc
-DAY = dict(start=datetime(2026, 10, 28, 13, 30, tzinfo=UTC),
-           end=datetime(2026, 10, 28, 20, 0, tzinfo=UTC))
+DAY = {"start": datetime(2026, 10, 28, 13, 30, tzinfo=UTC),
+           "end": datetime(2026, 10, 28, 20, 0, tzinfo=UTC)}
 
 
 @pytest.mark.slow
@@ -64,5 +63,5 @@ def test_sweep_on_a_local_ray_instance(tmp_path: Path) -> None:
                       tmp_path / "local", processes=2, **DAY)
     on_ray = run_sweep(settings, "sma_crossover", {"fast": [5, 10]}, sample_bars_path(),
                        tmp_path / "ray", use_ray=True, **DAY)
-    key = lambda r: json.dumps(r["params"], sort_keys=True)  # noqa: E731
+    key = lambda r: json.dumps(r["params"], sort_keys=True)
     assert {key(r): r["total_return"] for r in local} == {key(r): r["total_return"] for r in on_ray}

@@ -16,8 +16,8 @@ from engine.strategies import VwapMeanReversion
 from events.catalogue import BarReceived, FillReceived
 from events.market import Bar
 from events.store import LogReader
-from replay.backtest import run_backtest
-from replay.forensics import explain
+from replay.backtest.driver import run_backtest
+from replay.forensics.explain import explain
 
 START = datetime(2026, 10, 28, 13, 30, tzinfo=UTC)
 END = datetime(2026, 10, 29, 13, 30, tzinfo=UTC)

@@ -29,7 +29,7 @@ from events.market import Bar
 from events.store import LogReader
 from projections.calendar import NEW_YORK
 from projections.state import Projections
-from replay.backtest import run_backtest
+from replay.backtest.driver import run_backtest
 from tests.execution.simworld import mk_bar, sim_world
 
 D = Decimal
@@ -170,6 +170,6 @@ async def test_run_started_records_the_fill_model(tmp_path: Path) -> None:
             m.zero_volume, m.time_in_force) == (D(3), D("0.005"), D(0), D(1), D("0.25"),
                                                 "fill", "gtc")
     assert "next bar's open" in m.fill_rule
-    from replay.forensics import summarize
+    from replay.forensics.summary import summarize
     assert summarize(run).endswith("; fills: slippage 3 bps, volume cap 0.25, zero volume "
                                    "fill, time in force gtc")

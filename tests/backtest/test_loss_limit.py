@@ -29,7 +29,7 @@ from events.catalogue import (
 from events.market import Bar
 from events.store import LogReader
 from projections.calendar import NEW_YORK
-from replay.backtest import run_backtest
+from replay.backtest.driver import run_backtest
 
 D = Decimal
 MONDAY = date(2026, 11, 23)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import build_parser, strategy_params
+from engine.cli.backtest import strategy_params
+from engine.cli.main import build_parser
 from engine.config import load_settings
-from replay.progress import Progress
+from replay.backtest.progress import Progress
 from tests.owndata import business_days, grouped, minute_rows, write_csv, yahoo_daily
 from tests.service.procs import cli
 
@@ -260,7 +261,7 @@ def test_fill_model_flags_reach_the_run(tmp_path: Path, mine: Path) -> None:
 
 
 def test_sweep_reports_progress_per_point_and_overall(tmp_path: Path, mine: Path) -> None:
-    from replay.sweep import run_sweep
+    from replay.backtest.sweep import run_sweep
 
     settings = load_settings(data_dir=tmp_path, sim={"cash": "100000"},
                              strategies=[{"name": "sma_crossover"}])
@@ -276,7 +277,7 @@ def test_sweep_reports_progress_per_point_and_overall(tmp_path: Path, mine: Path
 
 
 def test_default_names_say_what_ran_even_for_relative_files() -> None:
-    from engine.cli import backtest_stem
+    from engine.cli.backtest import backtest_stem
 
     assert backtest_stem("sma", [Path("SPY.csv")]) == "sma-SPY"
     # two files in the working directory: their parent's name is "", never a bare "sma-"

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,10 @@ from engine.marketdata.assets import sample_bars_path
 from engine.rebuild import rebuild_from_path
 from engine.strategies import SmaCrossover, VwapMeanReversion
 from engine.strategies.base import Strategy
-from replay.backtest import run_backtest
+from replay.backtest.driver import run_backtest
 
-UTC = timezone.utc
-DAY = dict(start=datetime(2026, 10, 28, 13, 30, tzinfo=UTC),
-           end=datetime(2026, 10, 29, 13, 30, tzinfo=UTC))
+DAY = {"start": datetime(2026, 10, 28, 13, 30, tzinfo=UTC),
+           "end": datetime(2026, 10, 29, 13, 30, tzinfo=UTC)}
 
 
 async def _orders(tmp_path: Path, strategy: Strategy) -> Any:

@@ -24,7 +24,7 @@ from engine.strategies.context import StrategyContext
 from events.catalogue import BarReceived, DataRejected, FillReceived, OrderIntent
 from events.market import Bar
 from events.store import LogReader
-from replay.backtest import NoBarsError, run_backtest, stuck_orders_line
+from replay.backtest.driver import NoBarsError, run_backtest, stuck_orders_line
 from tests.backtest.test_backtest_determinism import payload_digest
 from tests.owndata import business_days, grouped, minute_rows, shuffled, write_csv
 

@@ -15,7 +15,7 @@ from engine.marketdata.parse import RowParser
 from events.catalogue import BarReceived, FillReceived, OrderExpired, OrderIntent, RiskApproved
 from events.store import LogReader
 from projections.calendar import NEW_YORK, early_closes, order_session, session_close
-from replay.backtest import run_backtest
+from replay.backtest.driver import run_backtest
 from tests.owndata import business_days, walk, write_csv, yahoo_daily
 
 # Through Thanksgiving 2026 (a holiday) and the early close the day after it.

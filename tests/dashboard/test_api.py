@@ -19,7 +19,7 @@ from events.catalogue import FillReceived
 from events.store import EventLog, LogReader
 from projections.calendar import trading_day
 from projections.risk import day_trades_in_window, realized_in_week, realized_on
-from replay.forensics import explain
+from replay.forensics.explain import explain
 from tests.dashboard.helpers import dashboard
 from tests.dashboard.scripted import write
 from tests.factories import bar, later

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import types
 import typing
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -17,8 +17,6 @@ from events.codec import Codec, default_codec
 from events.errors import DecodeError, SchemaTooNewError
 from events.market import Bar
 
-UTC = timezone.utc
-
 decimals = st.one_of(
     st.decimals(allow_nan=False, allow_infinity=False, places=9,
                 min_value=Decimal("-1e12"), max_value=Decimal("1e12")),
@@ -30,7 +28,7 @@ aware = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1,
 
 @st.composite
 def bars(draw: st.DrawFn) -> Bar:
-    lo = draw(st.decimals(min_value=Decimal("0.0001"), max_value=Decimal("100000"), places=4))
+    lo = draw(st.decimals(min_value=Decimal("0.0001"), max_value=Decimal(100000), places=4))
     o = lo + draw(st.decimals(min_value=0, max_value=100, places=4))
     c = lo + draw(st.decimals(min_value=0, max_value=100, places=4))
     h = max(o, c) + draw(st.decimals(min_value=0, max_value=10, places=4))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from events.market import Bar
 from events.store import EventLog, LogReader
 from projections.state import Projections
 
-UTC = timezone.utc
 T0 = datetime(2026, 11, 23, 14, 30, tzinfo=UTC)  # Monday 09:30 New York
 D = Decimal
 ASSETS = {
@@ -67,7 +66,7 @@ class SimWorld:
     n: int = 0
 
     async def bar(self, bar: Bar) -> None:
-        """One step of the market, in the step driver's order (replay/stepper.py): the bar
+        """One step of the market, in the step driver's order (replay/backtest/stepper.py): the bar
         is recorded, then the broker fills what it allows and the engine books those fills."""
         self.clock.set(bar.end)
         await self.log.append(BarReceived(ts=bar.end, bar=bar))

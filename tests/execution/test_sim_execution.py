@@ -76,7 +76,7 @@ async def test_fractional_notional_and_fees_slippage(log_path: Path) -> None:
         d = await w.order(qty=None, notional=D("150"))
         assert isinstance(d, RiskApproved) and d.qty is not None and d.qty < 1
         await w.bar(mk_bar("AAPL", 1, "600"))
-        f = [e for e in await w.events() if isinstance(e, FillReceived)][0]
+        f = next(e for e in await w.events() if isinstance(e, FillReceived))
         assert f.price == D("600.6000") and f.qty == d.qty
         assert f.fee == (f.qty * f.price * D("0.0005")).quantize(D("0.01"))
 

@@ -28,10 +28,10 @@ S = OrderStatus
 
 
 def bracket(sl: str = "98", tp: str = "104", sl_limit: str | None = None) -> dict[str, Any]:
-    return dict(order_class="bracket", time_in_force="gtc",
-                stop_loss=StopLoss(stop_price=D(sl),
+    return {"order_class": "bracket", "time_in_force": "gtc",
+                "stop_loss": StopLoss(stop_price=D(sl),
                                    limit_price=D(sl_limit) if sl_limit else None),
-                take_profit=TakeProfit(limit_price=D(tp)))
+                "take_profit": TakeProfit(limit_price=D(tp))}
 
 
 def fills_of(w: Any, coid: str) -> list[tuple[Decimal, Decimal]]:
@@ -72,7 +72,7 @@ async def test_bracket_legs_held_until_fill_then_stop_fills_and_cancels_take_pro
 
 async def test_stop_gapped_through_fills_at_the_open_with_slippage(log_path: Path) -> None:
     async with sim_world(log_path, config=SimConfig(slippage_bps=D(10))) as w:
-        d, tp, sl = await entered(w)
+        _d, _tp, sl = await entered(w)
         await w.bar(mk_bar("AAPL", 1, "100"))
         await w.bar(mk_bar("AAPL", 2, "95", h="96", lo="94"))  # opens below the 98 stop
         # 95 less 10 bps: not the stop price a gap never traded at
@@ -81,7 +81,7 @@ async def test_stop_gapped_through_fills_at_the_open_with_slippage(log_path: Pat
 
 async def test_bar_touching_both_legs_fills_the_stop(log_path: Path) -> None:
     async with sim_world(log_path) as w:
-        d, tp, sl = await entered(w)
+        _d, tp, sl = await entered(w)
         await w.bar(mk_bar("AAPL", 1, "100"))
         await w.bar(mk_bar("AAPL", 2, "100", h="105", lo="97"))  # 104 and 98 both touched
         assert (sl.status, tp.status) == (S.FILLED, S.CANCELED)
@@ -90,7 +90,7 @@ async def test_bar_touching_both_legs_fills_the_stop(log_path: Path) -> None:
 
 async def test_take_profit_fill_cancels_the_stop(log_path: Path) -> None:
     async with sim_world(log_path) as w:
-        d, tp, sl = await entered(w)
+        _d, tp, sl = await entered(w)
         await w.bar(mk_bar("AAPL", 1, "100"))
         await w.bar(mk_bar("AAPL", 2, "101", h="105", lo="100.5"))
         assert await fills(w, tp.client_order_id) == [(D(10), D(104))]
@@ -126,7 +126,7 @@ async def test_unfilled_parent_canceled_cancels_its_legs(log_path: Path) -> None
 
 async def test_stop_limit_becomes_a_limit(log_path: Path) -> None:
     async with sim_world(log_path) as w:
-        d, tp, sl = await entered(w, **bracket(sl="98", sl_limit="97.5"))
+        _d, _tp, sl = await entered(w, **bracket(sl="98", sl_limit="97.5"))
         await w.bar(mk_bar("AAPL", 1, "100"))
         await w.bar(mk_bar("AAPL", 2, "97", h="97.2", lo="96"))  # gaps below the limit
         assert await fills(w, sl.client_order_id) == []
@@ -205,8 +205,8 @@ async def test_moving_a_stop_goes_through_the_gate_and_the_broker(log_path: Path
     async with sim_world(log_path, limits=limits) as w:
         d, tp, sl = await entered(w)  # 10 shares, stop 98: 20 + gap of the 60 budget
         await w.bar(mk_bar("AAPL", 1, "100"))
-        move = dict(side="sell", qty="10", order_type="stop", time_in_force="gtc",
-                    replaces=sl.client_order_id)
+        move = {"side": "sell", "qty": "10", "order_type": "stop", "time_in_force": "gtc",
+                    "replaces": sl.client_order_id}
         up = await w.order(**move, stop_price=D("99.5"))
         assert isinstance(up, RiskApproved) and up.replaces == sl.client_order_id
         new = w.proj.orders.orders[up.client_order_id]

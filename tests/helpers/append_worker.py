@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from events.catalogue import OrderIntent
@@ -21,7 +21,7 @@ async def main(path: str, tasks: int) -> None:
             while True:
                 counter += 1
                 iid = f"w{w}-{counter}"
-                ev = OrderIntent(ts=datetime.now(timezone.utc), intent_id=iid, strategy="kill",
+                ev = OrderIntent(ts=datetime.now(UTC), intent_id=iid, strategy="kill",
                                  symbol="AAPL", side="buy", qty=Decimal("1.5"))
                 seq = await log.append(ev)
                 sys.stdout.write(f"{seq} {iid}\n")

@@ -25,9 +25,9 @@ from tests.integration.alpaca_world import alpaca_world
 
 D = Decimal
 S = OrderStatus
-RICH = dict(risk={"max_order_notional": 50000, "max_symbol_exposure": 60000,
+RICH = {"risk": {"max_order_notional": 50000, "max_symbol_exposure": 60000,
                   "max_gross_exposure": 100000, "daily_loss_limit_pct": "0.5",
-                  "weekly_loss_limit_pct": "0.5", "day_trade_mode": "off"})
+                  "weekly_loss_limit_pct": "0.5", "day_trade_mode": "off"}}
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import pytest
@@ -167,7 +167,7 @@ class HungUpClient:
     async def send(self, data: bytes) -> None:
         raise anyio.BrokenResourceError
 
-    async def __aenter__(self) -> HungUpClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -59,10 +59,13 @@ class Engine:
     report: RecoveryReport | None
 
 
+DEFAULT_POLICY = ReconcilePolicy()
+
+
 class Env:
     """A broker that outlives engine restarts, and a log on disk."""
 
-    def __init__(self, path: Path, policy: ReconcilePolicy = ReconcilePolicy()) -> None:
+    def __init__(self, path: Path, policy: ReconcilePolicy = DEFAULT_POLICY) -> None:
         self.path = path
         self.clock = SimClock(T0)
         self.broker = SimulatedBroker(clock=self.clock, assets=ASSETS, cash=D(100_000))

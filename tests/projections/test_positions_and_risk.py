@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from events.catalogue import PositionAdjusted
@@ -10,7 +10,6 @@ from projections.state import Projections
 from tests.factories import T0, approved, fill, submitted_chain
 
 D = Decimal
-UTC = timezone.utc
 
 
 def proj_with(*events: object) -> Projections:

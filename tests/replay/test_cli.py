@@ -10,7 +10,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from engine.replay.cli import main
+from engine.cli.forensics import main
 from events.catalogue import AccountSnapshot, FillReceived
 from events.store import EventLog
 from tests.factories import T0, approved, bar, fill, submitted_chain

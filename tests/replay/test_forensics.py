@@ -17,19 +17,17 @@ from events.store import LogReader, correlation_of
 from projections.calendar import trading_day
 from projections.risk import realized_on
 from projections.state import Projections
-from replay.forensics import (
+from replay.forensics.explain import explain
+from replay.forensics.queries import (
     ForensicsError,
     NotFoundError,
     TimelineFilter,
-    diff_broker,
-    explain,
-    parse_broker_snapshot,
     rebuild_at,
     state_at,
     timeline,
-    verify_log,
 )
-from replay.render import render_explain, render_state
+from replay.forensics.render import render_explain, render_state
+from replay.forensics.verify import diff_broker, parse_broker_snapshot, verify_log
 from tests.execution.simworld import T0
 from tests.replay.session import Session
 

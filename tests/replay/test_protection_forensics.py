@@ -8,12 +8,12 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
-from engine.cli import main
+from engine.cli.main import main
 from events.catalogue import RiskApproved, StopLoss, TakeProfit
 from events.store import LogReader
 from projections.protection import describe, protection_of
-from replay.forensics import explain
-from replay.render import render_explain
+from replay.forensics.explain import explain
+from replay.forensics.render import render_explain
 from tests.execution.simworld import mk_bar, sim_world
 
 D = Decimal

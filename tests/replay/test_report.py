@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.replay.cli import main
+from engine.cli.forensics import main
 from events.catalogue import (
     AccountSnapshot,
     OrderIntent,
@@ -22,9 +22,8 @@ from events.catalogue import (
     RiskRejected,
 )
 from events.store import EventLog, LogReader
-from replay.forensics import state_at
-from replay.plots import write_html, write_plots
-from replay.report import (
+from replay.backtest.plots import write_html, write_plots
+from replay.backtest.report import (
     Report,
     ReportBuilder,
     ReportError,
@@ -33,6 +32,7 @@ from replay.report import (
     build_report_async,
     render_table,
 )
+from replay.forensics.queries import state_at
 from tests.factories import T0, approved, bar, fill, submitted_chain
 from tests.replay.session import Session
 

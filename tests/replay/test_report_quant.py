@@ -18,9 +18,9 @@ import pytest
 from events.base import UTC
 from events.catalogue import AccountSnapshot
 from projections.calendar import NEW_YORK
-from replay.backtest import run_backtest
-from replay.plots import _sample, _session_ticks, render_plots, trades_png, write_html
-from replay.report import build_report_async, render_table, summary_rows
+from replay.backtest.driver import run_backtest
+from replay.backtest.plots import _sample, _session_ticks, render_plots, trades_png, write_html
+from replay.backtest.report import build_report_async, render_table, summary_rows
 from tests.backtest.test_fill_model import BuyAtTheClose, write_assets, write_two_sessions
 from tests.factories import approved, bar, fill, submitted_chain
 from tests.replay.test_report import (
@@ -238,7 +238,7 @@ async def test_per_symbol_plot_with_hundreds_of_trades(tmp_path: Path) -> None:
 
 
 def test_display_never_shows_minus_zero_and_names_the_bar_interval() -> None:
-    from replay.report import _interval, _money, _pct
+    from replay.backtest.report import _interval, _money, _pct
 
     assert _pct(-0.00001, 1) == "0.0%" and _pct(-0.0012, 1) == "-0.1%"
     assert _money(D("-0.004")) == "0.00" and _money(D("-0.006")) == "-0.01"

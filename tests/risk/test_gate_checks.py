@@ -298,18 +298,18 @@ async def test_no_account_state(log_path: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bad,needle", [
-    (dict(side="hold"), "side 'hold'"),
-    (dict(qty="0"), "qty=0"),
-    (dict(qty="-3"), "qty=-3"),
-    (dict(qty="NaN"), "qty=NaN"),
-    (dict(qty="1", notional="5"), "exactly one of qty and notional"),
-    (dict(qty=None), "exactly one of qty and notional"),
-    (dict(order_type="iceberg"), "order_type 'iceberg'"),
-    (dict(order_type="stop"), "a stop order needs stop_price"),
-    (dict(order_type="trailing_stop"), "exactly one of trail_price and trail_percent"),
-    (dict(order_class="bracket"), "needs both take_profit and stop_loss"),
-    (dict(order_type="limit"), "needs limit_price"),
-    (dict(symbol="aapl"), "upper-case ticker"),
+    ({"side": "hold"}, "side 'hold'"),
+    ({"qty": "0"}, "qty=0"),
+    ({"qty": "-3"}, "qty=-3"),
+    ({"qty": "NaN"}, "qty=NaN"),
+    ({"qty": "1", "notional": "5"}, "exactly one of qty and notional"),
+    ({"qty": None}, "exactly one of qty and notional"),
+    ({"order_type": "iceberg"}, "order_type 'iceberg'"),
+    ({"order_type": "stop"}, "a stop order needs stop_price"),
+    ({"order_type": "trailing_stop"}, "exactly one of trail_price and trail_percent"),
+    ({"order_class": "bracket"}, "needs both take_profit and stop_loss"),
+    ({"order_type": "limit"}, "needs limit_price"),
+    ({"symbol": "aapl"}, "upper-case ticker"),
 ])
 async def test_bad_intents_are_rejected_recorded_and_the_gate_keeps_running(
         log_path: Path, bad: dict[str, str | None], needle: str) -> None:

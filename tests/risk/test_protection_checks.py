@@ -57,8 +57,8 @@ async def test_take_profit_on_the_wrong_side_alone_refuses(log_path: Path) -> No
 
 async def test_take_profit_closer_than_a_cent_refuses(log_path: Path) -> None:
     async with trading_world(log_path, cash="10000", prices={**PRICES, "MSFT": "0.5"}) as w:
-        kw = dict(symbol="MSFT", qty="10", order_class="oto",
-                  order_type="limit", limit_price="0.5")
+        kw = {"symbol": "MSFT", "qty": "10", "order_class": "oto",
+                  "order_type": "limit", "limit_price": "0.5"}
         assert codes(await w.submit(**kw, take_profit=TakeProfit(limit_price=D("0.505")))) == {
             "TAKE_PROFIT_TOO_CLOSE"}
         approved_(await w.submit(**kw, take_profit=TakeProfit(limit_price=D("0.51"))))
@@ -67,7 +67,7 @@ async def test_take_profit_closer_than_a_cent_refuses(log_path: Path) -> None:
 async def test_trail_zero_alone_refuses(log_path: Path) -> None:
     async with trading_world(log_path, cash="10000") as w:
         await w.hold("AAPL", "5", "100")
-        kw = dict(side="sell", qty="5", order_type="trailing_stop", time_in_force="gtc")
+        kw = {"side": "sell", "qty": "5", "order_type": "trailing_stop", "time_in_force": "gtc"}
         assert codes(await w.submit(**kw, trail_percent="0")) == {"TRAIL_NOT_POSITIVE"}
         assert codes(await w.submit(**kw, trail_price="-1")) == {"TRAIL_NOT_POSITIVE"}
         a = approved_(await w.submit(**kw, trail_percent="2"))
@@ -153,7 +153,7 @@ async def test_held_leg_of_an_unfilled_parent_protects_nothing(log_path: Path) -
 async def test_a_second_stop_for_a_guarded_position_alone_refuses(log_path: Path) -> None:
     async with trading_world(log_path, cash="10000") as w:
         await w.hold("MSFT", "4", "50")
-        kw = dict(symbol="MSFT", side="sell", order_type="stop", time_in_force="gtc")
+        kw = {"symbol": "MSFT", "side": "sell", "order_type": "stop", "time_in_force": "gtc"}
         first = approved_(await w.submit(qty="3", stop_price="48", **kw))
         assert codes(await w.submit(qty="2", stop_price="47", **kw)) == {
             "PROTECTION_EXCEEDS_POSITION"}

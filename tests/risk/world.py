@@ -7,7 +7,7 @@ import itertools
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,17 +31,16 @@ from projections.risk import Decision
 from projections.state import Projections
 from tests.factories import bar, fill, submitted_chain
 
-UTC = timezone.utc
 NOW = datetime(2026, 11, 23, 16, 0, tzinfo=UTC)  # Monday 11:00 New York
 D = Decimal
 _ids = itertools.count()
 
 ASSETS = {
-    "AAPL": dict(fractionable=True, shortable=True),
-    "MSFT": dict(fractionable=True, shortable=True),
-    "BIG": dict(fractionable=True),  # the $600 share
-    "WHOLE": dict(fractionable=False),
-    "HALT": dict(fractionable=True, tradable=False),
+    "AAPL": {"fractionable": True, "shortable": True},
+    "MSFT": {"fractionable": True, "shortable": True},
+    "BIG": {"fractionable": True},  # the $600 share
+    "WHOLE": {"fractionable": False},
+    "HALT": {"fractionable": True, "tradable": False},
 }
 PRICES = {"AAPL": "100", "MSFT": "50", "BIG": "600", "WHOLE": "20", "HALT": "10"}
 
@@ -84,12 +83,12 @@ class World:
 
 def intent(symbol: str = "AAPL", side: str = "buy", qty: str | None = "1",
            notional: str | None = None, **kw: Any) -> OrderIntent:
-    fields: dict[str, Any] = dict(
-        ts=kw.pop("ts", NOW), intent_id=kw.pop("intent_id", f"t-{next(_ids)}"),
-        strategy="test", symbol=symbol, side=side,
-        qty=D(qty) if qty is not None else None,
-        notional=D(notional) if notional is not None else None,
-    )
+    fields: dict[str, Any] = {
+        "ts": kw.pop("ts", NOW), "intent_id": kw.pop("intent_id", f"t-{next(_ids)}"),
+        "strategy": "test", "symbol": symbol, "side": side,
+        "qty": D(qty) if qty is not None else None,
+        "notional": D(notional) if notional is not None else None,
+    }
     for k in ("limit_price", "stop_price", "trail_price", "trail_percent"):
         if k in kw and kw[k] is not None:
             kw[k] = D(kw[k])
@@ -108,10 +107,10 @@ def approved_(d: Decision) -> RiskApproved:
 
 
 def generous(**over: Any) -> RiskLimits:
-    base: dict[str, Any] = dict(max_order_notional=D(100_000), max_symbol_exposure=D(100_000),
-                                max_gross_exposure=D(100_000), max_open_positions=50,
-                                daily_loss_limit_pct=D(1), weekly_loss_limit_pct=D(1),
-                                max_orders_per_minute=100_000, day_trade_mode="off")
+    base: dict[str, Any] = {"max_order_notional": D(100_000), "max_symbol_exposure": D(100_000),
+                                "max_gross_exposure": D(100_000), "max_open_positions": 50,
+                                "daily_loss_limit_pct": D(1), "weekly_loss_limit_pct": D(1),
+                                "max_orders_per_minute": 100_000, "day_trade_mode": "off"}
     base.update(over)
     return RiskLimits(**base)
 

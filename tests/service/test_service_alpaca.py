@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,7 +19,6 @@ from tests.fake_alpaca import FakeAlpaca
 from tests.service.procs import cli, service
 
 pytestmark = pytest.mark.slow
-UTC = timezone.utc
 D = Decimal
 # A zig-zag: SMA(1) crosses SMA(2) on almost every bar, so each leg of bars trades.
 PRICES = [100, 101, 99, 102, 98, 103, 97, 104, 96, 105, 95, 106]
@@ -63,7 +62,7 @@ def push_leg(fake: FakeAlpaca, start: datetime, prices: list[int], first_trade: 
         done = filled_orders(fake)
         fake.push_bar("AAPL", ts.isoformat(), p, p + 0.5, p - 0.5, p, 1000)
         if i >= first_trade:
-            fake.wait_for(lambda: filled_orders(fake) > done, timeout=20,
+            fake.wait_for(lambda done=done: filled_orders(fake) > done, timeout=20,
                           message=f"the order for bar {i}")
 
 

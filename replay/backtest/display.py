@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -44,3 +45,18 @@ def qty(x: Any) -> str:
     d = Decimal(str(v)).normalize() + 0
     s = format(d, "f")
     return s if len(s) < 14 else f"{d:.6f}"
+
+
+def table(headers: Sequence[Any], rows: Sequence[Sequence[Any]], *,
+          right: Collection[int] = ()) -> str:
+    """The one fixed-width text table of both command lines and the reports: a header, a rule
+    and the rows; columns listed in `right` are right-aligned (numbers)."""
+    cells = [[str(h) for h in headers], *([str(c) for c in r] for r in rows)]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i])
+                         for i, c in enumerate(row)).rstrip()
+
+    return "\n".join([line(cells[0]), line(["-" * w for w in widths]),
+                      *(line(r) for r in cells[1:])])

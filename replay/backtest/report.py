@@ -46,9 +46,9 @@ Conventions (also written into the JSON under "conventions"):
   `annualised_meaningful: false` and shown as "not meaningful": two days of minute bars
   annualise into numbers nobody should read.
 - Benchmark: buy and hold of the traded symbols (those with fills; every symbol if none) over
-  the same bars, equal weights, bought at each symbol's first open; see `replay/benchmark.py`.
+  the same bars, equal weights, bought at each symbol's first open; see `replay/backtest/benchmark.py`.
   Beta and correlation are of per-point (per bar close) returns, strategy against benchmark.
-- Daily and monthly returns: see `replay/periods.py` (New York trading days; a month chains
+- Daily and monthly returns: see `replay/backtest/periods.py` (New York trading days; a month chains
   its days).
 - The fill model is the simulated broker's as recorded in the run's `RunStarted` (None for
   logs written before it was recorded, or when a real broker filled).
@@ -92,8 +92,9 @@ from events.catalogue import (
 from events.store import LogReader, ts_to_us
 from events.vocabulary import CENT, ZERO
 from projections.state import Projections
-from replay.benchmark import Benchmark, build_benchmark
-from replay.periods import PeriodReturn, daily_returns, day_ends, monthly_returns
+from replay.backtest.benchmark import Benchmark, build_benchmark
+from replay.backtest.display import table
+from replay.backtest.periods import PeriodReturn, daily_returns, day_ends, monthly_returns
 
 SESSION_SECONDS = 23_400  # 09:30-16:00 New York
 TRADING_DAYS = 252
@@ -891,16 +892,6 @@ def daily_rows(r: Report, last: int | None = None) -> list[list[str]]:
     return [[d.period, _money(d.end_equity), _pct(d.ret), _pct(d.benchmark)] for d in days]
 
 
-def _text_table(head: list[str], body: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i])
-                         for i, c in enumerate(cells)).rstrip()
-
-    return [line(head), line(["-" * x for x in widths]), *(line(b) for b in body)]
-
-
 def render_table(report: Report, *, max_trades: int = 20, max_days: int = 20) -> str:
     """The summary, monthly and (the last `max_days`) daily returns, and (up to
     `max_trades` of) the trade list as text."""
@@ -909,13 +900,14 @@ def render_table(report: Report, *, max_trades: int = 20, max_days: int = 20) ->
     lines = [f"{k:<{w}}  {v}" for k, v in rows]
     if report.monthly_returns and max_days:
         head, body = monthly_grid(report)
-        lines += ["", "monthly returns:", *_text_table(head, body, set(range(1, 14)))]
+        lines += ["", "monthly returns:", *table(head, body, right=range(1, 14)).splitlines()]
     if report.daily_returns and max_days:
         days = daily_rows(report, max_days)
         more = len(report.daily_returns) - len(days)
         lines += ["", "daily returns" + (f" (last {len(days)}; {more} more in the JSON)"
                                          if more else "") + ":",
-                  *_text_table(["day", "equity", "return", "benchmark"], days, {1, 2, 3})]
+                  *table(["day", "equity", "return", "benchmark"], days,
+                        right={1, 2, 3}).splitlines()]
     shown = report.trades[:max_trades]
     if shown:
         lines += ["", "trades (net of fees):"]
@@ -926,14 +918,7 @@ def render_table(report: Report, *, max_trades: int = 20, max_days: int = 20) ->
                  f"{t.exit_price:.4f}" if t.exit_price is not None else "-",
                  _money(t.net_pnl + (t.unrealized_pnl or ZERO)) + ("*" if t.open else ""),
                  _money(t.fees), _pct(t.return_pct)] for t in shown]
-        widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-        right = {4, 5, 6, 7, 8, 9}
-
-        def line(cells: list[str]) -> str:
-            return "  ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i])
-                             for i, c in enumerate(cells)).rstrip()
-
-        lines += [line(head), line(["-" * x for x in widths]), *(line(b) for b in body)]
+        lines += table(head, body, right={4, 5, 6, 7, 8, 9}).splitlines()
         if len(report.trades) > max_trades:
             lines.append(f"... {len(report.trades) - max_trades} more in the JSON report")
         if any(t.open for t in shown):

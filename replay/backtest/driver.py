@@ -5,7 +5,7 @@ path for orders, risk or fills; the output is an ordinary event log.
 
 Two runs of the same input and settings write byte-identical event payloads: ids derive from
 the input (run id, intent ids, client order ids, broker ids), time comes from the bars, and
-`replay.stepper.StepDriver` runs the loop (clock, bar, simulated fills, strategies, gate,
+`replay.backtest.stepper.StepDriver` runs the loop (clock, bar, simulated fills, strategies, gate,
 execution, in that order; broker updates handled inline after each step).
 
 Bar files (one or several, CSV or Parquet) are delivered in (time, symbol) order whatever
@@ -37,7 +37,7 @@ from events.errors import CorruptLogError
 from events.market import Bar
 from events.store import LogReader
 from projections.state import Projections
-from replay.stepper import StepDriver
+from replay.backtest.stepper import StepDriver
 
 
 class NoBarsError(DataFileError):

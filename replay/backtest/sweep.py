@@ -50,9 +50,9 @@ def run_point(settings_json: str, strategy: str, params: dict[str, Any],
               index: int = 0, updates: Any = None, verbose: bool = False) -> dict[str, Any]:
     """One backtest and its headline figures. Runs in a worker process (or a Ray task).
     `updates` (a queue, optional) receives (index, bars so far) for a progress display."""
-    from replay.backtest import run_backtest
-    from replay.outcome import refusals
-    from replay.report import build_report
+    from replay.backtest.driver import run_backtest
+    from replay.backtest.outcome import refusals
+    from replay.backtest.report import build_report
 
     if not verbose:  # a worker's fills are not news; its figures are
         logging.getLogger().setLevel(logging.WARNING)
@@ -166,18 +166,3 @@ def _run_on_ray(jobs: list[tuple[Any, ...]], verbose: bool = False) -> list[dict
     finally:
         if started:
             ray.shutdown()
-
-
-def sweep_table(rows: list[dict[str, Any]]) -> str:
-    """The sweep's rows for people: rounded (the JSON keeps every digit)."""
-    from engine.cli import table
-    from replay.display import money, number, pct
-
-    keys = sorted({k for r in rows for k in r["params"]})
-    headers = [*keys, "return", "max dd", "sharpe", "trades", "win rate", "refused",
-               "final equity"]
-    body = [[*(r["params"].get(k) for k in keys), pct(r.get("total_return")),
-             pct(r.get("max_drawdown")), number(r.get("sharpe")), r.get("trades"),
-             pct(r.get("win_rate"), 1), r.get("refused", "-"), money(r.get("final_equity"))]
-            for r in rows]
-    return table(headers, body)

@@ -6,17 +6,13 @@ can reuse them. Times are shown in UTC with a trailing Z; amounts exactly as log
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from replay.forensics import (
-    BrokerDiff,
-    Explanation,
-    StateView,
-    TimelineEntry,
-    VerifyReport,
-)
+from replay.backtest.display import table
+from replay.forensics.explain import Explanation
+from replay.forensics.queries import StateView, TimelineEntry
+from replay.forensics.verify import BrokerDiff, VerifyReport
 
 
 def fmt_ts(ts: datetime | None, *, ms: bool = True) -> str:
@@ -39,22 +35,6 @@ def fmt_dec(d: Decimal | None) -> str:
         text = f"{d.quantize(_DISPLAY_PLACES):f}"
         return text.rstrip("0").rstrip(".") if "." in text else text
     return f"{d:f}"  # never scientific notation (1E+2)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *,
-          right: Sequence[int] = ()) -> str:
-    """A fixed-width text table; columns listed in `right` are right-aligned (numbers)."""
-    widths = [len(h) for h in headers]
-    for r in rows:
-        for i, cell in enumerate(r):
-            widths[i] = max(widths[i], len(cell))
-
-    def line(cells: Sequence[str]) -> str:
-        out = [c.rjust(widths[i]) if i in right else c.ljust(widths[i])
-               for i, c in enumerate(cells)]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
 # --- timeline ------------------------------------------------------------------------------

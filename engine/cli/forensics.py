@@ -1,14 +1,13 @@
-"""The forensics command line: `python -m engine.replay <log> <command> [options]`.
+"""The forensics command line: `python -m engine.replay <log> <command> [options]`, over
+`replay.forensics` (timeline, state, explain, verify, diff-broker) and `replay.backtest.report`.
 
 It only reads: the log is opened read-only (`LogReader`, `mode=ro`) and sees committed rows,
 so it is safe on the log of a running service.
 
 Exit codes: 0 ok; 1 a check failed or found nothing (verify found corruption, diff-broker
 found differences, explain found no such id, the log is damaged); 2 usage error (bad
-arguments, no such log, unreadable snapshot file). `--verbose` adds the traceback to errors.
-
-Absolute imports only: this package is `engine.replay` and must never shadow the top-level
-`replay` package it fronts.
+arguments, no such log, unreadable snapshot file); `engine.cli.common.exit_code` is the map.
+`--verbose` adds the traceback to errors.
 """
 
 from __future__ import annotations
@@ -24,24 +23,28 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TextIO
 
-from events.errors import CorruptLogError, DecodeError, LogError
+from engine.cli.common import (
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    UsageError,
+    exit_code,
+)
+from engine.cli.options import as_of_options, json_option, no_plots_option, verbose_option
+from events.errors import CorruptLogError, DecodeError
 from events.store import LogReader
-from replay.forensics import (
-    ForensicsError,
-    NotFoundError,
+from replay.forensics.explain import explain
+from replay.forensics.queries import (
     TimelineFilter,
-    diff_broker,
     event_json,
-    explain,
     iter_timeline,
-    load_broker_snapshot,
     parse_time,
     resolve_types,
     state_at,
     to_json,
-    verify_log,
 )
-from replay.render import (
+from replay.forensics.render import (
     TIMELINE_HEADER,
     render_diff,
     render_explain,
@@ -49,8 +52,7 @@ from replay.render import (
     render_verify,
     timeline_line,
 )
-
-OK, CHECK_FAILED, USAGE = 0, 1, 2
+from replay.forensics.verify import diff_broker, load_broker_snapshot, verify_log
 
 EPILOG = """\
 commands:
@@ -71,21 +73,16 @@ broker snapshot format (diff-broker):
 """
 
 
-class UsageError(Exception):
-    pass
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m engine.replay", description="Forensics over a MiniQuantDesk event log "
         "(read-only; safe on a running service's log).", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("log", help="path of the event log (SQLite file)")
-    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    verbose_option(p, defaults=True)
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand must not reset --verbose given before it.
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="tracebacks on errors")
+    verbose_option(common, defaults=False)
     sub = p.add_subparsers(dest="command", required=True, metavar="command")
 
     t = sub.add_parser("timeline", parents=[common], help="events in seq order")
@@ -100,31 +97,27 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--since", help="recorded at or after this time")
     t.add_argument("--until", help="recorded at or before this time")
     t.add_argument("--limit", type=int)
-    t.add_argument("--json", action="store_true", help="JSON lines: the event plus its seq")
+    json_option(t, "JSON lines: the event plus its seq")
 
     s = sub.add_parser("state", parents=[common], help="every projection as of a seq or time")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--at-seq", type=int)
-    g.add_argument("--at", help="as of the last event recorded at or before this time")
+    as_of_options(s)
     s.add_argument("--snapshot", action="store_true",
                    help="start from the saved snapshot if it matches (default: full replay)")
-    s.add_argument("--json", action="store_true")
+    json_option(s)
 
     x = sub.add_parser("explain", parents=[common], help="the causal chain behind an order")
     x.add_argument("id", metavar="ORDER", help="client order id or intent id")
-    x.add_argument("--json", action="store_true")
+    json_option(x)
 
     v = sub.add_parser("verify", parents=[common], help="hash chain and decode of every row")
-    v.add_argument("--json", action="store_true")
+    json_option(v)
 
     d = sub.add_parser("diff-broker", parents=[common], help="log positions vs broker snapshot")
     d.add_argument("snapshot", metavar="SNAPSHOT.json")
-    g = d.add_mutually_exclusive_group()
-    g.add_argument("--at-seq", type=int)
-    g.add_argument("--at")
+    as_of_options(d)
     d.add_argument("--price-tolerance", default="0.0001",
                    help="relative tolerance for average prices (default 0.0001 = 1 bp)")
-    d.add_argument("--json", action="store_true")
+    json_option(d)
 
     r = sub.add_parser("report", parents=[common], help="backtest report")
     r.add_argument("--out", help="directory for report.json, PNG plots and report.html")
@@ -133,9 +126,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="override the annualisation (default: from the bar interval)")
     r.add_argument("--starting-equity", help="if the log has no account snapshot")
     r.add_argument("--to-seq", type=int)
-    r.add_argument("--no-plots", action="store_true", help="with --out: JSON only")
+    no_plots_option(r, "with --out: JSON only")
     r.add_argument("--max-trades", type=int, default=20, help="trades shown in the table")
-    r.add_argument("--json", action="store_true", help="print the JSON report")
+    json_option(r, "print the JSON report")
     return p
 
 
@@ -175,7 +168,7 @@ async def _timeline(reader: LogReader, a: argparse.Namespace, out: TextIO) -> in
                 out.write(timeline_line(entry) + "\n")
     if not a.json and n == 0:
         _write(out, "(no matching events)")
-    return OK
+    return EXIT_OK
 
 
 async def _dispatch(a: argparse.Namespace, out: TextIO) -> int:
@@ -185,7 +178,7 @@ async def _dispatch(a: argparse.Namespace, out: TextIO) -> int:
     if a.command == "verify":
         rep = await verify_log(path)
         _write(out, to_json(rep).decode() if a.json else render_verify(rep))
-        return OK if rep.ok else CHECK_FAILED
+        return EXIT_OK if rep.ok else EXIT_CHECK_FAILED
     if a.command == "report":
         return await _report(a, out)
     async with LogReader(path) as reader:
@@ -195,23 +188,23 @@ async def _dispatch(a: argparse.Namespace, out: TextIO) -> int:
             at = parse_time(a.at, what="--at") if a.at else None
             view = await state_at(reader, at_seq=a.at_seq, at=at, use_snapshot=a.snapshot)
             _write(out, to_json(view).decode() if a.json else render_state(view))
-            return OK
+            return EXIT_OK
         if a.command == "explain":
             x = await explain(reader, a.id)
             _write(out, to_json(x).decode() if a.json else render_explain(x))
-            return OK
+            return EXIT_OK
         if a.command == "diff-broker":
             snap = load_broker_snapshot(a.snapshot)
             at = parse_time(a.at, what="--at") if a.at else None
             tol = _dec(a.price_tolerance, "--price-tolerance")
             diff = await diff_broker(reader, snap, at_seq=a.at_seq, at=at, price_tolerance=tol)
             _write(out, to_json(diff).decode() if a.json else render_diff(diff))
-            return OK if diff.ok else CHECK_FAILED
+            return EXIT_OK if diff.ok else EXIT_CHECK_FAILED
     raise UsageError(f"unknown command {a.command!r}")  # argparse prevents this
 
 
 async def _report(a: argparse.Namespace, out: TextIO) -> int:
-    from replay.report import build_report_async, render_table
+    from replay.backtest.report import build_report_async, render_table
 
     start = _dec(a.starting_equity, "--starting-equity") if a.starting_equity else None
     rep = await build_report_async(a.log, risk_free=a.risk_free, periods_per_year=a.periods_per_year,
@@ -220,7 +213,7 @@ async def _report(a: argparse.Namespace, out: TextIO) -> int:
     if a.out:
         written.append(rep.write_json(Path(a.out) / "report.json"))
         if not a.no_plots:
-            from replay.plots import write_html, write_plots
+            from replay.backtest.plots import write_html, write_plots
 
             written += write_plots(rep, a.out)
             written.append(write_html(rep, a.out))
@@ -230,7 +223,7 @@ async def _report(a: argparse.Namespace, out: TextIO) -> int:
         _write(out, render_table(rep, max_trades=a.max_trades))
         for p in written:
             _write(out, f"wrote {p}")
-    return OK
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
@@ -251,29 +244,23 @@ async def main_async(argv: Sequence[str] | None = None, *, out: TextIO | None = 
     try:
         a = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
-        return int(e.code) if isinstance(e.code, int) else USAGE
-    from replay.plots import PlotsUnavailableError
-    from replay.report import ReportError
-
+        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
     try:
         return await _dispatch(a, out)
-    except NotFoundError as e:
-        return _fail(err, e, CHECK_FAILED, a.verbose)
-    except (UsageError, ForensicsError) as e:
-        return _fail(err, e, USAGE, a.verbose)
-    except (ReportError, PlotsUnavailableError) as e:
-        return _fail(err, e, CHECK_FAILED, a.verbose)
     except (CorruptLogError, DecodeError) as e:
-        return _fail(err, f"{e} (run `python -m engine.replay {a.log} verify`)", CHECK_FAILED,
-                     a.verbose, cause=e)
-    except LogError as e:
-        return _fail(err, e, USAGE, a.verbose)
+        return _fail(err, f"{e} (run `python -m engine.replay {a.log} verify`)",
+                     exit_code(e, reading_a_log=True), a.verbose, cause=e)
     except BrokenPipeError:
         # `... timeline | head`: the reader left; say nothing. Point stdout at devnull so the
         # interpreter's final flush does not raise again.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return OK
+        return EXIT_OK
+    except Exception as e:
+        code = exit_code(e, reading_a_log=True)
+        if code == EXIT_RUNTIME:
+            raise
+        return _fail(err, e, code, a.verbose)
 
 
 def _fail(err: TextIO, e: object, code: int, verbose: bool,

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 from events.base import UTC
 from events.store import ts_to_us
 from events.vocabulary import CENT
-from replay.periods import session_of
-from replay.report import Report, daily_rows, monthly_grid, render_table, summary_rows
+from replay.backtest.periods import session_of
+from replay.backtest.report import Report, daily_rows, monthly_grid, render_table, summary_rows
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
