@@ -8,7 +8,6 @@ import pytest
 
 from events.store import EventLog
 
-
 # Loggers the CLI quiets (engine.cli.setup_logging) and the root logger it rewires.
 _QUIETED = ("", "websockets", "urllib3", "alpaca", "asyncio")
 
