@@ -74,20 +74,24 @@ class _Spill:
         enc = msgspec.msgpack.Encoder()
         with open(self.path, "wb") as f:
             for rec in records:
-                data = enc.encode(rec)
-                f.write(_LEN.pack(len(data)))
-                f.write(data)
+                _write_frame(f, enc.encode(rec))
 
     def read(self) -> Iterator[tuple[int, str, int, Bar]]:
-        dec = msgspec.msgpack.Decoder(tuple[int, str, int, Bar])
-        f: IO[bytes]
-        with open(self.path, "rb", buffering=1 << 16) as f:  # one per run, all open at once
-            while True:
-                head = f.read(4)
-                if not head:
-                    return
-                (n,) = _LEN.unpack(head)
-                yield dec.decode(f.read(n))
+        return _read_frames(self.path, msgspec.msgpack.Decoder(tuple[int, str, int, Bar]))
+
+
+def _write_frame(f: IO[bytes], data: bytes) -> None:
+    f.write(_LEN.pack(len(data)))
+    f.write(data)
+
+
+def _read_frames(path: Path, dec: msgspec.msgpack.Decoder[Any]) -> Iterator[Any]:
+    """The records a spill file holds, in the order they were written (lazily: the merge
+    keeps one file of each run open at once)."""
+    with open(path, "rb", buffering=1 << 16) as f:
+        while head := f.read(4):
+            (n,) = _LEN.unpack(head)
+            yield dec.decode(f.read(n))
 
 
 def _key(bar: Bar) -> int:
@@ -129,8 +133,7 @@ def ordered_batches(sources: Sequence[BatchSource], stats: OrderStats, *,
                             data = enc.encode(item)
                             acc += int.from_bytes(hashlib.sha256(
                                 enc.encode((item.reason, item.raw))).digest())
-                            bad_file.write(_LEN.pack(len(data)))
-                            bad_file.write(data)
+                            _write_frame(bad_file, data)
                             n_bad += 1
                             continue
                         bar: Bar = item
@@ -183,14 +186,7 @@ def _rec_key(rec: tuple[int, str, int, Bar]) -> tuple[int, str, int]:
 
 
 def _read_bad(spill: _Spill) -> Iterator[MarketItem]:
-    dec = msgspec.msgpack.Decoder(BadInput)
-    with open(spill.path, "rb") as f:
-        while True:
-            head = f.read(4)
-            if not head:
-                return
-            (n,) = _LEN.unpack(head)
-            yield dec.decode(f.read(n))
+    return _read_frames(spill.path, msgspec.msgpack.Decoder(BadInput))
 
 
 def _chunks(items: Iterator[MarketItem]) -> Iterator[list[MarketItem]]:
