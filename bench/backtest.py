@@ -50,6 +50,22 @@ DEFAULT_SIZES = (100_000, 1_000_000)
 TIE = 1e-9
 
 
+class Cross:
+    """The peers' crossing rule, the same for both: the sign of fast - slow with differences
+    under `TIE` taken as a tie (no sign, no cross); +1 / -1 when the sign flips up / down from
+    an earlier sign, else 0."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def __call__(self, diff: float) -> int:
+        sign = 0 if abs(diff) < TIE else (1 if diff > 0 else -1)
+        if sign == 0:
+            return 0
+        prev, self.last = self.last, sign
+        return 0 if prev in (0, sign) else sign
+
+
 @dataclass(frozen=True)
 class Run:
     bars_per_s: float
@@ -151,7 +167,7 @@ def run_backtrader(frame: Any) -> Run:
         def __init__(self) -> None:
             self.fast = bt.ind.SMA(period=FAST)
             self.slow = bt.ind.SMA(period=SLOW)
-            self.last_sign = 0
+            self.cross = Cross()
 
         def notify_order(self, order: Any) -> None:
             nonlocal fills
@@ -160,13 +176,7 @@ def run_backtrader(frame: Any) -> Run:
 
         def next(self) -> None:
             nonlocal orders, net
-            diff = self.fast[0] - self.slow[0]
-            sign = 0 if abs(diff) < TIE else (1 if diff > 0 else -1)
-            if sign == 0:
-                return
-            prev, self.last_sign = self.last_sign, sign
-            if prev == 0 or prev == sign:
-                return
+            sign = self.cross(self.fast[0] - self.slow[0])
             if sign > 0 and not self.position:
                 self.buy(size=QTY)
                 orders, net = orders + 1, net + QTY
@@ -231,7 +241,7 @@ def run_nautilus(frame: Any) -> Run:
             super().__init__(config)
             self.fast = SimpleMovingAverage(FAST)
             self.slow = SimpleMovingAverage(SLOW)
-            self.last_sign = 0
+            self.cross = Cross()
             self.fills = self.orders = self.net = 0
             self.qty = Quantity.from_int(QTY)
 
@@ -243,13 +253,7 @@ def run_nautilus(frame: Any) -> Run:
         def on_bar(self, bar: Bar) -> None:
             if not self.slow.initialized:
                 return
-            diff = self.fast.value - self.slow.value
-            sign = 0 if abs(diff) < TIE else (1 if diff > 0 else -1)
-            if sign == 0:
-                return
-            prev, self.last_sign = self.last_sign, sign
-            if prev == 0 or prev == sign:
-                return
+            sign = self.cross(self.fast.value - self.slow.value)
             iid = self.config.instrument_id
             if sign > 0 and self.portfolio.is_flat(iid):
                 self.submit_order(self.order_factory.market(iid, OrderSide.BUY, self.qty))
