@@ -80,6 +80,22 @@ def write_assets(path: Path) -> None:
     path.write_text("symbol,tradable,fractionable,shortable\nWHOLE,true,false,false\n")
 
 
+# The costed model the header, JSON and RunStarted tests all run (every knob off its default).
+COSTED = {"slippage_bps": "3", "fee_per_share": "0.005", "min_fee": "1",
+          "volume_participation": "0.25", "zero_volume": "fill"}
+
+
+async def two_sessions_backtest(tmp_path: Path, tif: str, **sim: str) -> Any:
+    """BuyAtTheClose on the two-session file, $10,000 and the given `sim` settings."""
+    bars, assets = tmp_path / "bars.csv", tmp_path / "assets.csv"
+    write_two_sessions(bars)
+    write_assets(assets)
+    settings = load_settings(data_dir=tmp_path, data={"assets_path": str(assets)},
+                             sim={"cash": "10000", **sim})
+    return await run_backtest(settings, bars, tmp_path / "bt.sqlite",
+                              strategies=[BuyAtTheClose({"time_in_force": tif})])
+
+
 async def events_of(path: Path) -> list[Any]:
     async with LogReader(path) as r:
         return [e async for _, e in r.read()]
@@ -88,13 +104,7 @@ async def events_of(path: Path) -> list[Any]:
 @pytest.mark.parametrize("tif", ["day", "gtc"])
 async def test_a_signal_on_the_sessions_last_bar_fills_at_the_next_open_only_if_gtc(
         tmp_path: Path, tif: str) -> None:
-    bars, assets = tmp_path / "bars.csv", tmp_path / "assets.csv"
-    write_two_sessions(bars)
-    write_assets(assets)
-    settings = load_settings(data_dir=tmp_path, data={"assets_path": str(assets)},
-                             sim={"cash": "10000", "slippage_bps": "0"})
-    res = await run_backtest(settings, bars, tmp_path / "bt.sqlite",
-                             strategies=[BuyAtTheClose({"time_in_force": tif})])
+    res = await two_sessions_backtest(tmp_path, tif, slippage_bps="0")
     ev = await events_of(res.log_path)
     approved = [e for e in ev if isinstance(e, RiskApproved)]
     assert len(approved) == 1 and approved[0].time_in_force == tif
@@ -154,15 +164,7 @@ async def test_zero_volume_policy(tmp_path: Path, policy: str) -> None:
 
 
 async def test_run_started_records_the_fill_model(tmp_path: Path) -> None:
-    bars, assets = tmp_path / "bars.csv", tmp_path / "assets.csv"
-    write_two_sessions(bars)
-    write_assets(assets)
-    settings = load_settings(data_dir=tmp_path, data={"assets_path": str(assets)},
-                             sim={"cash": "10000", "slippage_bps": "3", "fee_per_share": "0.005",
-                                  "min_fee": "1", "volume_participation": "0.25",
-                                  "zero_volume": "fill"})
-    res = await run_backtest(settings, bars, tmp_path / "bt.sqlite",
-                             strategies=[BuyAtTheClose({"time_in_force": "gtc"})])
+    res = await two_sessions_backtest(tmp_path, "gtc", **COSTED)
     run = next(e for e in await events_of(res.log_path) if isinstance(e, RunStarted))
     m = run.fill_model
     assert m is not None

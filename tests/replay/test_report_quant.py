@@ -18,10 +18,9 @@ import pytest
 from events.base import UTC
 from events.catalogue import AccountSnapshot
 from projections.calendar import NEW_YORK
-from replay.backtest.driver import run_backtest
 from replay.backtest.plots import _sample, _session_ticks, render_plots, trades_png, write_html
 from replay.backtest.report import build_report_async, render_table, summary_rows
-from tests.backtest.test_fill_model import BuyAtTheClose, write_assets, write_two_sessions
+from tests.backtest.test_fill_model import COSTED, two_sessions_backtest
 from tests.factories import approved, bar, fill, submitted_chain
 from tests.replay.test_report import (
     AAPL,
@@ -160,17 +159,7 @@ async def test_annualised_figures_need_enough_trading_days(tmp_path: Path) -> No
 
 
 async def test_fill_model_in_the_header_and_json(tmp_path: Path) -> None:
-    from engine.config import load_settings
-
-    bars, assets = tmp_path / "bars.csv", tmp_path / "assets.csv"
-    write_two_sessions(bars)
-    write_assets(assets)
-    settings = load_settings(data_dir=tmp_path, data={"assets_path": str(assets)},
-                             sim={"cash": "10000", "slippage_bps": "3", "fee_per_share": "0.005",
-                                  "min_fee": "1", "volume_participation": "0.25",
-                                  "zero_volume": "fill"})
-    res = await run_backtest(settings, bars, tmp_path / "bt.sqlite",
-                             strategies=[BuyAtTheClose({"time_in_force": "gtc"})])
+    res = await two_sessions_backtest(tmp_path, "gtc", **COSTED)
     r = await build_report_async(res.log_path)
     head = render_table(r).splitlines()[0]
     assert head.startswith("fill model")
