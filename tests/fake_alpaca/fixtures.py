@@ -16,10 +16,19 @@ from .server import FakeAlpaca
 __all__ = [
     "alpaca_historical_client",
     "alpaca_trading_client",
+    "fake",
     "fake_alpaca",
     "fake_alpaca_factory",
     "fake_alpaca_process",
 ]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAlpaca]:
+    """The paper account the engine-level Alpaca tests trade: $100,000 and three quoted
+    symbols. A module that needs another account defines its own `fake`."""
+    with FakeAlpaca(cash="100000", prices={"AAPL": "190", "MSFT": "400", "F": "12"}) as f:
+        yield f
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ events -> projections. Nothing of ours is mocked."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,6 @@ RICH = {"risk": {"max_order_notional": 50000, "max_symbol_exposure": 60000,
                   "max_gross_exposure": 100000, "daily_loss_limit_pct": "0.5",
                   "weekly_loss_limit_pct": "0.5", "day_trade_mode": "off"}}
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca(cash="100000", prices={"AAPL": "190", "MSFT": "400", "F": "12"}) as f:
-        yield f
 
 
 def fills_of(events: list[Any], coid: str) -> list[FillReceived]:

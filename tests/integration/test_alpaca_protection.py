@@ -4,12 +4,9 @@ leg ids, whatever Alpaca calls them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from events.catalogue import (
     FillReceived,
@@ -27,11 +24,6 @@ from tests.integration.test_alpaca_execution import RICH
 D = Decimal
 S = OrderStatus
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca(cash="100000", prices={"AAPL": "190", "MSFT": "400", "F": "12"}) as f:
-        yield f
 
 
 def legs_at_fake(fake: FakeAlpaca, coid: str) -> dict[str, dict[str, Any]]:

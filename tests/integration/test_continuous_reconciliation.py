@@ -4,12 +4,10 @@ and a large enough mismatch trips the kill switch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import anyio
-import pytest
 
 from engine.service import _reconcile_loop
 from events.catalogue import DiscrepancyFound, KillSwitchEngaged, PositionAdjusted
@@ -20,11 +18,6 @@ from tests.integration.test_alpaca_execution import RICH
 
 D = Decimal
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca(cash="100000", prices={"AAPL": "190", "MSFT": "400", "F": "12"}) as f:
-        yield f
 
 
 async def test_hand_trade_at_the_broker_is_noticed(tmp_path: Path, fake: FakeAlpaca) -> None:

@@ -4,12 +4,10 @@ cancel."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import anyio
-import pytest
 
 from events.catalogue import KillSwitchEngaged, KillSwitchVerified
 from projections.orders import OrderStatus
@@ -19,11 +17,6 @@ from tests.integration.test_alpaca_execution import RICH
 
 D = Decimal
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca(cash="100000", prices={"AAPL": "190", "MSFT": "400", "F": "12"}) as f:
-        yield f
 
 
 async def _resting_orders(w, n: int = 3) -> list[str]:  # type: ignore[no-untyped-def]

@@ -4,11 +4,8 @@ sizes against what the broker still has open. Each test fails on the code before
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-
-import pytest
 
 from events.catalogue import CancelRejected, KillSwitchVerified, OrderCanceled
 from projections.orders import OrderStatus
@@ -19,11 +16,6 @@ from tests.integration.test_alpaca_execution import RICH
 D = Decimal
 S = OrderStatus
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca(cash="100000", prices={"AAPL": "190", "MSFT": "400", "F": "12"}) as f:
-        yield f
 
 
 async def long_with_open_orders(w: AlpacaWorld, fake: FakeAlpaca) -> list[str]:

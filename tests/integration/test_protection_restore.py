@@ -5,12 +5,9 @@ Alpaca."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from events.catalogue import ProtectionMissing, RiskApproved, StopLoss, leg_client_order_id
 from projections.orders import OrderStatus
@@ -22,11 +19,6 @@ D = Decimal
 S = OrderStatus
 RESTORE = {**RICH, "reconcile": {"missing_protection": "restore"}}
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca(cash="100000", prices={"AAPL": "190", "MSFT": "400", "F": "12"}) as f:
-        yield f
 
 
 def live_stops(fake: FakeAlpaca) -> list[dict[str, Any]]:

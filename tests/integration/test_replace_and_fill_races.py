@@ -4,13 +4,12 @@ Each test fails on the code before its fix."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
 
 import anyio
-import pytest
 
 from engine.strategies.base import Strategy
 from events.catalogue import FillReceived, OrderIntent, UnknownBrokerMessage
@@ -25,11 +24,6 @@ RICH = {"risk": {"max_order_notional": 50000, "max_symbol_exposure": 60000,
                  "max_gross_exposure": 100000, "daily_loss_limit_pct": "0.5",
                  "weekly_loss_limit_pct": "0.5", "day_trade_mode": "off"}}
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca(cash="100000", prices={"AAPL": "190", "MSFT": "400", "F": "12"}) as f:
-        yield f
 
 
 async def test_replace_stream_first_keeps_the_new_terms(tmp_path: Path, fake: FakeAlpaca) -> None:

@@ -5,11 +5,8 @@ that fits in what is left is approved, one that does not is refused."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-
-import pytest
 
 from engine.risk.limits import RiskLimits
 from events.catalogue import AccountSnapshot, RiskApproved, RiskRejected
@@ -51,11 +48,6 @@ async def test_simulated_broker_resting_buy_then_snapshot(tmp_path: Path) -> Non
         again = await w.order("WHOLE", qty="5", intent_id="again")
         assert isinstance(again, RiskApproved), codes(again)
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca(cash="100000", prices={"AAPL": "190", "MSFT": "400", "F": "12"}) as f:
-        yield f
 
 
 async def test_alpaca_resting_buy_then_snapshot(tmp_path: Path, fake: FakeAlpaca) -> None:

@@ -6,7 +6,6 @@ verified, with a reconciliation interval far longer than the kill switch's retry
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,11 +22,6 @@ pytestmark = pytest.mark.slow
 D = Decimal
 S = OrderStatus
 
-
-@pytest.fixture
-def fake() -> Iterator[FakeAlpaca]:
-    with FakeAlpaca(cash="100000", prices={"AAPL": "190", "MSFT": "400", "F": "12"}) as f:
-        yield f
 
 
 async def test_offline_halt_flatten_with_orders_open_ends_flat_and_verified(
