@@ -94,6 +94,17 @@ def business_days_back(end: date, n: int) -> list[date]:
     return out
 
 
+def business_days_from(first: date, n: int) -> list[date]:
+    """The first `n` business days from `first` (inclusive if `first` is one), oldest first."""
+    out: list[date] = []
+    d = first
+    while len(out) < n:
+        if is_business_day(d):
+            out.append(d)
+        d += timedelta(days=1)
+    return out
+
+
 # --- sessions ------------------------------------------------------------------------------
 # Regular hours 09:30-16:00 New York; 13:00 on the NYSE's early-close days (computed from
 # their rules like the holidays). A daily bar is one session: it opens at the session's open

@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:  # run as a plain script from anywhere
 
 from engine.marketdata.csv_io import write_bars_csv
 from events.market import Bar
-from projections.calendar import NEW_YORK, is_business_day
+from projections.calendar import NEW_YORK, business_days_from
 
 DEFAULT_SEED = 20261028
 FIRST_DAY = date(2026, 10, 28)
@@ -68,16 +68,6 @@ SYMBOLS = (
     SymbolSpec("MSFT", 420.00, 0.0005, 0.00030, 0.0005, 0.08, 4_000, 60),
     SymbolSpec("SPY", 600.00, 0.0003, 0.00020, 0.0004, 0.10, 12_000, 150),
 )
-
-
-def trading_days(first: date, n: int) -> list[date]:
-    out: list[date] = []
-    d = first
-    while len(out) < n:
-        if is_business_day(d):
-            out.append(d)
-        d += timedelta(days=1)
-    return out
 
 
 def session_start_utc(day: date) -> datetime:
@@ -135,7 +125,7 @@ def simulate(spec: SymbolSpec, days: list[date], rng: random.Random) -> list[Bar
 
 def generate(seed: int = DEFAULT_SEED, first_day: date = FIRST_DAY,
              n_days: int = DAYS) -> list[Bar]:
-    days = trading_days(first_day, n_days)
+    days = business_days_from(first_day, n_days)
     rng = random.Random(seed)
     bars: list[Bar] = []
     for spec in SYMBOLS:  # one stream of random numbers, symbols in a fixed order

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from projections.calendar import NEW_YORK, is_business_day, session_close
+from projections.calendar import NEW_YORK, session_close
 
 UTC_Z = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -47,14 +47,6 @@ def minute_rows(symbols: list[str], days: list[date], *, seed: int = 3,
     return rows
 
 
-def business_days(first: date, n: int) -> list[date]:
-    out = []
-    d = first
-    while len(out) < n:
-        if is_business_day(d):
-            out.append(d)
-        d += timedelta(days=1)
-    return out
 
 
 HEADER = "symbol,timestamp,open,high,low,close,volume"

@@ -16,11 +16,12 @@ import pytest
 from engine.cli.backtest import strategy_params
 from engine.cli.main import build_parser
 from engine.config import load_settings
+from projections.calendar import business_days_from
 from replay.backtest.progress import Progress
-from tests.owndata import business_days, grouped, minute_rows, write_csv, yahoo_daily
+from tests.owndata import grouped, minute_rows, write_csv, yahoo_daily
 from tests.service.procs import cli
 
-DAYS = business_days(date(2026, 3, 2), 2)
+DAYS = business_days_from(date(2026, 3, 2), 2)
 QUIET = {"MQD_LOG_LEVEL": "INFO"}  # what procs sets: backtests stay quiet anyway
 
 
@@ -138,7 +139,7 @@ def test_sweep_checks_points_before_workers_and_never_reuses_its_output(
 
 
 def test_daily_yahoo_download_and_declared_flags(tmp_path: Path) -> None:
-    yahoo = yahoo_daily(tmp_path / "download.csv", business_days(date(2025, 1, 2), 120), seed=8)
+    yahoo = yahoo_daily(tmp_path / "download.csv", business_days_from(date(2025, 1, 2), 120), seed=8)
     r = cli(tmp_path, "backtest", "--strategy", "sma_crossover", "--data", str(yahoo),
             "--symbol", "ACME", "--cash", "100000", "--param", "fast=3", "--param", "slow=8",
             "--out", str(tmp_path / "d"), "--no-plots")

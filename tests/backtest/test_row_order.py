@@ -24,11 +24,12 @@ from engine.strategies.context import StrategyContext
 from events.catalogue import BarReceived, DataRejected, FillReceived, OrderIntent
 from events.market import Bar
 from events.store import LogReader
+from projections.calendar import business_days_from
 from replay.backtest.driver import NoBarsError, run_backtest, stuck_orders_line
 from tests.backtest.test_backtest_determinism import payload_digest
-from tests.owndata import business_days, grouped, minute_rows, shuffled, write_csv
+from tests.owndata import grouped, minute_rows, shuffled, write_csv
 
-DAYS = business_days(date(2026, 3, 2), 2)
+DAYS = business_days_from(date(2026, 3, 2), 2)
 
 
 def _settings(tmp_path: Path):
@@ -104,7 +105,7 @@ def _drain(path: Path, run_rows: int, stats: OrderStats) -> tuple[int, bool, str
 
 def test_a_file_larger_than_the_run_size_streams_through_spilled_runs(tmp_path: Path) -> None:
     rows = grouped(minute_rows(["AAA", "BBB", "CCC", "DDD", "EEE", "FFF"],
-                               business_days(date(2026, 3, 2), 6)))
+                               business_days_from(date(2026, 3, 2), 6)))
     path = write_csv(tmp_path / "big.csv", rows)
     tracemalloc.start()
     try:

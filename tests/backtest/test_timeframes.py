@@ -14,12 +14,18 @@ from engine.config import load_settings
 from engine.marketdata.parse import RowParser
 from events.catalogue import BarReceived, FillReceived, OrderExpired, OrderIntent, RiskApproved
 from events.store import LogReader
-from projections.calendar import NEW_YORK, early_closes, order_session, session_close
+from projections.calendar import (
+    NEW_YORK,
+    business_days_from,
+    early_closes,
+    order_session,
+    session_close,
+)
 from replay.backtest.driver import run_backtest
-from tests.owndata import business_days, walk, write_csv, yahoo_daily
+from tests.owndata import walk, write_csv, yahoo_daily
 
 # Through Thanksgiving 2026 (a holiday) and the early close the day after it.
-DAYS = business_days(date(2026, 9, 1), 80)
+DAYS = business_days_from(date(2026, 9, 1), 80)
 
 
 def _settings(tmp_path: Path, **data: object):
@@ -86,7 +92,7 @@ async def test_daily_bars_with_date_only_timestamps_trade_at_the_next_open(tmp_p
 
 async def test_hourly_bars_trade_across_nights(tmp_path: Path) -> None:
     rows = []
-    days = business_days(date(2026, 3, 2), 15)
+    days = business_days_from(date(2026, 3, 2), 15)
     series = walk(31, len(days) * 7)
     for i, d in enumerate(days):
         for k in range(7):  # 09:30 .. 15:30 New York, as hourly exports stamp them

@@ -120,3 +120,12 @@ def test_open_risk_follows_the_position() -> None:
     p.apply(6, approved("s2", side="sell", qty="5"))
     p.apply(7, fill("s2", "5", "101", side="sell"))
     assert p.risk.open_risk["AAPL"] == 0
+
+
+def test_business_days_from_skips_weekends_and_holidays() -> None:
+    from projections.calendar import business_days_from
+
+    # Thu 2026-07-02, Fri 07-03 is Independence Day observed, then the weekend
+    assert business_days_from(date(2026, 7, 2), 3) == [date(2026, 7, 2), date(2026, 7, 6),
+                                                       date(2026, 7, 7)]
+    assert business_days_from(date(2026, 7, 4), 1) == [date(2026, 7, 6)]
