@@ -213,13 +213,8 @@ def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
     overrides["strategies"] = ({"name": args.strategy, "params": base},)
     settings = load_settings(**{**settings_overrides(args), **overrides})
     quiet_unless_verbose(args, settings)
-    # Several files relative to the working directory have no parent name: name them by
-    # their stems instead, so the default name never ends in a bare dash.
-    source = paths[0].stem if len(paths) == 1 else (
-        paths[0].resolve().parent.name if paths[0].is_dir() or len(paths) > 3
-        else "+".join(p.stem for p in paths))
-    stem = f"{args.strategy}-{source}"
-    out_dir = Path(args.out) if args.out else next_free(settings.data_dir / "sweeps" / stem)
+    out_dir = Path(args.out) if args.out else next_free(
+        settings.data_dir / "sweeps" / backtest_stem(args.strategy, paths))
     bar = Progress()
     if bar.live:
         bar.add("all", "sweep", len(grid_points))
