@@ -15,7 +15,7 @@ import itertools
 import os
 from collections.abc import AsyncGenerator, Generator, Iterable, Iterator
 from contextlib import aclosing
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from pathlib import Path
 
@@ -65,10 +65,18 @@ class _CsvRows:
     def parse(self, cells: list[str]) -> MarketItem:
         p = self.parser
         try:
+            ts = cells[self.i_ts]
+            # The usual cell (ISO time in UTC, `...Z`) skips the parser's cache and rules:
+            # for a time that `fromisoformat` reads as UTC they return that same datetime
+            # (it is neither a date, nor an epoch number, nor naive). Sessions always ask.
+            start = None if p.sessions else _utc_iso(ts)
+            if start is None:
+                start, session_s = p.when(ts)
+            else:
+                session_s = None
             vw = cells[self.i_vw] if self.i_vw is not None else ""
             n = cells[self.i_n] if self.i_n is not None else ""
             iv = cells[self.i_int] if self.i_int is not None else ""
-            start, session_s = p.when(cells[self.i_ts])
             return Bar(symbol=cells[self.i_sym].strip(), start=start,
                        interval_s=session_s or (int(iv) if iv else p.interval_s),
                        open=Decimal(cells[self.i_o]), high=Decimal(cells[self.i_h]),
@@ -79,6 +87,15 @@ class _CsvRows:
             names = self.names if len(cells) == len(self.names) else [*self.names, "symbol"]
             return p.parse(dict(zip(names, cells)),
                            functools.partial(_render_line, cells[:len(self.names)]))
+
+
+def _utc_iso(text: str) -> datetime | None:
+    """`text` as a UTC datetime if `fromisoformat` reads it as one, else None."""
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return dt if dt.tzinfo is UTC else None
 
 
 INFER_ROWS = 2000
@@ -121,26 +138,35 @@ def _batches(path: Path, parser: RowParser, symbols: frozenset[str] | None,
         rows = _CsvRows(names, parser)
         i_sym = rows.i_sym
         out: list[MarketItem] = []
-        numbered: Iterator[tuple[int, list[str]]] = ((reader.line_num, c) for c in reader)
+        parse = rows.parse
+        # Line numbers are read only for a bad row: `reader.line_num` is the current row's,
+        # except for the rows sampled ahead to infer the interval, whose numbers are kept.
+        sample_lines: list[int] = []
+        cells_in: Iterator[list[str]] = reader
         if infer:
-            sample = list(itertools.islice(numbered, INFER_ROWS))
+            sample = list(itertools.islice(((reader.line_num, c) for c in reader), INFER_ROWS))
             _infer(rows, [[*c, own_symbol] if own_symbol else c for _, c in sample])
-            numbered = itertools.chain(sample, numbered)
-        for line, cells in numbered:
+            sample_lines = [n for n, _ in sample]
+            cells_in = itertools.chain([c for _, c in sample], reader)
+        n_sample, seen = len(sample_lines), 0
+        for cells in cells_in:
+            seen += 1
             if not cells:
                 continue  # blank line
             if len(cells) != width:
+                line = sample_lines[seen - 1] if seen <= n_sample else reader.line_num
                 out.append(BadInput(reason="BAD_ROW",
                                     detail=f"{path.name} line {line}: {len(cells)} cells, "
                                            f"header has {width}",
                                     raw=_render_line(cells), provider=parser.provider))
             else:
                 if own_symbol:
-                    cells = [*cells, own_symbol]
+                    cells.append(own_symbol)  # the reader's list is ours to extend
                 if symbols is not None and cells[i_sym].strip() not in symbols:
                     continue
-                item = rows.parse(cells)
+                item = parse(cells)
                 if type(item) is BadInput:
+                    line = sample_lines[seen - 1] if seen <= n_sample else reader.line_num
                     item = BadInput(reason=item.reason,
                                     detail=f"{path.name} line {line}: {item.detail}",
                                     raw=item.raw, symbol=item.symbol, provider=item.provider)

@@ -268,3 +268,40 @@ async def test_some_rows_refused_are_counted_with_the_first_and_the_fix(tmp_path
     assert "first: some.csv line 7: high='null' is not a number" in line
     rejected = [e for e in await _events(res.log_path) if isinstance(e, DataRejected)]
     assert sorted(e.reason for e in rejected) == ["BAD_NUMBER", "NAIVE_TIMESTAMP"]
+
+
+@pytest.mark.parametrize("layout", ["sorted", "day_files", "reversed_runs",
+                                    "overlapping_files"])
+def test_runs_that_follow_each_other_are_concatenated_like_a_merge(tmp_path: Path,
+                                                                   layout: str) -> None:
+    # Sorted input (and files each covering a later span) spill runs that do not overlap:
+    # those are concatenated rather than merged, and must give the very same stream, with
+    # the last run never written to disk.
+    days = business_days_from(date(2026, 3, 2), 3)
+    rows = minute_rows(["AAA", "BBB"], days)
+    if layout == "sorted":
+        files = [write_csv(tmp_path / "all.csv", rows)]
+    elif layout == "reversed_runs":  # out of order within each run, the runs in order
+        files = [write_csv(tmp_path / "rev.csv", [r for i in range(0, len(rows), 300)
+                                                  for r in rows[i:i + 300][::-1]])]
+    else:
+        per_day = [[r for r in rows if r[1].startswith(d.isoformat())] for d in days]
+        if layout == "overlapping_files":  # the last file reaches back into the day before
+            per_day[2].append(per_day[1].pop())
+        files = [write_csv(tmp_path / f"day-{i}.csv", part) for i, part in enumerate(per_day)]
+
+    def drain(run_rows: int) -> tuple[list[Bar], OrderStats]:
+        stats = OrderStats()
+        sources = [CsvBarProvider(f, interval_s=None).batches for f in files]
+        out = [b for batch in ordered_batches(sources, stats, run_rows=run_rows,
+                                              tmp_dir=str(tmp_path)) for b in batch]
+        return out, stats  # type: ignore[return-value]
+
+    whole, ws = drain(10**9)
+    small, ss = drain(300)
+    keys = [(b.start, b.symbol) for b in whole]
+    assert keys == sorted(keys) and len(whole) == len(rows)
+    assert small == whole and ss.digest == ws.digest and ss.bars == ws.bars
+    assert ss.runs == -(-len(rows) // 300) and ws.runs == 0
+    assert ss.was_sorted == (layout in ("sorted", "day_files"))
+    assert not list(tmp_path.glob("mqd-sort-*"))

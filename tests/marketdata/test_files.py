@@ -255,3 +255,38 @@ async def test_recorded_log_gives_back_its_bars(tmp_path):
     assert await collect(RecordedLogProvider(path)) == bars
     assert await collect(RecordedLogProvider(path, symbols=["MSFT"])) == bars[1::2]
     assert await collect(RecordedLogProvider(path, to_seq=4)) == bars[:2]
+
+
+_OFFSETS = st.sampled_from(["Z", "+00:00", "-05:00", "+05:30", "", " ", "z"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(when=st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2040, 1, 1)),
+       offset=_OFFSETS, sep=st.sampled_from(["T", " "]),
+       spec=st.sampled_from(["seconds", "minutes", "microseconds", "date", "epoch"]),
+       sessions=st.booleans(), tz=st.sampled_from([None, "America/New_York"]))
+def test_the_csv_fast_path_reads_every_timestamp_as_the_general_parser(
+        when: datetime, offset: str, sep: str, spec: str, sessions: bool,
+        tz: str | None) -> None:
+    # `_CsvRows.parse` reads a UTC ISO cell itself and leaves every other cell to
+    # `RowParser`; the bar (or the refusal) must be the very one `RowParser.parse` makes.
+    from engine.marketdata.csv_io import _CsvRows
+    from engine.marketdata.parse import RowParser, resolve_tz
+
+    if spec == "date":
+        text = when.date().isoformat()
+    elif spec == "epoch":
+        text = str(int(when.replace(tzinfo=UTC).timestamp()))
+    else:
+        text = when.isoformat(sep=sep, timespec=spec) + offset
+    names = ["symbol", "timestamp", "open", "high", "low", "close", "volume"]
+    cells = ["AAPL", text, "10.00", "10.50", "9.90", "10.20", "1200"]
+
+    def parser() -> RowParser:
+        return RowParser(provider="csv", tz=resolve_tz(tz), sessions=sessions)
+
+    fast = _CsvRows(names, parser()).parse(list(cells))
+    slow = parser().parse(dict(zip(names, cells)), lambda: ",".join(cells))
+    assert fast == slow
+    if isinstance(fast, Bar):
+        assert fast.start.tzinfo is UTC
