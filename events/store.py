@@ -1025,30 +1025,84 @@ class LogReader:
         Checks: seqs are gap-free from 1, each row's hash matches sha256(previous + row), and
         (with `decode`) every payload decodes.
         """
-        prev = GENESIS_HASH
-        expected = 1
-        n = 0
+        walk = ChainWalk()
         try:
-            async with contextlib.aclosing(self.rows(batch_size=10_000)) as batches:
+            async with contextlib.aclosing(self.rows(
+                    batch_size=10_000,
+                    columns=_ROW_COLUMNS if decode else CHAIN_COLUMNS)) as batches:
                 async for batch in batches:
-                    for seq, ts_us, tag, v, iid, coid, sym, payload, h in batch:
-                        if seq != expected:
-                            return VerifyResult(False, n, expected - 1, expected,
-                                                f"seq {expected} is missing (next row is {seq})")
-                        if row_hash(prev, seq, ts_us, v, payload) != h:
-                            return VerifyResult(False, n, seq - 1, seq,
-                                                f"seq {seq}: hash mismatch (row altered or corrupt)")
-                        if decode:
-                            try:
-                                event = self.codec.decode(tag, v, payload, seq)
-                            except DecodeError as e:
-                                return VerifyResult(False, n, seq - 1, seq, str(e))
-                            if correlation(event) != (iid, coid, sym) or ts_to_us(event.ts) != ts_us:
-                                return VerifyResult(False, n, seq - 1, seq,
-                                                    f"seq {seq}: index columns disagree with payload")
-                        prev = h
-                        expected += 1
-                        n += 1
+                    if not decode:
+                        if not walk.feed(batch):
+                            break
+                        continue
+                    start = walk.rows
+                    walk.feed([(r[0], r[1], r[3], r[7], r[8]) for r in batch])
+                    # A payload that does not decode before the first broken link is the
+                    # first bad row.
+                    for seq, ts_us, tag, v, iid, coid, sym, payload, _ in batch[
+                            :walk.rows - start]:
+                        try:
+                            event = self.codec.decode(tag, v, payload, seq)
+                        except DecodeError as e:
+                            return VerifyResult(False, seq - 1, seq - 1, seq, str(e))
+                        if correlation(event) != (iid, coid, sym) or ts_to_us(event.ts) != ts_us:
+                            return VerifyResult(False, seq - 1, seq - 1, seq,
+                                                f"seq {seq}: index columns disagree with payload")
+                    if walk.bad_seq is not None:
+                        break
         except CorruptLogError as e:
-            return VerifyResult(False, n, expected - 1, expected, str(e))
-        return VerifyResult(True, n, expected - 1)
+            walk.fail(walk.expected, str(e))
+        return walk.result()
+
+
+# What the chain covers of a row, in `ChainWalk.feed`'s order.
+CHAIN_COLUMNS = "seq, ts, schema_version, payload, hash"
+
+
+class ChainWalk:
+    """The hash chain, walked batch by batch from the first row: the one implementation of
+    the check behind `LogReader.verify`, usable on any connection's rows
+    (`CHAIN_COLUMNS`), so a verifier can follow a log that is still being written."""
+
+    __slots__ = ("bad_seq", "expected", "prev", "reason")
+
+    def __init__(self) -> None:
+        self.prev = GENESIS_HASH
+        self.expected = 1
+        self.bad_seq: int | None = None
+        self.reason = ""
+
+    @property
+    def rows(self) -> int:
+        """Rows found good so far (they are seqs 1..rows)."""
+        return self.expected - 1
+
+    def feed(self, batch: Iterable[tuple[int, int, int, bytes, bytes]]) -> bool:
+        """Check the next rows; False (and `bad_seq`, `reason` set) at the first bad one."""
+        if self.bad_seq is not None:
+            return False
+        # The hot loop of every verify: locals only, one hash per row.
+        prev, expected = self.prev, self.expected
+        sha256, head = hashlib.sha256, _HEAD.pack
+        try:
+            for seq, ts_us, v, payload, h in batch:
+                if seq != expected:
+                    self.fail(expected, f"seq {expected} is missing (next row is {seq})")
+                    return False
+                if sha256(prev + head(seq, ts_us, v) + payload).digest() != h:
+                    self.fail(seq, f"seq {seq}: hash mismatch (row altered or corrupt)")
+                    return False
+                prev = h
+                expected += 1
+        finally:
+            self.prev, self.expected = prev, expected
+        return True
+
+    def fail(self, seq: int, reason: str) -> None:
+        if self.bad_seq is None:
+            self.bad_seq, self.reason = seq, reason
+
+    def result(self) -> VerifyResult:
+        if self.bad_seq is None:
+            return VerifyResult(True, self.rows, self.rows)
+        return VerifyResult(False, self.rows, self.rows, self.bad_seq, self.reason)
