@@ -1106,3 +1106,38 @@ class ChainWalk:
         if self.bad_seq is None:
             return VerifyResult(True, self.rows, self.rows)
         return VerifyResult(False, self.rows, self.rows, self.bad_seq, self.reason)
+
+
+def follow_chain(path: str | os.PathLike[str], wakes: Iterable[object],
+                 batch_size: int = 20_000) -> tuple[VerifyResult, bytes]:
+    """Walk the chain of a log that another process is still writing (blocking): at each
+    item of `wakes` everything committed so far, then once more when `wakes` ends (the
+    writer has closed the log: every row). Returns the result and the last good row's hash,
+    which the writer compares with its own head.
+
+    Each read is one short statement, so no read transaction outlives it (a long one would
+    hold the WAL back from checkpoints, and would not see later commits)."""
+    conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, isolation_level=None)
+    walk = ChainWalk()
+    sql = f"SELECT {CHAIN_COLUMNS} FROM events WHERE seq >= ? ORDER BY seq LIMIT ?"
+
+    def catch_up() -> bool:
+        while walk.bad_seq is None:
+            rows = conn.execute(sql, (walk.expected, batch_size)).fetchall()
+            walk.feed(rows)
+            if len(rows) < batch_size:
+                break
+        return walk.bad_seq is None
+
+    try:
+        check_file_header(Path(path))
+        for _ in wakes:
+            if not catch_up():
+                break
+        else:
+            catch_up()
+    except (sqlite3.DatabaseError, CorruptLogError) as e:
+        walk.fail(walk.expected, f"{path}: log is damaged after seq {walk.rows}: {e}")
+    finally:
+        conn.close()
+    return walk.result(), walk.prev

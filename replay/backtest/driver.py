@@ -20,7 +20,7 @@ from __future__ import annotations
 import gc
 import hashlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
-from contextlib import aclosing, contextmanager
+from contextlib import AsyncExitStack, aclosing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -35,8 +35,8 @@ from engine.marketdata.types import DataFileError, MarketItem
 from engine.sources import BAR_FILE_SUFFIXES, data_paths, file_provider
 from engine.strategies.base import Strategy
 from events.errors import CorruptLogError
+from events.follow import ChainFollower
 from events.market import Bar
-from events.store import LogReader
 from projections.state import Projections
 from replay.backtest.stepper import StepDriver
 
@@ -148,6 +148,8 @@ async def _window(items: AsyncIterator[MarketItem], start: datetime | None,
 
 # Young generations are collected every this many bars while automatic collection is off.
 YOUNG_GC_EVERY = 50_000
+# The log follower is told about new commits every this many bars.
+FOLLOW_WAKE_EVERY = 4096
 
 
 @contextmanager
@@ -209,69 +211,76 @@ async def _run_backtest(settings: Settings, data: Path | Sequence[Path], out_log
     first: datetime | None = None
     last: datetime | None = None
     bars = 0
-    async with provider, aclosing(_window(provider.stream(), start, end)) as items:
-        pending: list[MarketItem] = []
-        async for item in items:  # the clock starts at the first bar's open
-            pending.append(item)
-            if isinstance(item, Bar):
-                clock = SimClock(item.start)
-                break
-        if clock is None:
-            raise NoBarsError(no_bars_message(paths, stats, start, end))
-        # The sort has read everything by now: its digest covers the rows, not their order.
-        digest = stats.digest if stats is not None else input_digest(paths[0])
-        run_id = "bt-" + hashlib.sha256(
-            f"{digest}|{settings.fingerprint()}|{start}|{end}|{symbols}".encode()
-        ).hexdigest()[:16]
-        # The simulated broker is ours to shape (default assets); any other is open_engine's.
-        broker = make_broker(settings, clock) if settings.broker == "simulated" else None
-        defaulted: list[str] = []
-        if isinstance(broker, SimulatedBroker):
-            in_data = stats.symbols if stats is not None else {
-                i.symbol for i in pending if isinstance(i, Bar)}
-            defaulted = broker.add_default_assets(in_data)
-            if defaulted and notice is not None:
-                notice(default_assets_line(defaulted))
-        async with open_engine(settings, clock=clock, broker=broker, strategies=strategies,
-                               run_id=run_id, log_path=out_log, step_mode=True) as engine:
-            if engine.sim is not None:
-                # Nothing leaves the process: no decision needs to wait for its commit (the
-                # run is reproducible from its input). The log is flushed and verified below.
-                engine.log.acknowledge_on_append()
-            seen = sorted({i.symbol for i in pending if isinstance(i, Bar)} |
-                          set(symbols or ()) | set(settings.data.symbols) |
-                          set(stats.symbols if stats is not None else ()))
-            if engine.sim is not None:
-                seen = sorted(set(seen) | set(engine.sim.assets))
-            step = StepDriver(engine)  # before recovery: the strategies' start acts too
-            await engine.recover(seen)
-
-            async def feed(item: MarketItem) -> None:
-                nonlocal first, last, bars
+    follower = ChainFollower(out_log)
+    # The follower walks the log on disk while it is written, and outlives it: its verdict
+    # is taken once the log is closed.
+    async with AsyncExitStack() as follow:
+        async with provider, aclosing(_window(provider.stream(), start, end)) as items:
+            pending: list[MarketItem] = []
+            async for item in items:  # the clock starts at the first bar's open
+                pending.append(item)
                 if isinstance(item, Bar):
-                    first = first or item.start
-                    last = item.start
-                    bars += 1
-                    if progress is not None and bars % progress_every == 0:
-                        progress(bars)
-                    if bars % YOUNG_GC_EVERY == 0:
-                        gc.collect(1)
-                await step.on_item(item)
+                    clock = SimClock(item.start)
+                    break
+            if clock is None:
+                raise NoBarsError(no_bars_message(paths, stats, start, end))
+            # The sort has read everything by now: its digest covers the rows, not their order.
+            digest = stats.digest if stats is not None else input_digest(paths[0])
+            run_id = "bt-" + hashlib.sha256(
+                f"{digest}|{settings.fingerprint()}|{start}|{end}|{symbols}".encode()
+            ).hexdigest()[:16]
+            # The simulated broker is ours to shape (default assets); any other is open_engine's.
+            broker = make_broker(settings, clock) if settings.broker == "simulated" else None
+            defaulted: list[str] = []
+            if isinstance(broker, SimulatedBroker):
+                in_data = stats.symbols if stats is not None else {
+                    i.symbol for i in pending if isinstance(i, Bar)}
+                defaulted = broker.add_default_assets(in_data)
+                if defaulted and notice is not None:
+                    notice(default_assets_line(defaulted))
+            async with open_engine(settings, clock=clock, broker=broker, strategies=strategies,
+                                   run_id=run_id, log_path=out_log, step_mode=True) as engine:
+                await follow.enter_async_context(follower)  # the log exists from here
+                if engine.sim is not None:
+                    # Nothing leaves the process: no decision needs to wait for its commit (the
+                    # run is reproducible from its input). The log is flushed and verified below.
+                    engine.log.acknowledge_on_append()
+                seen = sorted({i.symbol for i in pending if isinstance(i, Bar)} |
+                              set(symbols or ()) | set(settings.data.symbols) |
+                              set(stats.symbols if stats is not None else ()))
+                if engine.sim is not None:
+                    seen = sorted(set(seen) | set(engine.sim.assets))
+                step = StepDriver(engine)  # before recovery: the strategies' start acts too
+                await engine.recover(seen)
 
-            for item in pending:
-                await feed(item)
-            async for item in items:
-                await feed(item)
-            if progress is not None:
-                progress(bars)
-            stuck = stuck_orders(engine.proj)
-            await engine.stop("backtest complete")
-            intents = engine.intents_sent
-            appended = engine.log.assigned_seq
-    # The log is closed, so every row is committed; walk the whole chain on disk before
-    # calling the run done (the rows were acknowledged before their commits).
-    async with LogReader(out_log) as reader:
-        check = await reader.verify(decode=False)
+                async def feed(item: MarketItem) -> None:
+                    nonlocal first, last, bars
+                    if isinstance(item, Bar):
+                        first = first or item.start
+                        last = item.start
+                        bars += 1
+                        if progress is not None and bars % progress_every == 0:
+                            progress(bars)
+                        if bars % YOUNG_GC_EVERY == 0:
+                            gc.collect(1)
+                        if bars % FOLLOW_WAKE_EVERY == 0:
+                            await follower.wake()
+                    await step.on_item(item)
+
+                for item in pending:
+                    await feed(item)
+                async for item in items:
+                    await feed(item)
+                if progress is not None:
+                    progress(bars)
+                stuck = stuck_orders(engine.proj)
+                await engine.stop("backtest complete")
+                intents = engine.intents_sent
+                appended = engine.log.assigned_seq
+                head = engine.log.last_hash
+        # The log is closed, so every row is committed; the whole chain on disk must be
+        # walked before the run is done (the rows were acknowledged before their commits).
+        check = await follower.verdict(appended, head)
     if not check.ok or check.last_seq != appended:
         raise CorruptLogError(f"{out_log}: the backtest's log does not verify on disk "
                               f"({check.reason or f'{check.last_seq} of {appended} rows'})")

@@ -7,6 +7,8 @@ import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from engine.config import load_settings
 from engine.marketdata.assets import sample_bars_path
 from events.catalogue import BarReceived, FillReceived, OrderIntent, RiskApproved
@@ -98,3 +100,22 @@ async def test_the_log_is_complete_and_verified_on_disk_when_the_backtest_return
         assert db.execute("SELECT type FROM events WHERE seq = ?", (last,)).fetchone() == (
             "run_ended",)
     assert res.log_rows == count == last > res.bars
+
+
+async def test_the_log_is_walked_by_the_follower_while_the_backtest_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The on-disk check above is the child's (events.follow): with walking in this process
+    # made impossible, the run still ends verified, every row counted.
+    from events import follow
+    from replay.backtest import driver
+
+    def no_walk_here(*a: object, **k: object) -> None:
+        raise AssertionError("the log was walked in the backtest's process")
+
+    monkeypatch.setattr(follow, "LogReader", no_walk_here)
+    monkeypatch.setattr(driver, "FOLLOW_WAKE_EVERY", 100)
+    settings = load_settings(data_dir=tmp_path)
+    res = await run_backtest(settings, sample_bars_path(), tmp_path / "bt.sqlite",
+                             start=datetime(2026, 10, 28, 13, 30, tzinfo=UTC),
+                             end=datetime(2026, 10, 28, 20, 0, tzinfo=UTC))
+    assert res.log_rows > res.bars > 0

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-import replay.backtest.driver as driver
 from engine.config import load_settings
 from engine.strategies.base import Strategy
 from engine.strategies.context import StrategyContext
 from events.catalogue import OrderIntent
 from events.market import Bar
 from projections.calendar import business_days_from
+from replay.backtest import driver
 from replay.backtest.driver import run_backtest
 from tests.owndata import minute_rows, write_csv
 
