@@ -38,7 +38,7 @@ import msgspec
 
 from events.market import Bar
 
-from .types import BadInput, BarProvider, MarketItem, items_from_thread
+from .types import BadInput, BarProvider, MarketItem, batches_from_thread
 
 RUN_ROWS = 200_000  # ~ 150 MB of bars in memory at most, whatever the file size
 OUT_BATCH = 4096  # bars handed on per hop (a hop costs a thread round trip; ~3 MB a batch)
@@ -261,9 +261,15 @@ class OrderedFileProvider(BarProvider):
         self._tmp_dir = tmp_dir
 
     async def stream(self) -> AsyncGenerator[MarketItem, None]:
-        # One stream per provider (as for every provider): `stats` describes that one.
+        async with aclosing(self.stream_batches()) as batches:
+            async for batch in batches:
+                for item in batch:
+                    yield item
+
+    def stream_batches(self) -> AsyncGenerator[list[MarketItem], None]:
+        """The stream a batch at a time (what a replay loop iterates: one async step per
+        batch, not per bar). One stream per provider (as for every provider): `stats`
+        describes that one."""
         gen = ordered_batches([p.batches for p in self.providers], self.stats,
                               run_rows=self._run_rows, tmp_dir=self._tmp_dir)
-        async with aclosing(items_from_thread(gen)) as items:
-            async for item in items:
-                yield item
+        return batches_from_thread(gen)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Iterator, Mapping
+from contextlib import aclosing
 from datetime import datetime
 from types import TracebackType
 from typing import Self, TypeAlias
@@ -96,16 +97,24 @@ class BarProvider(ABC):
         """Bars (and bad input) in the order the source has them."""
 
 
-async def items_from_thread(batches: Iterator[list[MarketItem]]) -> AsyncGenerator[MarketItem, None]:
-    """Yield the items of a blocking batch generator (a file reader), pulling each batch in a
-    worker thread so the event loop never waits on disk or parsing; closes it on the way out."""
+async def batches_from_thread(batches: Iterator[list[MarketItem]]
+                              ) -> AsyncGenerator[list[MarketItem], None]:
+    """The batches of a blocking batch generator (a file reader), each pulled in a worker
+    thread so the event loop never waits on disk or parsing; closes it on the way out."""
     try:
         while True:
             batch = await anyio.to_thread.run_sync(next, batches, None)
             if batch is None:
                 return
-            for item in batch:
-                yield item
+            yield batch
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(batches.close)  # type: ignore[attr-defined]
+
+
+async def items_from_thread(batches: Iterator[list[MarketItem]]) -> AsyncGenerator[MarketItem, None]:
+    """`batches_from_thread`, an item at a time."""
+    async with aclosing(batches_from_thread(batches)) as each:
+        async for batch in each:
+            for item in batch:
+                yield item

@@ -19,19 +19,21 @@ from __future__ import annotations
 
 import gc
 import hashlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+import math
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, aclosing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 from engine.app import make_broker, open_engine
 from engine.brokers.simulated import SimulatedBroker, default_assets_line
 from engine.clock import SimClock
 from engine.config import Settings
 from engine.marketdata.ordered import RUN_ROWS, OrderedFileProvider, OrderStats
-from engine.marketdata.types import DataFileError, MarketItem
+from engine.marketdata.types import BarProvider, DataFileError, MarketItem
 from engine.sources import BAR_FILE_SUFFIXES, data_paths, file_provider
 from engine.strategies.base import Strategy
 from events.errors import CorruptLogError
@@ -135,15 +137,33 @@ def describe_interval(stats: OrderStats) -> str | None:
     return f"{top}s"
 
 
-async def _window(items: AsyncIterator[MarketItem], start: datetime | None,
-                  end: datetime | None) -> AsyncGenerator[MarketItem, None]:
-    async for item in items:
-        if isinstance(item, Bar):
-            if start is not None and item.start < start:
+def _batches(provider: BarProvider) -> AsyncGenerator[list[MarketItem], None]:
+    """The provider's items a batch at a time: the loop then takes one async step per batch
+    instead of several per bar (bar files come in batches; any other source in batches of
+    one)."""
+    if isinstance(provider, OrderedFileProvider):
+        return provider.stream_batches()
+    return _singles(provider.stream())
+
+
+async def _singles(items: AsyncGenerator[MarketItem, None]
+                   ) -> AsyncGenerator[list[MarketItem], None]:
+    async with aclosing(items) as each:
+        async for item in each:
+            yield [item]
+
+
+async def _window(batches: AsyncGenerator[list[MarketItem], None], start: datetime | None,
+                  end: datetime | None) -> AsyncGenerator[list[MarketItem], None]:
+    async with aclosing(batches) as each:
+        async for batch in each:
+            if start is None and end is None:
+                yield batch
                 continue
-            if end is not None and item.start >= end:
-                continue
-        yield item
+            kept = [i for i in batch if type(i) is not Bar or (
+                (start is None or i.start >= start) and (end is None or i.start < end))]
+            if kept:
+                yield kept
 
 
 # Young generations are collected every this many bars while automatic collection is off.
@@ -215,13 +235,18 @@ async def _run_backtest(settings: Settings, data: Path | Sequence[Path], out_log
     # The follower walks the log on disk while it is written, and outlives it: its verdict
     # is taken once the log is closed.
     async with AsyncExitStack() as follow:
-        async with provider, aclosing(_window(provider.stream(), start, end)) as items:
-            pending: list[MarketItem] = []
-            async for item in items:  # the clock starts at the first bar's open
-                pending.append(item)
-                if isinstance(item, Bar):
-                    clock = SimClock(item.start)
-                    break
+        async with provider, aclosing(_window(_batches(provider), start, end)) as batches:
+            pending: list[MarketItem] = []  # what comes before the first bar, and that bar
+            rest: list[MarketItem] = []  # the rest of its batch
+            async for batch in batches:  # the clock starts at the first bar's open
+                at = next((n for n, i in enumerate(batch) if type(i) is Bar), None)
+                if at is None:
+                    pending += batch
+                    continue
+                pending += batch[:at + 1]
+                rest = batch[at + 1:]
+                clock = SimClock(cast(Bar, batch[at]).start)
+                break
             if clock is None:
                 raise NoBarsError(no_bars_message(paths, stats, start, end))
             # The sort has read everything by now: its digest covers the rows, not their order.
@@ -253,24 +278,30 @@ async def _run_backtest(settings: Settings, data: Path | Sequence[Path], out_log
                 step = StepDriver(engine)  # before recovery: the strategies' start acts too
                 await engine.recover(seen)
 
-                async def feed(item: MarketItem) -> None:
-                    nonlocal first, last, bars
-                    if isinstance(item, Bar):
-                        first = first or item.start
-                        last = item.start
-                        bars += 1
-                        if progress is not None and bars % progress_every == 0:
-                            progress(bars)
-                        if bars % YOUNG_GC_EVERY == 0:
-                            gc.collect(1)
-                        if bars % FOLLOW_WAKE_EVERY == 0:
-                            await follower.wake()
-                    await step.on_item(item)
+                on_item = step.on_item
+                # One test per bar for the periodic work, the rest only when one may be due.
+                every = math.gcd(progress_every, YOUNG_GC_EVERY, FOLLOW_WAKE_EVERY)
 
-                for item in pending:
-                    await feed(item)
-                async for item in items:
-                    await feed(item)
+                async def feed(items: list[MarketItem]) -> None:
+                    nonlocal first, last, bars
+                    for item in items:
+                        if type(item) is Bar:
+                            first = first or item.start
+                            last = item.start
+                            bars += 1
+                            if bars % every == 0:
+                                if progress is not None and bars % progress_every == 0:
+                                    progress(bars)
+                                if bars % YOUNG_GC_EVERY == 0:
+                                    gc.collect(1)
+                                if bars % FOLLOW_WAKE_EVERY == 0:
+                                    await follower.wake()
+                        await on_item(item)
+
+                await feed(pending)
+                await feed(rest)
+                async for batch in batches:
+                    await feed(batch)
                 if progress is not None:
                     progress(bars)
                 stuck = stuck_orders(engine.proj)
