@@ -18,7 +18,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
+from contextlib import aclosing, nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -36,8 +36,8 @@ from engine.marketdata.types import BarProvider, MarketItem
 from engine.recovery.startup import end_run
 from engine.sources import (
     FILE_SOURCES,
+    StartedSource,
     data_symbols,
-    file_preview,
     first_bar_start,
     make_provider,
 )
@@ -132,22 +132,25 @@ async def run_service(settings: Settings, *, clock: Clock | None = None,
     called now and then with the bars handled so far (a display for long replays)."""
     replaying = settings.data.source in FILE_SOURCES
     # Your own bar files on the simulated broker: their symbols trade out of the box.
-    preview = await file_preview(settings) if (
+    # Read (and sorted) once: the stream started here to learn where the files begin is the
+    # one the engine consumes.
+    preview = await StartedSource.open(settings) if (
         replaying and settings.broker == "simulated" and broker is None
         and settings.data.source in ("csv", "parquet")) else None
     if clock is None:
         # Bars from files are replayed at accelerated simulated time on the simulated broker;
         # anything else runs on the wall clock.
-        clock = SimClock(preview[0] if preview else await first_bar_start(settings)) \
+        clock = SimClock(preview.first_start if preview else await first_bar_start(settings)) \
             if replaying and settings.broker == "simulated" else LiveClock()
-    source = provider or make_provider(settings, clock)
+    source = provider or preview or make_provider(settings, clock)
     finite = replaying if stop_after_data is None else stop_after_data
     reason = "clean"
-    async with open_engine(settings, clock=clock, broker=broker, log_path=log_path) as engine:
+    async with preview or nullcontext(), open_engine(settings, clock=clock, broker=broker,
+                                                     log_path=log_path) as engine:
         restore_simulated(engine)
         sim = engine.sim
         if sim is not None and preview is not None:
-            defaulted = sim.add_default_assets(preview[1])
+            defaulted = sim.add_default_assets(preview.symbols)
             if defaulted:
                 log.warning("%s", default_assets_line(defaulted))
         symbols = sorted(set(data_symbols(settings)) | set(sim.assets if sim is not None else ()))

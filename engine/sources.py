@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import TracebackType
 from typing import Literal
 
 from engine.clock import Clock
@@ -125,13 +125,63 @@ async def first_bar_start(settings: Settings) -> datetime:
 async def file_preview(settings: Settings) -> tuple[datetime, set[str]]:
     """A file source's first bar start and (for bar files, which are read whole to be
     sorted) every symbol it holds; for a recorded log only the first bar's symbol."""
-    source = make_provider(settings, None)
-    async with source, aclosing(source.stream()) as items:
-        async for item in items:
-            if isinstance(item, Bar):
-                stats = source.stats if isinstance(source, OrderedFileProvider) else None
-                return item.start, set(stats.symbols) if stats is not None else {item.symbol}
-    raise ValueError("the data source has no bars")
+    async with await StartedSource.open(settings) as started:
+        return started.first_start, started.symbols
+
+
+class StartedSource(BarProvider):
+    """A file source whose stream has been started to learn, before the engine exists,
+    where it begins (its first bar's start, the clock's start) and which symbols it holds;
+    the same stream is then consumed, so bar files are read and sorted once, not twice.
+
+    `stream()` once; leaving `async with` (or `aclose()`) ends the stream wherever it is."""
+
+    def __init__(self, items: AsyncGenerator[MarketItem, None], head: list[MarketItem],
+                 first_start: datetime, symbols: set[str], name: str) -> None:
+        self.name = name
+        self.first_start = first_start
+        self.symbols = symbols
+        self._items = items
+        self._head = head
+        self._taken = False
+
+    @classmethod
+    async def open(cls, settings: Settings) -> StartedSource:
+        source = make_provider(settings, None)
+        items = source.stream()
+        head: list[MarketItem] = []
+        try:
+            async for item in items:
+                head.append(item)
+                if isinstance(item, Bar):
+                    stats = source.stats if isinstance(source, OrderedFileProvider) else None
+                    symbols = set(stats.symbols) if stats is not None else {item.symbol}
+                    return cls(items, head, item.start, symbols, source.name)
+        except BaseException:
+            await items.aclose()
+            raise
+        await items.aclose()
+        raise ValueError("the data source has no bars")
+
+    async def aclose(self) -> None:
+        await self._items.aclose()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def stream(self) -> AsyncGenerator[MarketItem, None]:
+        if self._taken:
+            raise RuntimeError("a started source streams once")
+        self._taken = True
+        head, self._head = self._head, []
+        try:
+            for item in head:
+                yield item
+            async for item in self._items:
+                yield item
+        finally:
+            await self._items.aclose()
 
 
 class SyntheticProvider(BarProvider):
