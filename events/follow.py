@@ -38,15 +38,23 @@ class ChainFollower:
     when rows were committed; after the writer closed the log, `await f.verdict(last_seq,
     head)`. Leaving the block early kills the child."""
 
+    # How long the verdict may take once the log is closed (the child walks what it has not
+    # yet walked); past it the child is killed and the log walked here. A guard against a
+    # stuck child, not a deadline for a slow one: the walk here takes as long.
+    VERDICT_TIMEOUT_S = 120.0
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._proc: Process | None = None
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "events.follow", str(self.path)]
+
     async def __aenter__(self) -> Self:
         try:
             self._proc = await anyio.open_process(
-                [sys.executable, "-m", "events.follow", str(self.path)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL)
         except OSError as e:  # no process to spare: the check happens at the end instead
             log.debug("log follower not started: %s", e)
         return self
@@ -78,11 +86,16 @@ class ChainFollower:
         got: tuple[VerifyResult, bytes] | None = None
         if proc is not None and proc.stdin is not None and proc.stdout is not None:
             try:
-                await proc.stdin.aclose()  # end of wakes: walk the rest
                 out = b""
-                async for chunk in proc.stdout:
-                    out += chunk
-                code = await proc.wait()
+                code: int | None = None
+                with anyio.move_on_after(self.VERDICT_TIMEOUT_S):
+                    await proc.stdin.aclose()  # end of wakes: walk the rest
+                    async for chunk in proc.stdout:
+                        out += chunk
+                    code = await proc.wait()
+                if code is None:
+                    log.warning("%s: no verdict from the log follower within %.0f s; walking "
+                                "the log here", self.path, self.VERDICT_TIMEOUT_S)
                 got = _parse(out) if code == 0 else None
                 if got is not None and not (got[0].ok and got[0].last_seq == last_seq
                                             and got[1] == head):

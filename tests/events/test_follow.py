@@ -119,3 +119,27 @@ async def test_follow_chain_finds_a_flipped_byte(log_path: Path) -> None:
     assert res.rows_checked == res.last_seq == 36
     async with LogReader(log_path) as r:
         assert head == await r.hash_at(36)
+
+
+async def test_a_stuck_child_is_killed_and_the_log_walked_here(
+        log_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import sys
+
+    class Stuck(ChainFollower):
+        VERDICT_TIMEOUT_S = 0.5
+
+        def command(self) -> list[str]:  # never answers: waits for a signal
+            return [sys.executable, "-c", "import signal; signal.pause()"]
+
+    follower = Stuck(log_path)
+    try:
+        last, head = await _written(log_path, follower, batches=1, per_batch=100)
+        proc = follower._proc
+        assert proc is not None
+        with caplog.at_level(logging.WARNING, logger="events.follow"):
+            res = await follower.verdict(last, head)
+    finally:
+        await follower.__aexit__(None, None, None)
+    assert res.ok and res.last_seq == 100
+    assert "no verdict from the log follower" in caplog.text
+    assert proc.returncode is not None  # killed and reaped
