@@ -218,14 +218,20 @@ def ordered_batches(sources: Sequence[BatchSource], stats: OrderStats, *,
         if all(a[1] < b[0] for a, b in itertools.pairwise(runs)):  # type: ignore[operator]
             # The runs follow each other (input in order, or files each covering a later
             # span): their concatenation is the merge.
+            out: list[MarketItem] = []
             for spill in spills:
                 for _, bars in spill.frames():
-                    yield list(bars)
+                    out += bars
+                    if len(out) >= out_batch:  # hand on whole batches, not frames
+                        yield out
+                        out = []
+            if out:
+                yield out
             for i in range(0, len(run), out_batch):
                 yield [rec[3] for rec in run[i:i + out_batch]]
             return
         merged: Iterator[Rec | _InRec] = heapq.merge(*(s.records() for s in spills), iter(run))
-        out: list[MarketItem] = []
+        out = []
         for rec in merged:
             out.append(rec[3])
             if len(out) >= out_batch:
