@@ -45,6 +45,21 @@ def _render_line(cells: list[str]) -> str:
     return buf.getvalue()
 
 
+class _Decimals(dict[str, Decimal]):
+    """`Decimal(text)` by cell text, remembered: prices repeat (a cent grid), and a lookup
+    costs a quarter of a construction. A Decimal made from text is exact and immutable, so
+    sharing one is the same as making it again. Bounded: forgets everything at `LIMIT`."""
+
+    LIMIT = 8192
+
+    def __missing__(self, text: str) -> Decimal:
+        value = Decimal(text)  # raises for a bad cell, which is then not remembered
+        if len(self) >= self.LIMIT:
+            self.clear()
+        self[text] = value
+        return value
+
+
 class _CsvRows:
     """Parses CSV rows by column index. Good rows take the fast path (every cell is text, so
     `Decimal(cell)` directly); anything that raises there is parsed again by the general
@@ -61,6 +76,7 @@ class _CsvRows:
         self.i_vw = ix.get("vwap")
         self.i_n = ix.get("trade_count")
         self.i_int = ix.get("interval_s")
+        self.decimals = _Decimals()
 
     def parse(self, cells: list[str]) -> MarketItem:
         p = self.parser
@@ -77,11 +93,12 @@ class _CsvRows:
             vw = cells[self.i_vw] if self.i_vw is not None else ""
             n = cells[self.i_n] if self.i_n is not None else ""
             iv = cells[self.i_int] if self.i_int is not None else ""
+            dec = self.decimals
             return Bar(symbol=cells[self.i_sym].strip(), start=start,
                        interval_s=session_s or (int(iv) if iv else p.interval_s),
-                       open=Decimal(cells[self.i_o]), high=Decimal(cells[self.i_h]),
-                       low=Decimal(cells[self.i_l]), close=Decimal(cells[self.i_c]),
-                       volume=Decimal(cells[self.i_v]), vwap=Decimal(vw) if vw else None,
+                       open=dec[cells[self.i_o]], high=dec[cells[self.i_h]],
+                       low=dec[cells[self.i_l]], close=dec[cells[self.i_c]],
+                       volume=dec[cells[self.i_v]], vwap=dec[vw] if vw else None,
                        trade_count=int(n) if n else None, provider=p.provider)
         except (ArithmeticError, ValueError):  # InvalidOperation, BarError, InputError...
             names = self.names if len(cells) == len(self.names) else [*self.names, "symbol"]
