@@ -196,13 +196,19 @@ class ExecutionService:
         requested = self._order_event(t, "order_submit_requested", OrderSubmitRequested(
             ts=self._clock.now(), client_order_id=t.client_order_id,
             intent_id=approved.intent_id, symbol=approved.symbol, attempt=attempt))
-        if getattr(self._broker, "external", True):
+        external = getattr(self._broker, "external", True)
+        if external:
             # From here the order may exist outside this process: a restart must find this
             # record to know it has to look the order up.
             await requested
         request = request_for(approved)
         try:
-            with anyio.fail_after(self._submit_timeout):
+            if external:
+                with anyio.fail_after(self._submit_timeout):
+                    order = await self._broker.submit(request)
+            else:
+                # An in-process book answers without I/O: there is no call that could hang,
+                # and a timer armed and disarmed per order costs more than the submit itself.
                 order = await self._broker.submit(request)
         except OrderRejectedError as e:
             self._order_event(t, "order_rejected", OrderRejected(
