@@ -149,16 +149,17 @@ class ExecutionService:
     def _order_event(self, t: Tracked, tag: str, event: Event) -> asyncio.Future[int]:
         """Append an order event; if the state machine will refuse it, say so in the log."""
         legal = self.tracker.would_move(t, tag)
-        before = t.status.value
+        before = t.status  # its word (`.value`) only where it is written
         fut = self._append(event)  # folded into the projections right here
         seq = self._log.assigned_seq
         level = logging.INFO if tag in _NOTABLE else logging.DEBUG
         if log.isEnabledFor(level):
-            log.log(level, "%s %s (%s -> %s)", tag, t.client_order_id, before,
+            log.log(level, "%s %s (%s -> %s)", tag, t.client_order_id, before.value,
                     "refused" if not legal else t.status.value, extra={"seq": seq})
         if not legal:
             self._append(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
-                                           from_state=before, event_type=tag, event_seq=seq))
+                                           from_state=before.value, event_type=tag,
+                                           event_seq=seq))
         return fut
 
     # --- submitting ----------------------------------------------------------------------
@@ -548,7 +549,7 @@ class ExecutionService:
             side=o.side, qty=book, price=price, broker_time=when, order_done=done, source=source,
             fee=fee if book == qty else (fee * book / qty).quantize(CENT))
         legal = self.tracker.would_move(t, "fill")
-        state_before = t.status.value
+        state_before = t.status
         fut = self._append(fill)
         fill_seq = self._log.assigned_seq
         log.info("fill %s %s %s %s @ %s (%s)", t.client_order_id, o.side, book, o.symbol, price,
@@ -556,7 +557,7 @@ class ExecutionService:
         t.broker_cum_qty = max(t.broker_cum_qty, t.filled_qty)
         if not legal:
             self._append(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
-                                           from_state=state_before, event_type="fill",
+                                           from_state=state_before.value, event_type="fill",
                                            event_seq=fill_seq))
         del fut
 
