@@ -333,8 +333,9 @@ class ExecutionService:
         t = self.tracker.get(coid)
         if t is None or not t.is_open or t.broker_order_id is None:
             return None
-        n = sum(1 for c in self._proj.orders.orders if c.startswith(coid[:44] + "-r")) + 1
-        new_coid = new_client_order_id or f"{coid[:44]}-r{n}"
+        # A replace the gate approved (a stop move) names its replacement; only a direct call
+        # numbers one from the replacements so far (a scan over every order of the run).
+        new_coid = new_client_order_id or self._next_replacement_id(coid)
         ours = self._proj.orders.orders.get(coid)
         percent = ours is not None and ours.trail_percent is not None
         await self._order_event(t, "replace_requested", ReplaceRequested(
@@ -365,6 +366,11 @@ class ExecutionService:
         if t.status != S.REPLACED:  # the stream did not get there first
             self._record_replaced(t, new.broker_order_id, reported=new)
         return new.client_order_id
+
+    def _next_replacement_id(self, coid: str) -> str:
+        prefix = coid[:44] + "-r"
+        n = sum(1 for c in self._proj.orders.orders if c.startswith(prefix)) + 1
+        return f"{prefix}{n}"
 
     # --- broker messages -----------------------------------------------------------------
 
