@@ -283,7 +283,8 @@ class _Group:
 
     __slots__ = ("events", "futs", "rows")
 
-    def __init__(self, rows: list[Row], events: list[Event], futs: list[asyncio.Future[int]]):
+    def __init__(self, rows: list[Row], events: list[Event],
+                 futs: list[asyncio.Future[int] | None]):
         self.rows = rows
         self.events = events
         self.futs = futs
@@ -355,19 +356,29 @@ class EventLog:
         self._db: aiosqlite.Connection | None = None
         self._rows: list[Row] = []
         self._events: list[Event] = []
-        self._futs: list[asyncio.Future[int]] = []
+        # None where nobody waits on the commit (`enqueue`, or acknowledged on append).
+        self._futs: list[asyncio.Future[int] | None] = []
         self._wake = asyncio.Event()
+        # True from an append's wake-up until the writer takes it: the appends in between
+        # need not touch either asyncio.Event (a Python call each, on every append).
+        self._wake_pending = False
         self._next_seq = 1
         self._prev_hash = GENESIS_HASH
         self._committed_seq = 0
         self._failed: LogWriteError | None = None
         self._closing = False
         self._closed = False
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: list[tuple[Subscriber, frozenset[type] | None]] = []
+        # Event type -> the subscribers that take it, in subscription order (built lazily).
+        self._fanout: dict[type, tuple[Subscriber, ...]] = {}
         self._commit_listeners: list[Subscriber] = []
         self._failure_listeners: list[Callable[[LogWriteError], None]] = []
-        self._correlation: dict[type, Callable[[Any], tuple[str | None, str | None, str | None]]] = {}
-        self._tags: dict[type, tuple[str, int]] = {}
+        # Event type -> (tag, schema version, how to read its correlation ids).
+        self._meta: dict[type, tuple[str, int, Correlation]] = {}
+        # The last event time converted, by identity: every event of a simulated step
+        # carries the same clock reading, so most rows skip the conversion.
+        self._last_ts: datetime | None = None
+        self._last_ts_us = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -478,15 +489,20 @@ class EventLog:
     def failed(self) -> LogWriteError | None:
         return self._failed
 
-    def subscribe(self, fn: Subscriber) -> None:
+    def subscribe(self, fn: Subscriber, types: Iterable[type[Event]] | None = None) -> None:
         """`fn(seq, event)` is called for each event, in seq order, when it is appended (its
         place in the log is fixed then). This is where projections fold: in-memory state is
         always the fold of the whole appended log, whatever the disk's timing, which keeps
         runs deterministic. Nothing that leaves the process may act on an event before it is
         durable — that is what awaiting `append` (or `on_commit`) is for; and since commits
         are in seq order, a later event can not become durable without every earlier one.
-        `fn` must not block or raise."""
-        self._subscribers.append(fn)
+        `fn` must not block or raise.
+
+        With `types`, `fn` hears only events of exactly those classes (a subscriber that
+        ignores the rest would otherwise be called for every bar); subscribers that take an
+        event are called in the order they subscribed either way."""
+        self._subscribers.append((fn, None if types is None else frozenset(types)))
+        self._fanout.clear()
 
     def on_commit(self, fn: Subscriber) -> None:
         """`fn(seq, event)` is called for each event, in seq order, once it is durable."""
@@ -516,6 +532,17 @@ class EventLog:
         event cannot be encoded."""
         self._check_open()
         return self._enqueue_one(self._row(event, self._next_seq, self._prev_hash), event)
+
+    def enqueue(self, event: Event) -> int:
+        """`append_nowait` for a caller that never waits on the commit (a bar, a strategy
+        error): the same row at the same place, and its seq instead of a future, which spares
+        a future per row. Not waiting loses nothing: commits are in seq order, so whatever
+        waits on a later event waits on this one too, and a failed commit fails the log (the
+        next append raises, `flush` raises)."""
+        self._check_open()
+        row = self._row(event, self._next_seq, self._prev_hash)
+        self._place(row, event, None)
+        return row[0]
 
     async def append(self, event: Event) -> int:
         """Append one event; returns its seq once committed."""
@@ -551,17 +578,21 @@ class EventLog:
         """The stored row of `event` at `seq` chained onto `prev`; changes no state, so a
         batch can be encoded whole before any of it is queued."""
         cls = type(event)
-        meta = self._tags.get(cls)
+        meta = self._meta.get(cls)
         if meta is None:
             tag = tag_of(cls)
             if tag not in self.codec.types:
                 raise LogError(f"{cls.__name__} is not in the event catalogue")
-            meta = self._tags[cls] = (tag, self.codec.versions[tag])
-            self._correlation[cls] = correlation_of(cls)
-        tag, version = meta
+            meta = self._meta[cls] = (tag, self.codec.versions[tag], correlation_of(cls))
+        tag, version, corr = meta
         payload = self.codec.encode(event)
-        intent_id, coid, symbol = self._correlation[cls](event)
-        ts_us = ts_to_us(event.ts)
+        intent_id, coid, symbol = corr(event)
+        ts = event.ts
+        if ts is self._last_ts:
+            ts_us = self._last_ts_us
+        else:
+            ts_us = ts_to_us(ts)
+            self._last_ts, self._last_ts_us = ts, ts_us
         h = row_hash(prev, seq, ts_us, version, payload)
         return (seq, ts_us, tag, version, intent_id, coid, symbol, payload, h)
 
@@ -569,28 +600,38 @@ class EventLog:
         return [self._enqueue_one(row, event) for row, event in zip(rows, events)]
 
     def _enqueue_one(self, row: Row, event: Event) -> asyncio.Future[int]:
-        """Fix the place of a prepared row in the log: the chain head moves, subscribers fold
-        it, the writer is woken."""
         assert self._loop is not None
+        fut: asyncio.Future[int] = self._loop.create_future()
+        if self._ack_on_append:
+            fut.set_result(row[0])
+            self._place(row, event, None)  # already answered: the commit owes it nothing
+        else:
+            self._place(row, event, fut)
+        return fut
+
+    def _place(self, row: Row, event: Event, fut: asyncio.Future[int] | None) -> None:
+        """Fix the place of a prepared row in the log: the chain head moves, subscribers fold
+        it, the writer is woken. `fut` (if any) gets the seq when the row is committed."""
         seq = row[0]
         self._next_seq = seq + 1
         self._prev_hash = row[8]
-        fut: asyncio.Future[int] = self._loop.create_future()
-        if self._ack_on_append:
-            fut.set_result(seq)
         self._rows.append(row)
         self._events.append(event)
         self._futs.append(fut)
-        for fn in self._subscribers:
+        cls = type(event)
+        fns = self._fanout.get(cls)
+        if fns is None:
+            fns = self._fanout[cls] = tuple(
+                fn for fn, types in self._subscribers if types is None or cls in types)
+        for fn in fns:
             try:
                 fn(seq, event)
             except Exception:  # a subscriber bug must not stop the log
                 log.exception("event-log subscriber failed at seq %s", seq)
-        if self._idle.is_set():
+        if not self._wake_pending:
+            self._wake_pending = True
             self._idle.clear()
-        if not self._wake.is_set():
             self._wake.set()
-        return fut
 
     async def flush(self) -> None:
         """Wait until everything appended so far is durable (or raise the write error)."""
@@ -635,6 +676,7 @@ class EventLog:
                     self._idle.set()
                     if self._closing:
                         return
+                self._wake_pending = False  # the next append wakes us (and clears idle)
                 signal.clear()
                 await signal.wait()
         finally:
@@ -690,7 +732,7 @@ class EventLog:
                 except Exception:  # a listener bug must not lose durable events
                     log.exception("event-log commit listener failed at seq %s", row[0])
         for row, fut in zip(rows, futs):
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.set_result(row[0])
 
     async def _checkpointer(self) -> None:
@@ -722,7 +764,7 @@ class EventLog:
         self._failed = err
         log.error("%s", err)
         for fut in group.futs + queued.futs + self._futs:
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.set_exception(err)
                 fut.add_done_callback(_mark_retrieved)
         self._rows, self._events, self._futs = [], [], []

@@ -14,7 +14,10 @@ simulation branch; live, `Engine.on_item` runs and a task consumes the broker's 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from engine.app import Engine
+from engine.brokers.base import BrokerEvent
 from engine.brokers.simulated import SimulatedBroker
 from engine.clock import SimClock
 from engine.marketdata.types import MarketItem
@@ -34,28 +37,45 @@ class StepDriver:
         self.engine = engine
         self.broker = broker
         self.clock = clock
+        # Bar length by interval (`Bar.end` builds a timedelta per call; this runs per bar).
+        self._steps: dict[int, timedelta] = {}
         # What the broker did with each routed intent is handled before the next step.
         engine.settle = self.pump
 
     async def on_item(self, item: MarketItem) -> None:
-        """One provider item, in the order above."""
+        """One provider item, in the order above.
+
+        Written for the common bar, which fills nothing, trips nothing and has no fill to
+        deliver: each step below that has nothing to do is skipped by a synchronous test,
+        without starting its coroutine. The order of the steps is the same either way."""
         engine = self.engine
         if isinstance(item, Bar):
-            self.clock.set(item.end)
+            step = self._steps.get(item.interval_s)
+            if step is None:
+                step = self._steps[item.interval_s] = timedelta(seconds=item.interval_s)
+            self.clock.set(item.start + step)  # the bar's end
         bar = engine.record(item)
         if bar is None:
             return
-        self.broker.on_bar(bar)  # orders placed on earlier bars fill at this bar's prices
-        await self.pump()
-        if await engine.loss_watch.check(attempts=1):
+        broker = self.broker
+        broker.on_bar(bar)  # orders placed on earlier bars fill at this bar's prices
+        updates = broker.drain_updates()
+        if updates:
+            await self._handle(updates)
+        watch = engine.loss_watch
+        if watch.look(stepping=True) and await watch.act(attempts=1):
             await self.pump()  # the kill switch's cancels, before any strategy sees the bar
         await engine.on_bar(bar)
 
     async def pump(self) -> None:
         """Handle every update the simulated broker emitted so far (and what they cause)."""
-        while True:
-            updates = self.broker.drain_updates()
-            if not updates:
-                return
+        await self._handle(self.broker.drain_updates())
+
+    async def _handle(self, updates: list[BrokerEvent]) -> None:
+        """`updates`, then whatever the broker emits while they are handled, until it is
+        quiet."""
+        handle = self.engine.execution.handle
+        while updates:
             for u in updates:
-                await self.engine.execution.handle(u)
+                await handle(u)
+            updates = self.broker.drain_updates()
