@@ -37,7 +37,7 @@ from events.errors import CorruptLogError
 from events.market import Bar
 from events.store import LogReader
 from projections.state import Projections
-from replay.backtest.stepper import StepDriver
+from replay.backtest.stepper import StepDriver, with_quick_thread_handoffs
 
 
 class NoBarsError(DataFileError):
@@ -145,6 +145,7 @@ async def _window(items: AsyncIterator[MarketItem], start: datetime | None,
         yield item
 
 
+@with_quick_thread_handoffs  # the log's writer keeps pace with the loop (see there)
 async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log: Path, *,
                        start: datetime | None = None, end: datetime | None = None,
                        strategies: Sequence[Strategy] | None = None,
