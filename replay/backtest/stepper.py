@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from engine.app import Engine
 from engine.brokers.base import BrokerEvent
@@ -56,7 +56,8 @@ def quick_thread_handoffs(interval_s: float = HANDOFF_INTERVAL_S) -> Iterator[No
         sys.setswitchinterval(old)
 
 
-def with_quick_thread_handoffs(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def with_quick_thread_handoffs(
+        fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """`fn` (a coroutine function) run inside `quick_thread_handoffs()`."""
     @functools.wraps(fn)
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:
