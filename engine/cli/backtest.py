@@ -8,17 +8,24 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import EXIT_CHECK_FAILED, EXIT_OK, UsageError, parse_params, parse_time
+from engine.cli.common import EXIT_CHECK_FAILED, EXIT_OK, UsageError, parse_params
 from engine.cli.options import settings_overrides
 from engine.config import Settings, load_settings
+from events.times import parse_utc
 
 SIM_FLAGS = {"cash": "cash", "fee_per_share": "fee_per_share", "fee_bps": "fee_bps",
              "min_fee": "min_fee", "slippage_bps": "slippage_bps",
              "volume_participation": "volume_participation", "zero_volume": "zero_volume"}
 DATA_FLAGS = {"assets": "assets_path", "tz": "timezone", "timeframe": "timeframe"}
+
+
+def _bound(value: str | None, flag: str) -> datetime | None:
+    """A --from/--to bound: a date or a time; without a zone it is UTC (as --help says)."""
+    return parse_utc(value, what=flag, naive_as_utc=True) if value else None
 
 
 def _flag_name(dest: str) -> str:
@@ -131,8 +138,8 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         result = asyncio.run(run_backtest(
-            settings, paths, log_path, start=parse_time(args.from_) if args.from_ else None,
-            end=parse_time(args.to) if args.to else None, symbols=symbols,
+            settings, paths, log_path, start=_bound(args.from_, "--from"),
+            end=_bound(args.to, "--to"), symbols=symbols,
             progress=lambda n: bar.update("bars", n), notice=notice, symbol=args.symbol,
             progress_every=1_000 if bar.live else 10_000))
     finally:
@@ -231,8 +238,8 @@ def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
     try:
         rows = run_sweep(settings, args.strategy, grid, paths, out_dir,
                          processes=args.processes, use_ray=args.ray,
-                         start=parse_time(args.from_) if args.from_ else None,
-                         end=parse_time(args.to) if args.to else None, base_params=base,
+                         start=_bound(args.from_, "--from"),
+                         end=_bound(args.to, "--to"), base_params=base,
                          on_progress=on_progress if bar.live else None, on_done=on_done,
                          verbose=args.verbose)
     finally:

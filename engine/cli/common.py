@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from engine.config import SettingsError
@@ -26,6 +25,7 @@ def exit_code(e: BaseException, *, reading_a_log: bool = False) -> int:
     settings, 3 the engine could not run. A log reader was given the log as its argument,
     so a file that is not a usable log is a usage error there, not the engine failing."""
     from events.errors import CorruptLogError, DecodeError, LogError
+    from events.times import TimeFormatError
     from replay.backtest.plots import PlotsUnavailableError
     from replay.backtest.report import ReportError
     from replay.forensics.queries import ForensicsError, NotFoundError
@@ -34,7 +34,7 @@ def exit_code(e: BaseException, *, reading_a_log: bool = False) -> int:
     if isinstance(e, NotFoundError):
         return EXIT_CHECK_FAILED
     if isinstance(e, (UsageError, SettingsError, StrategyConfigError, DataFileError,
-                      ForensicsError)):
+                      ForensicsError, TimeFormatError)):
         return EXIT_USAGE
     if reading_a_log:
         if isinstance(e, (ReportError, PlotsUnavailableError, CorruptLogError, DecodeError)):
@@ -42,15 +42,6 @@ def exit_code(e: BaseException, *, reading_a_log: bool = False) -> int:
         if isinstance(e, LogError):
             return EXIT_USAGE
     return EXIT_RUNTIME
-
-
-def parse_time(value: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"bad time {value!r}: use ISO format, e.g. 2026-10-28 or "
-                         "2026-10-28T13:30:00Z") from None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, Any]:

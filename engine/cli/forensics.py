@@ -19,6 +19,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from contextlib import aclosing
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TextIO
@@ -34,12 +35,12 @@ from engine.cli.common import (
 from engine.cli.options import as_of_options, json_option, no_plots_option, verbose_option
 from events.errors import CorruptLogError, DecodeError
 from events.store import LogReader
+from events.times import parse_utc
 from replay.forensics.explain import explain
 from replay.forensics.queries import (
     TimelineFilter,
     event_json,
     iter_timeline,
-    parse_time,
     resolve_types,
     state_at,
     to_json,
@@ -71,6 +72,12 @@ broker snapshot format (diff-broker):
   or Alpaca's GET /v2/positions answer (a JSON list; "side": "short" marks shorts).
   qty is signed (negative: short); numbers may be strings or JSON numbers.
 """
+
+
+def _instant(value: str | None, flag: str) -> datetime | None:
+    """A forensics time flag: it must carry its zone (an instant typed during an incident is
+    too easily local time)."""
+    return parse_utc(value, what=flag, naive_as_utc=False) if value else None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -154,8 +161,8 @@ async def _timeline(reader: LogReader, a: argparse.Namespace, out: TextIO) -> in
                           reader.codec)
     flt = TimelineFilter(
         symbol=a.symbol, intent=a.intent, order=a.order, types=types, from_seq=a.from_seq,
-        to_seq=a.to_seq, since=parse_time(a.since, what="--since") if a.since else None,
-        until=parse_time(a.until, what="--until") if a.until else None, limit=a.limit)
+        to_seq=a.to_seq, since=_instant(a.since, "--since"),
+        until=_instant(a.until, "--until"), limit=a.limit)
     if not a.json:
         _write(out, TIMELINE_HEADER)
     n = 0
@@ -185,7 +192,7 @@ async def _dispatch(a: argparse.Namespace, out: TextIO) -> int:
         if a.command == "timeline":
             return await _timeline(reader, a, out)
         if a.command == "state":
-            at = parse_time(a.at, what="--at") if a.at else None
+            at = _instant(a.at, "--at")
             view = await state_at(reader, at_seq=a.at_seq, at=at, use_snapshot=a.snapshot)
             _write(out, to_json(view).decode() if a.json else render_state(view))
             return EXIT_OK
@@ -195,7 +202,7 @@ async def _dispatch(a: argparse.Namespace, out: TextIO) -> int:
             return EXIT_OK
         if a.command == "diff-broker":
             snap = load_broker_snapshot(a.snapshot)
-            at = parse_time(a.at, what="--at") if a.at else None
+            at = _instant(a.at, "--at")
             tol = _dec(a.price_tolerance, "--price-tolerance")
             diff = await diff_broker(reader, snap, at_seq=a.at_seq, at=at, price_tolerance=tol)
             _write(out, to_json(diff).decode() if a.json else render_diff(diff))

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from engine.rebuild import load_snapshot, rebuild
-from events.base import UTC, Event, tag_of
+from events.base import Event, tag_of
 from events.catalogue import (
     OrderReplaced,
 )
@@ -309,20 +309,6 @@ async def state_at(reader: LogReader, *, at_seq: int | None = None, at: datetime
 
 
 # --- helpers for callers -------------------------------------------------------------------
-
-
-def parse_time(text: str, *, what: str = "time") -> datetime:
-    """An ISO 8601 time with a zone ("2026-11-23T15:00:00Z", "...+00:00"), as UTC. A naive
-    time is refused: it would silently mean different instants on different machines."""
-    try:
-        t = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ForensicsError(f"{what}: {text!r} is not an ISO 8601 time "
-                             "(e.g. 2026-11-23T15:00:00Z)") from None
-    if t.tzinfo is None or t.tzinfo.utcoffset(t) is None:
-        raise ForensicsError(f"{what}: {text!r} has no time zone; add Z for UTC "
-                             "(e.g. 2026-11-23T15:00:00Z)")
-    return t.astimezone(UTC)
 
 
 def to_json(obj: Any) -> bytes:

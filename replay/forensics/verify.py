@@ -13,9 +13,10 @@ import msgspec
 
 from events.errors import CorruptLogError
 from events.store import LogReader
+from events.times import parse_utc
 from events.vocabulary import ZERO
 from projections.state import Projections
-from replay.forensics.queries import ForensicsError, parse_time, rebuild_at, seq_ts
+from replay.forensics.queries import ForensicsError, rebuild_at, seq_ts
 
 # --- verify --------------------------------------------------------------------------------
 
@@ -70,7 +71,7 @@ def parse_broker_snapshot(data: Any, *, source: str = "") -> BrokerSnapshot:
         items = data["positions"]
         raw_at = data.get("taken_at")
         if raw_at is not None:
-            taken_at = parse_time(str(raw_at), what="taken_at")
+            taken_at = parse_utc(str(raw_at), what="taken_at", naive_as_utc=False)
     elif isinstance(data, list):
         items = data
     else:

@@ -30,6 +30,11 @@ def test_backtest_command_writes_report_and_plots(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "vwap_mean_reversion-bars" / "report.html").stat().st_size > 1000
     bad = cli(tmp_path, "backtest", "--strategy", "nope", "--data", str(sample_bars_path()))
     assert bad.returncode == 2 and "unknown strategy" in bad.stderr
+    bad = cli(tmp_path, "backtest", "--strategy", "vwap_mean_reversion", "--data",
+              str(sample_bars_path()), "--from", "last week")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "error: --from: 'last week' is not an ISO 8601 time (e.g. 2026-11-23T15:00:00Z)"]
 
 
 def test_grid_parsing() -> None:
