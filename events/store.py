@@ -194,6 +194,11 @@ def row_hash(prev: bytes, seq: int, ts_us: int, version: int, payload: bytes) ->
 
 
 _MAX_IN_FLIGHT = 2
+# Acknowledged on append, nobody waits for a commit: the writer waits for this many rows (or
+# a flush, or the close) before it hands a group to the thread. Every group costs the loop a
+# task, a thread wake-up and a self-pipe round trip, and the thread several GIL
+# reacquisitions; a simulation turns the loop thousands of times between such counts.
+_ACK_GROUP_ROWS = 1024
 _CHECKPOINT_ROWS = 20_000
 _SPLIT_AT = 16
 # Group sizes vary; keep each size's prepared multi-row INSERT around.
@@ -362,6 +367,10 @@ class EventLog:
         # True from an append's wake-up until the writer takes it: the appends in between
         # need not touch either asyncio.Event (a Python call each, on every append).
         self._wake_pending = False
+        # The writer's wake-up threshold: a row when appends wait for commits, more when not.
+        self._group_min = 1
+        # flush() calls waiting: they need every queued row committed, however few.
+        self._urgent = 0
         self._next_seq = 1
         self._prev_hash = GENESIS_HASH
         self._committed_seq = 0
@@ -381,6 +390,7 @@ class EventLog:
         self._last_ts_us = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._is_idle = True  # mirrors `_idle` (checked per append; a bool is cheaper)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpoint_wake = asyncio.Event()
         self._rows_since_checkpoint = 0
@@ -519,8 +529,10 @@ class EventLog:
         raises). A crash loses at most the uncommitted tail of a run that is reproducible
         from its input; what waited for each commit (a decision's answer) was waiting for
         nothing that mattered. Never call this where a broker call or a caller's answer can
-        follow an append."""
+        follow an append. Groups are then handed to the thread in batches of at least
+        `_ACK_GROUP_ROWS` rows (a `flush` or the close takes what is left)."""
         self._ack_on_append = True
+        self._group_min = _ACK_GROUP_ROWS
 
     @property
     def acknowledges_on_append(self) -> bool:
@@ -628,14 +640,21 @@ class EventLog:
                 fn(seq, event)
             except Exception:  # a subscriber bug must not stop the log
                 log.exception("event-log subscriber failed at seq %s", seq)
-        if not self._wake_pending:
-            self._wake_pending = True
+        if self._is_idle:
+            self._is_idle = False
             self._idle.clear()
+        if not self._wake_pending and len(self._rows) >= self._group_min:
+            self._wake_pending = True
             self._wake.set()
 
     async def flush(self) -> None:
         """Wait until everything appended so far is durable (or raise the write error)."""
-        await self._idle.wait()
+        self._urgent += 1
+        self._wake.set()  # however few rows are queued
+        try:
+            await self._idle.wait()
+        finally:
+            self._urgent -= 1
         if self._failed is not None:
             raise self._failed
 
@@ -656,7 +675,9 @@ class EventLog:
 
         try:
             while True:
-                if self._rows and len(in_flight) < _MAX_IN_FLIGHT and self._failed is None:
+                if (self._rows and len(in_flight) < _MAX_IN_FLIGHT and self._failed is None
+                        and (len(self._rows) >= self._group_min or self._urgent
+                             or self._closing)):
                     in_flight.append(self._dispatch(db, conn, guard, not in_flight, on_done))
                     continue
                 if in_flight and in_flight[0][1].done():
@@ -674,6 +695,7 @@ class EventLog:
                     continue
                 if not in_flight and not self._rows:
                     self._idle.set()
+                    self._is_idle = True
                     if self._closing:
                         return
                 self._wake_pending = False  # the next append wakes us (and clears idle)
@@ -689,11 +711,12 @@ class EventLog:
     def _dispatch(self, db: aiosqlite.Connection, conn: sqlite3.Connection, guard: _ThreadGuard,
                   idle: bool, on_done: Callable[[object], None]) -> tuple[_Group, asyncio.Future[None]]:
         rows, events, futs = self._rows, self._events, self._futs
-        if idle and len(rows) >= _SPLIT_AT:
+        if idle and len(rows) >= _SPLIT_AT and not self._ack_on_append:
             # Nothing is committing: send half now so the thread starts at once, and the other
             # half right after, which keeps it busy while the first half's appenders run
             # again. Otherwise closed-loop appenders all land in one group and the loop and the
-            # thread take turns instead of overlapping.
+            # thread take turns instead of overlapping. (Acknowledged on append, nobody waits
+            # on a commit: the loop keeps appending while the thread works anyway.)
             h = self._cut(rows, len(rows) // 2)
         else:
             h = len(rows)

@@ -552,3 +552,30 @@ async def test_a_typed_subscriber_hears_only_its_types_in_order(log_path: Path) 
                      ("all", 2, "BarReceived"), ("bars", 2, "BarReceived"),
                      ("later", 2, "BarReceived"), ("all", 3, "RunEnded"),
                      ("later", 3, "RunEnded")]
+
+
+async def test_acknowledged_on_append_rows_wait_for_a_full_group_or_a_flush(
+        tmp_path: Path) -> None:
+    """Nobody waits on a commit, so a few rows are not worth a trip to the thread: they are
+    committed once a group's worth has queued, at a flush, or at the close."""
+    from events.store import _ACK_GROUP_ROWS
+
+    path = tmp_path / "a.sqlite"
+    async with EventLog.open(path) as log:
+        log.acknowledge_on_append()
+        for i in range(10):
+            log.enqueue(intent(i))
+        for _ in range(20):
+            await asyncio.sleep(0)  # the loop turns; the writer has no reason to commit yet
+        assert log.last_seq == 0
+        await log.flush()  # a flush takes however few rows are left
+        assert log.last_seq == 10
+        for i in range(10, 10 + _ACK_GROUP_ROWS):
+            log.enqueue(intent(i))
+        while log.last_seq < _ACK_GROUP_ROWS:  # a full group goes without a flush
+            await asyncio.sleep(0.001)
+        for i in range(10):
+            log.enqueue(intent(10_000 + i))  # left for the close
+    async with LogReader(path) as r:
+        v = await r.verify()
+        assert v.ok and v.rows_checked == 20 + _ACK_GROUP_ROWS
