@@ -355,11 +355,16 @@ def _transition(state: OrdersState, seq: int, order: Order, tag: str) -> bool:
         order.resume_held = True
     elif target != S.PENDING_CANCEL:
         order.resume_held = False
-    _set_status(state, order, OrderStatus(target), seq)
+    status = target if type(target) is OrderStatus else OrderStatus(target)
+    # Between two open states an order reserves exactly what it did: its reservation depends
+    # on quantities, prices and being open, and the events that change quantities (fills,
+    # an acknowledged leg size) recount on their own. Only ending needs a recount here.
+    _set_status(state, order, status, seq, recount=status in TERMINAL)
     return True
 
 
-def _set_status(state: OrdersState, order: Order, status: OrderStatus, seq: int) -> None:
+def _set_status(state: OrdersState, order: Order, status: OrderStatus, seq: int, *,
+                recount: bool = True) -> None:
     order.status = status
     order.updated_seq = seq
     coid = order.client_order_id
@@ -377,7 +382,8 @@ def _set_status(state: OrdersState, order: Order, status: OrderStatus, seq: int)
         state.open_ids.add(coid)
         if order.protective and order.is_stop:
             state.stops.setdefault(order.symbol, set()).add(coid)
-    _recount(state, order)
+    if recount:
+        _recount(state, order)
 
 
 def _settle_legs(state: OrdersState, parent: Order, seq: int) -> None:

@@ -280,13 +280,17 @@ class SimulatedBroker:
             o.hwm = last.close if last else None
         for leg in r.legs:
             self._add_leg(o, leg, now, live=r.order_class == "oco")
-        self._accepted(o, now)
+        # The acknowledgement and the answer show the order as it stands now: one snapshot
+        # (frozen) serves both, unless a fill at once changes it before the answer.
+        snap = o.snapshot()
+        self._emit(TradeUpdate(kind=UpdateKind.ACCEPTED, event="new", order=snap, timestamp=now))
         for child in o.legs:
             if child.status == "new":
                 self._accepted(child, now)
         if self.config.fill_at_signal_close and r.order_type == "market" and last is not None:
             self._fill(o, last.close, last, immediate=True)
-        return o.snapshot()
+            snap = o.snapshot()
+        return snap
 
     def _add_leg(self, parent: _Order, leg: OrderLeg, now: datetime, *, live: bool) -> None:
         if leg.client_order_id in self._by_coid:

@@ -149,16 +149,17 @@ class ExecutionService:
     def _order_event(self, t: Tracked, tag: str, event: Event) -> asyncio.Future[int]:
         """Append an order event; if the state machine will refuse it, say so in the log."""
         legal = self.tracker.would_move(t, tag)
-        before = t.status.value
+        before = t.status  # its word (`.value`) only where it is written
         fut = self._append(event)  # folded into the projections right here
         seq = self._log.assigned_seq
         level = logging.INFO if tag in _NOTABLE else logging.DEBUG
         if log.isEnabledFor(level):
-            log.log(level, "%s %s (%s -> %s)", tag, t.client_order_id, before,
+            log.log(level, "%s %s (%s -> %s)", tag, t.client_order_id, before.value,
                     "refused" if not legal else t.status.value, extra={"seq": seq})
         if not legal:
             self._append(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
-                                           from_state=before, event_type=tag, event_seq=seq))
+                                           from_state=before.value, event_type=tag,
+                                           event_seq=seq))
         return fut
 
     # --- submitting ----------------------------------------------------------------------
@@ -196,13 +197,19 @@ class ExecutionService:
         requested = self._order_event(t, "order_submit_requested", OrderSubmitRequested(
             ts=self._clock.now(), client_order_id=t.client_order_id,
             intent_id=approved.intent_id, symbol=approved.symbol, attempt=attempt))
-        if getattr(self._broker, "external", True):
+        external = getattr(self._broker, "external", True)
+        if external:
             # From here the order may exist outside this process: a restart must find this
             # record to know it has to look the order up.
             await requested
         request = request_for(approved)
         try:
-            with anyio.fail_after(self._submit_timeout):
+            if external:
+                with anyio.fail_after(self._submit_timeout):
+                    order = await self._broker.submit(request)
+            else:
+                # An in-process book answers without I/O: there is no call that could hang,
+                # and a timer armed and disarmed per order costs more than the submit itself.
                 order = await self._broker.submit(request)
         except OrderRejectedError as e:
             self._order_event(t, "order_rejected", OrderRejected(
@@ -326,8 +333,9 @@ class ExecutionService:
         t = self.tracker.get(coid)
         if t is None or not t.is_open or t.broker_order_id is None:
             return None
-        n = sum(1 for c in self._proj.orders.orders if c.startswith(coid[:44] + "-r")) + 1
-        new_coid = new_client_order_id or f"{coid[:44]}-r{n}"
+        # A replace the gate approved (a stop move) names its replacement; only a direct call
+        # numbers one from the replacements so far (a scan over every order of the run).
+        new_coid = new_client_order_id or self._next_replacement_id(coid)
         ours = self._proj.orders.orders.get(coid)
         percent = ours is not None and ours.trail_percent is not None
         await self._order_event(t, "replace_requested", ReplaceRequested(
@@ -358,6 +366,11 @@ class ExecutionService:
         if t.status != S.REPLACED:  # the stream did not get there first
             self._record_replaced(t, new.broker_order_id, reported=new)
         return new.client_order_id
+
+    def _next_replacement_id(self, coid: str) -> str:
+        prefix = coid[:44] + "-r"
+        n = sum(1 for c in self._proj.orders.orders if c.startswith(prefix)) + 1
+        return f"{prefix}{n}"
 
     # --- broker messages -----------------------------------------------------------------
 
@@ -542,7 +555,7 @@ class ExecutionService:
             side=o.side, qty=book, price=price, broker_time=when, order_done=done, source=source,
             fee=fee if book == qty else (fee * book / qty).quantize(CENT))
         legal = self.tracker.would_move(t, "fill")
-        state_before = t.status.value
+        state_before = t.status
         fut = self._append(fill)
         fill_seq = self._log.assigned_seq
         log.info("fill %s %s %s %s @ %s (%s)", t.client_order_id, o.side, book, o.symbol, price,
@@ -550,7 +563,7 @@ class ExecutionService:
         t.broker_cum_qty = max(t.broker_cum_qty, t.filled_qty)
         if not legal:
             self._append(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
-                                           from_state=state_before, event_type="fill",
+                                           from_state=state_before.value, event_type="fill",
                                            event_seq=fill_seq))
         del fut
 

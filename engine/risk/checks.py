@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 from engine.risk import protection
 from engine.risk.codes import Reason, reason
@@ -30,6 +30,35 @@ from projections.market import LastBar
 from projections.orders import Reservation
 
 Reasons = list[RejectReason]
+T = TypeVar("T")
+
+
+class memo(Generic[T]):
+    """`functools.cached_property` without its lock: Python 3.11's takes an RLock on every
+    first read, which costs more than most of what it caches here. A context lives inside
+    one decision of the one gate task, so there is no other thread to guard against; the
+    value is stored in the instance's `__dict__` and shadows this descriptor from then on."""
+
+    def __init__(self, fn: Callable[[Any], T]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> memo[T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> T | memo[T]:
+        if obj is None:
+            return self
+        value = self.fn(obj)
+        obj.__dict__[self.name] = value
+        return value
 
 
 def cents(x: Decimal) -> Decimal:
@@ -51,23 +80,23 @@ class Context:
     def of(cls, intent: OrderIntent, view: GateView, limits: RiskLimits) -> Context:
         return cls(intent, view, limits, view.last_bar(intent.symbol), view.asset(intent.symbol))
 
-    @property
+    @memo
     def now(self) -> datetime:
         return self.view.now
 
-    @property
+    @memo
     def sym(self) -> str:
         return self.intent.symbol
 
-    @property
+    @memo
     def buy(self) -> bool:
         return self.intent.side == "buy"
 
-    @property
+    @memo
     def last(self) -> Decimal | None:
         return self.bar.close if self.bar is not None else None
 
-    @property
+    @memo
     def fractionable(self) -> bool:
         return self.asset.fractionable if self.asset is not None else False
 
@@ -107,43 +136,43 @@ class Sized(Context):
     qty: Decimal
     fractional: bool
 
-    @functools.cached_property
+    @memo
     def notional(self) -> Decimal:
         return self.qty * self.price
 
-    @functools.cached_property
+    @memo
     def pos(self) -> Decimal:
         return self.view.position(self.sym)
 
-    @functools.cached_property
+    @memo
     def res(self) -> Reservation:
         return self.view.reserved(self.sym)
 
-    @functools.cached_property
+    @memo
     def effective(self) -> Decimal:
         """Where the position goes if every open order on the intent's side fills."""
         return self.pos + self.res.buy_qty if self.buy else self.pos - self.res.sell_qty
 
-    @functools.cached_property
+    @memo
     def reducing(self) -> Decimal:
         """The part of the order that closes what `effective` holds on the other side."""
         other = -self.effective if self.buy else self.effective
         return min(self.qty, max(other, ZERO))
 
-    @property
+    @memo
     def opening(self) -> Decimal:
         return self.qty - self.reducing
 
-    @functools.cached_property
+    @memo
     def sym_before(self) -> Decimal:
         return self.view.exposure(self.sym)
 
-    @functools.cached_property
+    @memo
     def sym_after(self) -> Decimal:
         return self.view.exposure(self.sym, extra_buy=self.qty if self.buy else ZERO,
                                   extra_sell=ZERO if self.buy else self.qty)
 
-    @functools.cached_property
+    @memo
     def others(self) -> Decimal:
         return self.view.exposure_of_others(self.sym)
 
@@ -151,7 +180,7 @@ class Sized(Context):
     def gross_after(self) -> Decimal:
         return self.others + self.sym_after
 
-    @functools.cached_property
+    @memo
     def equity(self) -> Decimal:
         return self.view.equity()
 
@@ -159,7 +188,7 @@ class Sized(Context):
     def margin(self) -> Decimal:
         return self.equity * self.limits.intraday_leverage
 
-    @functools.cached_property
+    @memo
     def total(self) -> Reservation:
         return self.view.total_reserved()
 
@@ -176,7 +205,7 @@ class Sized(Context):
         """Without leverage a buy must also fit the cash (buying power may count margin)."""
         return self.limits.intraday_leverage <= 1
 
-    @functools.cached_property
+    @memo
     def per_dollar(self) -> Decimal:
         """The loss a dollar of this order may take: to its stop-loss (which the broker
         holds) plus the gap allowance; else to the planning stop (v1 meaning); else the
@@ -189,12 +218,12 @@ class Sized(Context):
             return abs(price - i.stop_price) / price
         return limits.default_stop_pct
 
-    @functools.cached_property
+    @memo
     def at_risk(self) -> Decimal:
         """The loss budget this order takes; nothing for an order that only reduces."""
         return cents(self.opening * self.price * self.per_dollar) if self.opening > 0 else ZERO
 
-    @functools.cached_property
+    @memo
     def budgets(self) -> tuple[LossBudget, LossBudget]:
         return loss_budgets(self.view, self.limits)
 

@@ -1,7 +1,9 @@
 """The risk gate: exactly one task decides, so concurrent signals can never race past a limit.
 
-Callers `await gate.submit(intent)`. The gate task takes intents one at a time from a memory
-stream, decides against the projections (which fold each event as it is appended, the gate's
+Callers `await gate.submit(intent)`. The gate task takes intents one at a time, in arrival
+order, from its queue (a deque and one wake-up future: the whole hand-off is two loop turns,
+where a memory stream's checkpoints, events and backend lookups cost more than many checks),
+decides against the projections (which fold each event as it is appended, the gate's
 own earlier approvals included), appends the intent and the decision, and moves on to the
 next intent without waiting for the disk; each caller hears its decision only once that
 decision is durable. Decisions therefore share group commits (throughput) while staying
@@ -14,13 +16,13 @@ If the log can not be written, the gate halts: every waiting and later caller ge
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from engine.clock import Clock
 from engine.risk.decide import (
@@ -47,7 +49,7 @@ class GateUnavailable(RuntimeError):
 
 class RiskGate:
     def __init__(self, log_: EventLog, projections: Projections, limits: RiskLimits,
-                 clock: Clock, *, queue_size: int = 4096) -> None:
+                 clock: Clock) -> None:
         self._log = log_
         self._proj = projections
         self._limits = limits
@@ -56,10 +58,11 @@ class RiskGate:
         # answered when (and only if) the first one is durable.
         self._undurable: dict[str, asyncio.Future[int]] = {}
         self._halted: str | None = None
-        send: MemoryObjectSendStream[Request]
-        recv: MemoryObjectReceiveStream[Request]
-        send, recv = anyio.create_memory_object_stream(queue_size)
-        self._send, self._recv = send, recv
+        # Intents waiting for the gate task, in arrival order. Unbounded, yet bounded by the
+        # callers: each one waits for its own decision before it can send another.
+        self._queue: collections.deque[Request] = collections.deque()
+        self._wake: asyncio.Future[None] | None = None  # set while the gate task waits
+        self._closed = False  # no more intents are taken (close(), or the task ended)
         log_.on_failure(lambda err: self._halt(f"event log failed: {err}"))
 
     @property
@@ -85,36 +88,53 @@ class RiskGate:
         """
         if self._halted is not None:
             raise GateUnavailable(self._halted)
+        if self._closed:
+            raise GateUnavailable("the risk gate is not running")
         fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        try:
-            await self._send.send((intent, fut, flatten))
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise GateUnavailable("the risk gate is not running") from None
+        self._queue.append((intent, fut, flatten))
+        self._wake_gate()
         return await fut
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """The one task that decides. Runs until `close()` (or cancellation)."""
+        """The one task that decides. Runs until `close()` (or cancellation); intents queued
+        before `close()` are still decided."""
+        loop = asyncio.get_running_loop()
+        queue = self._queue
         task_status.started()
         try:
-            async for intent, fut, flatten in self._recv:
-                if fut.done():  # the caller gave up waiting
-                    continue
+            while True:
+                while queue:
+                    intent, fut, flatten = queue.popleft()
+                    if fut.done():  # the caller gave up waiting
+                        continue
+                    try:
+                        self._handle(intent, fut, flatten)
+                    except Exception as e:  # a bug must not leave a caller hanging
+                        log.exception("risk gate failed on an intent")
+                        if not fut.done():
+                            fut.set_exception(GateUnavailable(f"risk gate error: {e}"))
+                if self._closed:
+                    return
+                self._wake = loop.create_future()
                 try:
-                    self._handle(intent, fut, flatten)
-                except Exception as e:  # a bug must not leave a caller hanging
-                    log.exception("risk gate failed on an intent")
-                    if not fut.done():
-                        fut.set_exception(GateUnavailable(f"risk gate error: {e}"))
+                    await self._wake
+                finally:
+                    self._wake = None
         finally:
-            self._send.close()
+            self._closed = True
             self._drain(GateUnavailable("the risk gate stopped"))
-            self._recv.close()
 
     def close(self) -> None:
         """Stop taking intents; decisions already taken still land."""
-        self._send.close()
+        self._closed = True
+        self._wake_gate()
 
     # --- internals -----------------------------------------------------------------------
+
+    def _wake_gate(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def _handle(self, raw: OrderIntent | Mapping[str, Any], fut: asyncio.Future[Decision],
                 flatten: bool) -> None:
@@ -168,7 +188,12 @@ class RiskGate:
             else:
                 fut.set_result(decision)
 
-        durable.add_done_callback(answer)
+        if durable.done():
+            # Acknowledged on append (a simulation, see EventLog.acknowledge_on_append): the
+            # same answer now rather than a loop turn later.
+            answer(durable)
+        else:
+            durable.add_done_callback(answer)
 
     def _answer_duplicate(self, decision: Decision, pending: asyncio.Future[int] | None,
                           fut: asyncio.Future[Decision]) -> None:
@@ -192,10 +217,7 @@ class RiskGate:
             log.error("risk gate halted: %s", why)
 
     def _drain(self, err: Exception) -> None:
-        try:
-            while True:
-                _, fut, _ = self._recv.receive_nowait()
-                if not fut.done():
-                    fut.set_exception(err)
-        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-            pass
+        while self._queue:
+            _, fut, _ = self._queue.popleft()
+            if not fut.done():
+                fut.set_exception(err)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -27,7 +28,9 @@ from projections.orders import (
     RESUME_TARGET,
     TERMINAL,
     TRANSITIONS,
+    OrdersState,
     OrderStatus,
+    _recount,
 )
 from projections.state import Projections
 from tests.factories import T0, approved, fill
@@ -145,7 +148,8 @@ class OrderMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.p = Projections()
-        self.p.apply(1, approved(COID, qty="10"))
+        # It holds a loss budget and would complete a day trade: every reserved figure moves.
+        self.p.apply(1, approved(COID, qty="10", at_risk="7.5", day_trade=True))
         self.seq = 1
         self.history: list[OrderStatus] = [OrderStatus.NEW]
         self.filled = Decimal(0)
@@ -190,6 +194,25 @@ class OrderMachine(RuleBasedStateMachine):
                       for x in self.p.orders.orders.values() if x.status not in TERMINAL),
                      Decimal(0))
         assert (r.buy_qty if r else 0) == expect, "reservations must track the unfilled part"
+        # What each order counts is what a recount from scratch gives (the fold skips the
+        # recount between open states: this holds it to the slow path), and the symbol's
+        # reservation is the sum of what its orders count.
+        every = list(self.p.orders.orders.values())  # a replace adds the replacement
+        for x in every:
+            fresh = msgspec.structs.replace(x, counted_qty=Decimal(0),
+                                            counted_notional=Decimal(0),
+                                            counted_risk=Decimal(0), counted_day_trade=False)
+            _recount(OrdersState(), fresh)
+            assert (x.counted_qty, x.counted_notional, x.counted_risk, x.counted_day_trade) == (
+                fresh.counted_qty, fresh.counted_notional, fresh.counted_risk,
+                fresh.counted_day_trade), x.client_order_id
+        if r is not None:
+            assert (r.buy_notional, r.at_risk, r.day_trades, r.orders) == (
+                sum((x.counted_notional for x in every), Decimal(0)),
+                sum((x.counted_risk for x in every), Decimal(0)),
+                sum(int(x.counted_day_trade) for x in every),
+                sum(int(bool(x.counted_qty or x.counted_notional or x.counted_risk))
+                    for x in every))
         # fills are counted once per execution id, whatever the state machine said
         assert self.p.positions.positions.get("AAPL") is None or \
             self.p.positions.positions["AAPL"].qty == o.filled_qty

@@ -373,3 +373,27 @@ async def test_no_shrinking_when_a_reason_is_not_about_size(log_path: Path) -> N
         approved_(await w.submit(symbol="AAPL", qty="1"))
         d = await w.submit(symbol="BIG", qty="1", allow_notional=True)
         assert {"NOTIONAL_EXCEEDS_BUYING_POWER", "ORDER_RATE_LIMIT"} <= codes(d)
+
+
+def test_memo_computes_once_per_instance_and_keeps_instances_apart() -> None:
+    """The lock-free cache the checks' context uses: one computation per instance, stored on
+    that instance only (two decisions never share a figure)."""
+    from dataclasses import dataclass as _dc
+
+    from engine.risk.checks import memo
+
+    calls: list[int] = []
+
+    @_dc(frozen=True)
+    class Box:
+        n: int
+
+        @memo
+        def doubled(self) -> int:
+            calls.append(self.n)
+            return 2 * self.n
+
+    a, b = Box(1), Box(2)
+    assert (a.doubled, a.doubled, b.doubled, b.doubled) == (2, 2, 4, 4)
+    assert calls == [1, 2]
+    assert isinstance(Box.__dict__["doubled"], memo)

@@ -153,3 +153,69 @@ def test_nonsensical_limits_refuse_to_start() -> None:
     with pytest.raises(ValidationError, match="day_trade_mode"):
         RiskLimits(day_trade_mode="sometimes")  # type: ignore[arg-type]
     assert RiskLimits(deny_symbols="gme, amc").deny_symbols == {"GME", "AMC"}
+
+
+
+# These tests hand the loop one turn (`asyncio.sleep(0)`) to let callers just created queue
+# their intents: a turn runs every task already scheduled, in order, so the gate (woken by
+# the first of them) runs after the test's next step, never before. Nothing is waited for.
+
+async def test_intents_queued_before_close_are_decided_and_later_ones_refused(
+        log_path: Path) -> None:
+    """close() stops the intake, not the work: what was already asked is answered (and
+    durable); what comes after gets GateUnavailable, never a silent hang."""
+    async with trading_world(log_path, cash="10000") as w:
+        pending = [asyncio.ensure_future(w.gate.submit(intent(intent_id=f"q-{i}")))
+                   for i in range(5)]
+        await asyncio.sleep(0)  # every caller has queued its intent; the gate has not run
+        w.gate.close()
+        decided = await asyncio.gather(*pending)
+        assert [d.intent_id for d in decided] == [f"q-{i}" for i in range(5)]
+        assert all(isinstance(d, RiskApproved) for d in decided)
+        with pytest.raises(GateUnavailable, match="not running"):
+            await w.gate.submit(intent())
+    async with LogReader(log_path) as r:
+        for i in range(5):
+            assert len(await r.by_intent(f"q-{i}")) == 2  # the intent and its decision
+
+
+async def test_a_caller_that_gave_up_is_not_decided(log_path: Path) -> None:
+    async with trading_world(log_path, cash="10000") as w:
+        gone = asyncio.ensure_future(w.gate.submit(intent(intent_id="gone")))
+        await asyncio.sleep(0)  # queued, not yet decided
+        gone.cancel()
+        kept = await w.gate.submit(intent(intent_id="kept"))
+        assert isinstance(kept, RiskApproved)
+        assert "gone" not in w.proj.risk.decisions
+    async with LogReader(log_path) as r:
+        assert await r.by_intent("gone") == []
+
+
+async def test_a_cancelled_gate_fails_its_waiting_and_later_callers(log_path: Path) -> None:
+    async with trading_world(log_path, cash="10000") as w:
+        gate = RiskGate(w.log, w.proj, generous(), w.clock)  # a second gate, to cancel
+        async with anyio.create_task_group() as tg:
+            await tg.start(gate.run)
+            # The caller queues at the next turn, the gate's cancellation lands right after it
+            # (a gate already woken would still decide what it was woken for).
+            waiting = asyncio.ensure_future(gate.submit(intent(intent_id="late")))
+            tg.cancel_scope.cancel()
+        with pytest.raises(GateUnavailable, match="stopped"):
+            await waiting
+        with pytest.raises(GateUnavailable, match="not running"):
+            await gate.submit(intent())
+        assert "late" not in w.proj.risk.decisions
+
+
+async def test_concurrent_submitters_are_decided_one_at_a_time_in_arrival_order(
+        log_path: Path) -> None:
+    """The log holds each intent right before its own decision: nothing interleaves."""
+    async with trading_world(log_path, cash="100000") as w:
+        ids = [f"o-{i}" for i in range(50)]
+        decided = await _burst(w, [intent(qty="1", intent_id=i) for i in ids])
+        assert [d.intent_id for d in decided] == ids
+    async with LogReader(log_path) as r:
+        rows = [e async for _, e in r.read()
+                if isinstance(e, (OrderIntent, RiskApproved, RiskRejected))]
+    assert [(type(e).__name__, e.intent_id) for e in rows] == [
+        (kind, i) for i in ids for kind in ("OrderIntent", "RiskApproved")]
