@@ -262,7 +262,7 @@ class Engine:
         engine accepted (a refused row is recorded as such, and trades nothing)."""
         events = self.validator.validate(item)
         for e in events:
-            self.log.append_nowait(e)
+            self.log.enqueue(e)  # nothing here waits on the commit
         last = events[-1] if events else None
         if not isinstance(last, BarReceived):
             return None
@@ -273,11 +273,13 @@ class Engine:
         """A recorded bar reaches the engine-side protection watch, then the strategies;
         their intents go through the gate and execution, then fills booked meanwhile are
         delivered to the strategies."""
-        for exit_ in engine_side_exits(self.proj, bar, self.clock.now()):
-            await self._act(exit_)  # a stop the broker could not hold (see protection_watch)
+        if bar.symbol in self.proj.orders.engine_side:  # engine_side_exits' own first test
+            for exit_ in engine_side_exits(self.proj, bar, self.clock.now()):
+                await self._act(exit_)  # a stop the broker could not hold (protection_watch)
         for out in self.runner.on_bar(bar):
             await self._act(out)
-        await self._feed_fills()
+        if self._fills:  # most bars book none: no coroutine for them
+            await self._feed_fills()
 
     async def _act(self, out: Event) -> None:
         if isinstance(out, StrategyError):
@@ -356,7 +358,7 @@ async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None
         ks = settings.kill_switch
         loss_watch = LossLimitWatch(proj, kill, clock, settings.risk, enabled=ks.on_loss_limit,
                                     flatten=ks.flatten)
-        event_log.subscribe(loss_watch.on_event)
+        event_log.subscribe(loss_watch.on_event, LossLimitWatch.TRIGGERS)
         # On the wall clock a bar can arrive while our clock still lags the exchange's by a
         # little; refusing it as from the future would drop live data.
         skew = timedelta(0) if isinstance(clock, SimClock) else LIVE_CLOCK_SKEW
@@ -373,11 +375,11 @@ async def open_engine(settings: Settings, *, clock: Clock, broker: Broker | None
                                                    settings.missing_protection_policy()),
                         run_id=run_id or run_id_for(settings, clock),
                         step_mode=sim_step if step_mode is None else step_mode)
-        event_log.subscribe(engine._on_event)
+        event_log.subscribe(engine._on_event, (FillReceived,))
         if isinstance(the_broker, SimulatedBroker) and not engine.step_mode:
             # A simulated broker used live is an exchange watching the market: it fills
             # against each bar once it is recorded (a step driver feeds it otherwise).
-            event_log.subscribe(paper_exchange(the_broker))
+            event_log.subscribe(paper_exchange(the_broker), (BarReceived,))
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(gate.run)

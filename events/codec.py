@@ -58,6 +58,9 @@ class Codec:
         self.versions: dict[str, int] = {tag: t.SCHEMA_VERSION for tag, t in self.types.items()}
         self.upcasters = dict(UPCASTERS if upcasters is None else upcasters)
         self._encoder = msgspec.msgpack.Encoder()
+        # `encode(event) -> bytes` is the encoder's own method: every appended row calls it,
+        # and a Python wrapper around it would be one more frame per row.
+        self.encode: Callable[[Event], bytes] = self._encoder.encode
         self._decoders = {tag: msgspec.msgpack.Decoder(t) for tag, t in self.types.items()}
         self._raw = msgspec.msgpack.Decoder()
         for (tag, v) in self.upcasters:
@@ -66,9 +69,6 @@ class Codec:
 
     def tag(self, event: Event) -> str:
         return tag_of(type(event))
-
-    def encode(self, event: Event) -> bytes:
-        return self._encoder.encode(event)
 
     def decode(self, tag: str, version: int, payload: bytes, seq: int | None = None) -> Event:
         """Decode one stored row. Errors name the seq and never return a partial event."""

@@ -19,6 +19,7 @@ import collections
 import contextlib
 import functools
 import hashlib
+import itertools
 import logging
 import os
 import sqlite3
@@ -194,6 +195,11 @@ def row_hash(prev: bytes, seq: int, ts_us: int, version: int, payload: bytes) ->
 
 
 _MAX_IN_FLIGHT = 2
+# Acknowledged on append, nobody waits for a commit: the writer waits for this many rows (or
+# a flush, or the close) before it hands a group to the thread. Every group costs the loop a
+# task, a thread wake-up and a self-pipe round trip, and the thread several GIL
+# reacquisitions; a simulation turns the loop thousands of times between such counts.
+_ACK_GROUP_ROWS = 1024
 _CHECKPOINT_ROWS = 20_000
 _SPLIT_AT = 16
 # Group sizes vary; keep each size's prepared multi-row INSERT around.
@@ -209,6 +215,10 @@ class _ThreadGuard:
 
 _ROW_PARAMS = 9
 _MAX_ROWS_PER_STATEMENT = 32766 // _ROW_PARAMS  # SQLITE_MAX_VARIABLE_NUMBER since 3.32
+
+
+# The rows' values in one list, in C (this thread holds the GIL while it runs).
+_flatten = itertools.chain.from_iterable
 
 
 @functools.cache
@@ -228,13 +238,13 @@ def _commit_batch(conn: sqlite3.Connection, rows: list[Row], guard: _ThreadGuard
         raise LogWriteError("an earlier group failed; refusing to chain onto it")
     try:
         if len(rows) <= _MAX_ROWS_PER_STATEMENT:
-            conn.execute(_multi_insert(len(rows)), [v for r in rows for v in r])
+            conn.execute(_multi_insert(len(rows)), list(_flatten(rows)))
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
             for i in range(0, len(rows), _MAX_ROWS_PER_STATEMENT):
                 chunk = rows[i:i + _MAX_ROWS_PER_STATEMENT]
-                conn.execute(_multi_insert(len(chunk)), [v for r in chunk for v in r])
+                conn.execute(_multi_insert(len(chunk)), list(_flatten(chunk)))
             conn.execute("COMMIT")
         except BaseException:
             try:
@@ -283,7 +293,8 @@ class _Group:
 
     __slots__ = ("events", "futs", "rows")
 
-    def __init__(self, rows: list[Row], events: list[Event], futs: list[asyncio.Future[int]]):
+    def __init__(self, rows: list[Row], events: list[Event],
+                 futs: list[asyncio.Future[int] | None]):
         self.rows = rows
         self.events = events
         self.futs = futs
@@ -355,21 +366,36 @@ class EventLog:
         self._db: aiosqlite.Connection | None = None
         self._rows: list[Row] = []
         self._events: list[Event] = []
-        self._futs: list[asyncio.Future[int]] = []
+        # None where nobody waits on the commit (`enqueue`, or acknowledged on append).
+        self._futs: list[asyncio.Future[int] | None] = []
         self._wake = asyncio.Event()
+        # True from an append's wake-up until the writer takes it: the appends in between
+        # need not touch either asyncio.Event (a Python call each, on every append).
+        self._wake_pending = False
+        # The writer's wake-up threshold: a row when appends wait for commits, more when not.
+        self._group_min = 1
+        # flush() calls waiting: they need every queued row committed, however few.
+        self._urgent = 0
         self._next_seq = 1
         self._prev_hash = GENESIS_HASH
         self._committed_seq = 0
         self._failed: LogWriteError | None = None
         self._closing = False
         self._closed = False
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: list[tuple[Subscriber, frozenset[type] | None]] = []
+        # Event type -> the subscribers that take it, in subscription order (built lazily).
+        self._fanout: dict[type, tuple[Subscriber, ...]] = {}
         self._commit_listeners: list[Subscriber] = []
         self._failure_listeners: list[Callable[[LogWriteError], None]] = []
-        self._correlation: dict[type, Callable[[Any], tuple[str | None, str | None, str | None]]] = {}
-        self._tags: dict[type, tuple[str, int]] = {}
+        # Event type -> (tag, schema version, how to read its correlation ids).
+        self._meta: dict[type, tuple[str, int, Correlation]] = {}
+        # The last event time converted, by identity: every event of a simulated step
+        # carries the same clock reading, so most rows skip the conversion.
+        self._last_ts: datetime | None = None
+        self._last_ts_us = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._is_idle = True  # mirrors `_idle` (checked per append; a bool is cheaper)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpoint_wake = asyncio.Event()
         self._rows_since_checkpoint = 0
@@ -478,15 +504,20 @@ class EventLog:
     def failed(self) -> LogWriteError | None:
         return self._failed
 
-    def subscribe(self, fn: Subscriber) -> None:
+    def subscribe(self, fn: Subscriber, types: Iterable[type[Event]] | None = None) -> None:
         """`fn(seq, event)` is called for each event, in seq order, when it is appended (its
         place in the log is fixed then). This is where projections fold: in-memory state is
         always the fold of the whole appended log, whatever the disk's timing, which keeps
         runs deterministic. Nothing that leaves the process may act on an event before it is
         durable — that is what awaiting `append` (or `on_commit`) is for; and since commits
         are in seq order, a later event can not become durable without every earlier one.
-        `fn` must not block or raise."""
-        self._subscribers.append(fn)
+        `fn` must not block or raise.
+
+        With `types`, `fn` hears only events of exactly those classes (a subscriber that
+        ignores the rest would otherwise be called for every bar); subscribers that take an
+        event are called in the order they subscribed either way."""
+        self._subscribers.append((fn, None if types is None else frozenset(types)))
+        self._fanout.clear()
 
     def on_commit(self, fn: Subscriber) -> None:
         """`fn(seq, event)` is called for each event, in seq order, once it is durable."""
@@ -503,8 +534,10 @@ class EventLog:
         raises). A crash loses at most the uncommitted tail of a run that is reproducible
         from its input; what waited for each commit (a decision's answer) was waiting for
         nothing that mattered. Never call this where a broker call or a caller's answer can
-        follow an append."""
+        follow an append. Groups are then handed to the thread in batches of at least
+        `_ACK_GROUP_ROWS` rows (a `flush` or the close takes what is left)."""
         self._ack_on_append = True
+        self._group_min = _ACK_GROUP_ROWS
 
     @property
     def acknowledges_on_append(self) -> bool:
@@ -516,6 +549,17 @@ class EventLog:
         event cannot be encoded."""
         self._check_open()
         return self._enqueue_one(self._row(event, self._next_seq, self._prev_hash), event)
+
+    def enqueue(self, event: Event) -> int:
+        """`append_nowait` for a caller that never waits on the commit (a bar, a strategy
+        error): the same row at the same place, and its seq instead of a future, which spares
+        a future per row. Not waiting loses nothing: commits are in seq order, so whatever
+        waits on a later event waits on this one too, and a failed commit fails the log (the
+        next append raises, `flush` raises)."""
+        self._check_open()
+        row = self._row(event, self._next_seq, self._prev_hash)
+        self._place(row, event, None)
+        return row[0]
 
     async def append(self, event: Event) -> int:
         """Append one event; returns its seq once committed."""
@@ -551,17 +595,21 @@ class EventLog:
         """The stored row of `event` at `seq` chained onto `prev`; changes no state, so a
         batch can be encoded whole before any of it is queued."""
         cls = type(event)
-        meta = self._tags.get(cls)
+        meta = self._meta.get(cls)
         if meta is None:
             tag = tag_of(cls)
             if tag not in self.codec.types:
                 raise LogError(f"{cls.__name__} is not in the event catalogue")
-            meta = self._tags[cls] = (tag, self.codec.versions[tag])
-            self._correlation[cls] = correlation_of(cls)
-        tag, version = meta
+            meta = self._meta[cls] = (tag, self.codec.versions[tag], correlation_of(cls))
+        tag, version, corr = meta
         payload = self.codec.encode(event)
-        intent_id, coid, symbol = self._correlation[cls](event)
-        ts_us = ts_to_us(event.ts)
+        intent_id, coid, symbol = corr(event)
+        ts = event.ts
+        if ts is self._last_ts:
+            ts_us = self._last_ts_us
+        else:
+            ts_us = ts_to_us(ts)
+            self._last_ts, self._last_ts_us = ts, ts_us
         h = row_hash(prev, seq, ts_us, version, payload)
         return (seq, ts_us, tag, version, intent_id, coid, symbol, payload, h)
 
@@ -569,32 +617,49 @@ class EventLog:
         return [self._enqueue_one(row, event) for row, event in zip(rows, events)]
 
     def _enqueue_one(self, row: Row, event: Event) -> asyncio.Future[int]:
-        """Fix the place of a prepared row in the log: the chain head moves, subscribers fold
-        it, the writer is woken."""
         assert self._loop is not None
+        fut: asyncio.Future[int] = self._loop.create_future()
+        if self._ack_on_append:
+            fut.set_result(row[0])
+            self._place(row, event, None)  # already answered: the commit owes it nothing
+        else:
+            self._place(row, event, fut)
+        return fut
+
+    def _place(self, row: Row, event: Event, fut: asyncio.Future[int] | None) -> None:
+        """Fix the place of a prepared row in the log: the chain head moves, subscribers fold
+        it, the writer is woken. `fut` (if any) gets the seq when the row is committed."""
         seq = row[0]
         self._next_seq = seq + 1
         self._prev_hash = row[8]
-        fut: asyncio.Future[int] = self._loop.create_future()
-        if self._ack_on_append:
-            fut.set_result(seq)
         self._rows.append(row)
         self._events.append(event)
         self._futs.append(fut)
-        for fn in self._subscribers:
+        cls = type(event)
+        fns = self._fanout.get(cls)
+        if fns is None:
+            fns = self._fanout[cls] = tuple(
+                fn for fn, types in self._subscribers if types is None or cls in types)
+        for fn in fns:
             try:
                 fn(seq, event)
             except Exception:  # a subscriber bug must not stop the log
                 log.exception("event-log subscriber failed at seq %s", seq)
-        if self._idle.is_set():
+        if self._is_idle:
+            self._is_idle = False
             self._idle.clear()
-        if not self._wake.is_set():
+        if not self._wake_pending and len(self._rows) >= self._group_min:
+            self._wake_pending = True
             self._wake.set()
-        return fut
 
     async def flush(self) -> None:
         """Wait until everything appended so far is durable (or raise the write error)."""
-        await self._idle.wait()
+        self._urgent += 1
+        self._wake.set()  # however few rows are queued
+        try:
+            await self._idle.wait()
+        finally:
+            self._urgent -= 1
         if self._failed is not None:
             raise self._failed
 
@@ -615,7 +680,9 @@ class EventLog:
 
         try:
             while True:
-                if self._rows and len(in_flight) < _MAX_IN_FLIGHT and self._failed is None:
+                if (self._rows and len(in_flight) < _MAX_IN_FLIGHT and self._failed is None
+                        and (len(self._rows) >= self._group_min or self._urgent
+                             or self._closing)):
                     in_flight.append(self._dispatch(db, conn, guard, not in_flight, on_done))
                     continue
                 if in_flight and in_flight[0][1].done():
@@ -633,8 +700,10 @@ class EventLog:
                     continue
                 if not in_flight and not self._rows:
                     self._idle.set()
+                    self._is_idle = True
                     if self._closing:
                         return
+                self._wake_pending = False  # the next append wakes us (and clears idle)
                 signal.clear()
                 await signal.wait()
         finally:
@@ -647,11 +716,12 @@ class EventLog:
     def _dispatch(self, db: aiosqlite.Connection, conn: sqlite3.Connection, guard: _ThreadGuard,
                   idle: bool, on_done: Callable[[object], None]) -> tuple[_Group, asyncio.Future[None]]:
         rows, events, futs = self._rows, self._events, self._futs
-        if idle and len(rows) >= _SPLIT_AT:
+        if idle and len(rows) >= _SPLIT_AT and not self._ack_on_append:
             # Nothing is committing: send half now so the thread starts at once, and the other
             # half right after, which keeps it busy while the first half's appenders run
             # again. Otherwise closed-loop appenders all land in one group and the loop and the
-            # thread take turns instead of overlapping.
+            # thread take turns instead of overlapping. (Acknowledged on append, nobody waits
+            # on a commit: the loop keeps appending while the thread works anyway.)
             h = self._cut(rows, len(rows) // 2)
         else:
             h = len(rows)
@@ -690,7 +760,7 @@ class EventLog:
                 except Exception:  # a listener bug must not lose durable events
                     log.exception("event-log commit listener failed at seq %s", row[0])
         for row, fut in zip(rows, futs):
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.set_result(row[0])
 
     async def _checkpointer(self) -> None:
@@ -722,7 +792,7 @@ class EventLog:
         self._failed = err
         log.error("%s", err)
         for fut in group.futs + queued.futs + self._futs:
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.set_exception(err)
                 fut.add_done_callback(_mark_retrieved)
         self._rows, self._events, self._futs = [], [], []

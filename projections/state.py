@@ -95,9 +95,6 @@ class Projections:
         o, p, r, m, a, runs = (self.orders, self.positions, self.risk, self.market, self.account,
                                self.runs)
 
-        def on_bar(seq: int, e: Any) -> None:
-            market.apply_bar(m, seq, e)
-
         def on_fill(seq: int, e: FillReceived) -> None:
             order = o.orders.get(e.client_order_id)
             counted = order.counted_notional if order is not None else ZERO
@@ -128,6 +125,8 @@ class Projections:
             risk.apply_run_started(r, e)
             market.apply_run_started(runs, seq, e)
 
+        # A partial, not a closure: a bar (nearly every event) is then one Python call.
+        on_bar = functools.partial(market.apply_bar, m)
         d: dict[type, Callable[[int, Any], None]] = {
             BarReceived: on_bar,
             BarReceivedView: on_bar,

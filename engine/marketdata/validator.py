@@ -55,6 +55,7 @@ class BarValidator:
     __slots__ = (
         "_clock",
         "_day_cache",
+        "_ends",
         "_flag_gaps",
         "_floor",
         "_intervals",
@@ -73,6 +74,9 @@ class BarValidator:
         self._skew = max_clock_skew if max_clock_skew else None  # None: skip the add
         self._flag_gaps = flag_gaps
         self._last: dict[str, Bar] = {}
+        # When each symbol's last good bar closed (its start + interval): the gap check's
+        # "expected next start", computed once per bar by the FUTURE_BAR check.
+        self._ends: dict[str, datetime] = {}
         # Ordering floors restored from a log (see `prime`): no Bar object, only its start.
         self._floor: dict[str, datetime] = {}
         self._intervals: dict[int, timedelta] = {}
@@ -90,10 +94,7 @@ class BarValidator:
 
     def last_good_end(self, symbol: str) -> datetime | None:
         """When the newest accepted bar of `symbol` closed (None if there is none)."""
-        bar = self._last.get(symbol)
-        if bar is not None:
-            return bar.start + self._interval(bar.interval_s)
-        return None
+        return self._ends.get(symbol)
 
     def symbols(self) -> list[str]:
         return sorted(self._last)
@@ -121,10 +122,11 @@ class BarValidator:
         step = self._intervals.get(bar.interval_s)
         if step is None:
             step = self._interval(bar.interval_s)
-        if start + step > (now if self._skew is None else now + self._skew):
+        end = start + step
+        if end > (now if self._skew is None else now + self._skew):
             return [self._reject(bar, now, "FUTURE_BAR",
                                  f"{sym} bar {start.isoformat()} closes at "
-                                 f"{(start + step).isoformat()}, after now {now.isoformat()}")]
+                                 f"{end.isoformat()}, after now {now.isoformat()}")]
         last = self._last.get(sym)
         prev_start = last.start if last is not None else self._floor.get(sym)
         if prev_start is not None and start <= prev_start:
@@ -135,9 +137,11 @@ class BarValidator:
                                  f"{sym} bar {start.isoformat()} is older than the last good "
                                  f"bar {prev_start.isoformat()}")]
         self._last[sym] = bar
+        last_end = self._ends.get(sym)
+        self._ends[sym] = end
         self.accepted += 1
         received = BarReceived(ts=now, bar=bar)
-        if (last is not None and self._flag_gaps and start != last.start + step
+        if (last is not None and self._flag_gaps and start != last_end
                 and last.interval_s == bar.interval_s):
             missing = (start - last.start) // step - 1
             if missing > 0 and self._ny_day(start) == self._ny_day(last.start):

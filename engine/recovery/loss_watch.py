@@ -10,13 +10,19 @@ live service does, until a person releases it.
 
 The measure is the projection's realized P&L for the current New York trading day (the same
 figure `status` and the gate show); the limit is `risk.daily_limit(marked equity)`.
+
+A step driver looks on every bar, so the look is O(1) and synchronous (`look()`): the day's
+key is cached with the UTC bounds of that New York day (no time-zone conversion until the
+clock leaves it), and a day not in loss is settled by one dictionary read. Only a look that
+finds work starts the coroutine (`act()`); `check()` is both.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 
@@ -24,15 +30,43 @@ from engine.clock import Clock
 from engine.recovery.killswitch import KillSwitch
 from engine.risk.limits import RiskLimits
 from events.catalogue import AccountSnapshot, BarReceived, FillReceived
-from projections.calendar import trading_day
-from projections.risk import realized_on
+from events.vocabulary import ZERO
+from projections.calendar import NEW_YORK, trading_day
 from projections.state import Projections
 
 log = logging.getLogger(__name__)
-_TRIGGERS = (FillReceived, BarReceived, AccountSnapshot)
+
+
+class TradingDayKey:
+    """`trading_day(ts).isoformat()` (the risk projection's day key), remembered with the
+    UTC bounds of that New York day, so a clock that stays within one day costs two
+    comparisons instead of a time-zone conversion."""
+
+    __slots__ = ("_from", "_key", "_until")
+
+    def __init__(self) -> None:
+        self._from: datetime | None = None
+        self._until: datetime | None = None
+        self._key = ""
+
+    def __call__(self, ts: datetime) -> str:
+        lo, hi = self._from, self._until
+        if lo is not None and hi is not None and lo <= ts < hi:
+            return self._key
+        day = trading_day(ts)
+        # Midnight always exists in New York (its clock changes at 02:00), so these are the
+        # exact first instants of the day and of the next.
+        self._from = datetime.combine(day, time(0), NEW_YORK).astimezone(UTC)
+        self._until = datetime.combine(day + timedelta(days=1), time(0),
+                                       NEW_YORK).astimezone(UTC)
+        self._key = day.isoformat()
+        return self._key
 
 
 class LossLimitWatch:
+    # What can move the day's loss or its limit (see the module docstring).
+    TRIGGERS: ClassVar[tuple[type, ...]] = (FillReceived, BarReceived, AccountSnapshot)
+
     def __init__(self, projections: Projections, kill: KillSwitch, clock: Clock,
                  limits: RiskLimits, *, enabled: bool, flatten: bool) -> None:
         self._proj = projections
@@ -43,17 +77,27 @@ class LossLimitWatch:
         self._flatten = flatten
         self._dirty = False
         self._wake: anyio.Event | None = None
+        self._day_key = TradingDayKey()
+        # What the last `look()` found to do: "verify" (a trip's halt), or a breach to trip.
+        self._verify = False
+        self._hit: tuple[Decimal, Decimal] | None = None
 
     def on_event(self, seq: int, event: Any) -> None:
         """A log subscriber: note that something the check depends on changed."""
-        if type(event) in _TRIGGERS:
+        if type(event) in self.TRIGGERS:
             self._dirty = True
             if self._wake is not None:
                 self._wake.set()
 
+    def today(self) -> Decimal:
+        """Realized P&L of the clock's New York trading day (the risk projection's figure)."""
+        return self._proj.risk.realized_by_day.get(self._day_key(self._clock.now()), ZERO)
+
     def breach(self) -> tuple[Decimal, Decimal] | None:
         """(today's realized P&L, the limit) if the limit is reached, else None."""
-        today = realized_on(self._proj.risk, trading_day(self._clock.now()))
+        return self._breach(self.today())
+
+    def _breach(self, today: Decimal) -> tuple[Decimal, Decimal] | None:
         if today >= 0:
             # Limits are > 0 (validated) wherever equity is: a day not in loss can not reach
             # one, and most bars land on such days; marking equity is the costly part.
@@ -68,20 +112,37 @@ class LossLimitWatch:
         """Engage the kill switch if the limit is reached; True if this call engaged it.
         `attempts` bounds the broker verification (step mode passes 1: no time passes
         within a step, so waiting for a flatten order to fill would wait forever)."""
+        if not self.look(stepping=attempts is not None):
+            return False
+        return await self.act(attempts=attempts)
+
+    def look(self, *, stepping: bool) -> bool:
+        """The synchronous half of `check()`: has anything it depends on changed, and is
+        there something to do (a trip's halt to verify while `stepping`, or the limit
+        reached)? False settles the change; True means `act()` must run now."""
+        self._verify, self._hit = False, None
         if not self._dirty:
             return False
         self._dirty = False
         risk = self._proj.risk
-        if attempts is not None and risk.kill_switch == "engaged" \
-                and risk.kill_actor == "loss-limit":
+        if stepping and risk.kill_switch == "engaged" and risk.kill_actor == "loss-limit":
+            self._verify = True
+            return True
+        if not self.enabled or risk.kill_switch != "off":
+            return False
+        self._hit = self._breach(self.today())
+        return self._hit is not None
+
+    async def act(self, *, attempts: int | None = None) -> bool:
+        """What the `look()` just before found to do; True if it engaged the kill switch."""
+        verify, hit = self._verify, self._hit
+        self._verify, self._hit = False, None
+        if verify:
             # Step mode: the flatten orders the trip sent fill on later bars; once the broker
             # shows nothing open (and flat, if asked) the halt is verified. Only looking:
             # canceling and re-sending them each bar would keep them from ever filling.
-            await self._kill.verify(flatten=risk.kill_flatten)
+            await self._kill.verify(flatten=self._proj.risk.kill_flatten)
             return False
-        if not self.enabled or risk.kill_switch != "off":
-            return False
-        hit = self.breach()
         if hit is None:
             return False
         today, limit = hit

@@ -40,7 +40,7 @@ from events.errors import CorruptLogError
 from events.follow import ChainFollower
 from events.market import Bar
 from projections.state import Projections
-from replay.backtest.stepper import StepDriver
+from replay.backtest.stepper import StepDriver, with_quick_thread_handoffs
 
 
 class NoBarsError(DataFileError):
@@ -191,6 +191,7 @@ def young_collections_only() -> Iterator[None]:
             gc.enable()
 
 
+@with_quick_thread_handoffs  # the log's writer keeps pace with the loop (see there)
 async def run_backtest(settings: Settings, data: Path | Sequence[Path], out_log: Path, *,
                        start: datetime | None = None, end: datetime | None = None,
                        strategies: Sequence[Strategy] | None = None,

@@ -7,13 +7,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from events.catalogue import OrderIntent, RunEnded
+from events.catalogue import BarReceived, OrderIntent, RunEnded
 from events.errors import CorruptLogError, DecodeError, LogWriteError, SchemaTooNewError
 from events.store import _SCHEMA, EventLog, LogReader
 from tests.factories import T0, approved, bar, fill, submitted_chain
@@ -498,3 +499,83 @@ async def test_acknowledged_on_append_a_failed_commit_still_poisons_the_log(
     async with LogReader(log_path) as r:
         v = await r.verify()
         assert v.ok and v.rows_checked == 1
+
+
+async def test_enqueue_writes_the_same_rows_as_append_nowait(tmp_path: Path) -> None:
+    """`enqueue` is `append_nowait` without the future: same seqs, same chain, same bytes,
+    mixed freely with awaited appends (and what waits on a later row waits on it too)."""
+    events = [intent(i) if i % 3 else bar("AAPL", T0 + timedelta(minutes=i)) for i in range(300)]
+    heads = []
+    for name, use_enqueue in (("a", False), ("b", True)):
+        path = tmp_path / f"{name}.sqlite"
+        async with EventLog.open(path) as log:
+            seqs = []
+            for i, e in enumerate(events[:-1]):
+                if use_enqueue and i % 2:
+                    seqs.append(log.enqueue(e))
+                else:
+                    log.append_nowait(e)
+            assert await log.append_nowait(events[-1]) == 300
+            assert log.last_seq == 300  # waiting on the last row waited for all before it
+            if use_enqueue:
+                assert seqs == list(range(2, 300, 2))
+        async with LogReader(path) as r:
+            assert (await r.verify()).ok
+            heads.append(await r.hash_at(300))
+    assert heads[0] == heads[1]
+
+
+async def test_enqueue_after_a_failed_commit_raises(log_path: Path) -> None:
+    async with EventLog.open(log_path) as log:
+        await log.append(intent(0))
+        await log._db.execute("PRAGMA max_page_count = 1")  # type: ignore[union-attr]
+        for i in range(50):
+            log.enqueue(OrderIntent(ts=T0, intent_id=f"x{i}", strategy="s" * 2000,
+                                    symbol="AAPL", side="buy", qty=Decimal(1)))
+        with pytest.raises(LogWriteError, match="failed"):
+            await log.flush()
+        with pytest.raises(LogWriteError):
+            log.enqueue(intent(1))
+
+
+async def test_a_typed_subscriber_hears_only_its_types_in_order(log_path: Path) -> None:
+    heard: list[tuple[str, int, str]] = []
+    async with EventLog.open(log_path) as log:
+        log.subscribe(lambda s, e: heard.append(("all", s, type(e).__name__)))
+        log.subscribe(lambda s, e: heard.append(("bars", s, type(e).__name__)),
+                      (BarReceived,))
+        log.subscribe(lambda s, e: heard.append(("later", s, type(e).__name__)))
+        log.enqueue(intent(0))
+        log.enqueue(bar())
+        await log.append(RunEnded(ts=T0, run_id="r"))
+    assert heard == [("all", 1, "OrderIntent"), ("later", 1, "OrderIntent"),
+                     ("all", 2, "BarReceived"), ("bars", 2, "BarReceived"),
+                     ("later", 2, "BarReceived"), ("all", 3, "RunEnded"),
+                     ("later", 3, "RunEnded")]
+
+
+async def test_acknowledged_on_append_rows_wait_for_a_full_group_or_a_flush(
+        tmp_path: Path) -> None:
+    """Nobody waits on a commit, so a few rows are not worth a trip to the thread: they are
+    committed once a group's worth has queued, at a flush, or at the close."""
+    from events.store import _ACK_GROUP_ROWS
+
+    path = tmp_path / "a.sqlite"
+    async with EventLog.open(path) as log:
+        log.acknowledge_on_append()
+        for i in range(10):
+            log.enqueue(intent(i))
+        for _ in range(20):
+            await asyncio.sleep(0)  # the loop turns; the writer has no reason to commit yet
+        assert log.last_seq == 0
+        await log.flush()  # a flush takes however few rows are left
+        assert log.last_seq == 10
+        for i in range(10, 10 + _ACK_GROUP_ROWS):
+            log.enqueue(intent(i))
+        while log.last_seq < _ACK_GROUP_ROWS:  # a full group goes without a flush
+            await asyncio.sleep(0.001)
+        for i in range(10):
+            log.enqueue(intent(10_000 + i))  # left for the close
+    async with LogReader(path) as r:
+        v = await r.verify()
+        assert v.ok and v.rows_checked == 20 + _ACK_GROUP_ROWS

@@ -9,6 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.clock import SimClock
 from engine.marketdata import BadInput, BarValidator, CsvBarProvider
@@ -168,3 +170,39 @@ def test_clock_skew_tolerance_is_explicit_and_bounded():
     assert only(lenient.validate(bar(T0 + timedelta(minutes=1)))).reason == "FUTURE_BAR"
     with pytest.raises(ValueError):
         BarValidator(clock, max_clock_skew=timedelta(seconds=-1))
+
+
+def _gap_reference(bars: list[Bar]) -> list[tuple[str, int]]:
+    """The gap rule spelled out on its own: per symbol, an accepted bar that does not start
+    where the last accepted one (of the same interval) ended, on the same New York day,
+    flags the bars missing between them."""
+    from projections.calendar import trading_day
+
+    last: dict[str, Bar] = {}
+    out: list[tuple[str, int]] = []
+    for b in bars:
+        prev = last.get(b.symbol)
+        if prev is not None and b.start <= prev.start:
+            continue  # refused: duplicate or out of order
+        last[b.symbol] = b
+        if prev is None or prev.interval_s != b.interval_s or b.start == prev.end:
+            continue
+        missing = (b.start - prev.start) // timedelta(seconds=b.interval_s) - 1
+        if missing > 0 and trading_day(b.start) == trading_day(prev.start):
+            out.append((b.symbol, missing))
+    return out
+
+
+@settings(max_examples=150)
+@given(st.lists(st.tuples(st.sampled_from(["AAPL", "MSFT"]), st.integers(0, 600),
+                          st.sampled_from([60, 300])), max_size=40))
+def test_gaps_follow_the_rule_for_any_bar_sequence(spec: list[tuple[str, int, int]]) -> None:
+    bars = [Bar(symbol=s, start=T0 + timedelta(minutes=m), interval_s=i, open=D(1), high=D(1),
+                low=D(1), close=D(1), volume=D(1)) for s, m, i in spec]
+    v = BarValidator(SimClock(T0 + timedelta(days=2)))
+    got = [(e.symbol, e.missing_bars) for b in bars for e in v.validate(b)
+           if isinstance(e, DataGap)]
+    assert got == _gap_reference(bars)
+    for sym in ("AAPL", "MSFT"):
+        good = v.last_good(sym)
+        assert v.last_good_end(sym) == (good.end if good is not None else None)
