@@ -723,6 +723,11 @@ class EventLog:
             # thread take turns instead of overlapping. (Acknowledged on append, nobody waits
             # on a commit: the loop keeps appending while the thread works anyway.)
             h = self._cut(rows, len(rows) // 2)
+        elif self._ack_on_append and not (self._urgent or self._closing):
+            # Exactly a group (the rest waits for the next): every group is then the same
+            # multi-row INSERT, prepared once and reused from the statement cache. A statement
+            # of this size takes SQLite longer to prepare than to run, in the thread.
+            h = self._cut(rows, min(len(rows), _ACK_GROUP_ROWS))
         else:
             h = len(rows)
         group = _Group(rows[:h], events[:h], futs[:h])
