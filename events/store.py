@@ -221,6 +221,17 @@ _MAX_ROWS_PER_STATEMENT = 32766 // _ROW_PARAMS  # SQLITE_MAX_VARIABLE_NUMBER sin
 _flatten = itertools.chain.from_iterable
 
 
+def _params(rows: list[Row]) -> list[Any]:
+    """The rows' values in one list, the blobs (payload, hash) as bytearrays. The sqlite3
+    module binds a bytearray directly but looks every bytes value up in its adapter table
+    first (~0.35 us each, with the GIL held, which the event loop then waits for); a
+    bytearray is stored as the same BLOB. All of it runs in C: slices and `map`."""
+    params: list[Any] = list(_flatten(rows))
+    params[7::_ROW_PARAMS] = map(bytearray, params[7::_ROW_PARAMS])
+    params[8::_ROW_PARAMS] = map(bytearray, params[8::_ROW_PARAMS])
+    return params
+
+
 @functools.cache
 def _multi_insert(n: int) -> str:
     return "INSERT INTO events VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * n)
@@ -238,13 +249,13 @@ def _commit_batch(conn: sqlite3.Connection, rows: list[Row], guard: _ThreadGuard
         raise LogWriteError("an earlier group failed; refusing to chain onto it")
     try:
         if len(rows) <= _MAX_ROWS_PER_STATEMENT:
-            conn.execute(_multi_insert(len(rows)), list(_flatten(rows)))
+            conn.execute(_multi_insert(len(rows)), _params(rows))
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
             for i in range(0, len(rows), _MAX_ROWS_PER_STATEMENT):
                 chunk = rows[i:i + _MAX_ROWS_PER_STATEMENT]
-                conn.execute(_multi_insert(len(chunk)), list(_flatten(chunk)))
+                conn.execute(_multi_insert(len(chunk)), _params(chunk))
             conn.execute("COMMIT")
         except BaseException:
             try:
