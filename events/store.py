@@ -221,12 +221,22 @@ _MAX_ROWS_PER_STATEMENT = 32766 // _ROW_PARAMS  # SQLITE_MAX_VARIABLE_NUMBER sin
 _flatten = itertools.chain.from_iterable
 
 
+# Binding None costs the sqlite3 module an adapter-table lookup (~0.3 us, with the GIL held,
+# which the event loop then waits for), and a bar row has two. The correlation columns are
+# text or NULL, so None is bound as the integer 0 (bound directly) and NULLIF(?, 0) stores
+# NULL for it: an integer never equals a text value in SQLite (no affinity applies to a
+# bound parameter), so every real value, '' and '0' included, is stored as it was.
+_ROW_VALUES = "(?,?,?,?,NULLIF(?,0),NULLIF(?,0),NULLIF(?,0),?,?)"
+
+
 def _params(rows: list[Row]) -> list[Any]:
-    """The rows' values in one list, the blobs (payload, hash) as bytearrays. The sqlite3
-    module binds a bytearray directly but looks every bytes value up in its adapter table
-    first (~0.35 us each, with the GIL held, which the event loop then waits for); a
-    bytearray is stored as the same BLOB. All of it runs in C: slices and `map`."""
+    """The rows' values in one list for `_multi_insert`: the blobs (payload, hash) as
+    bytearrays (the sqlite3 module binds a bytearray directly but looks every bytes value up
+    in its adapter table first; a bytearray is stored as the same BLOB), None in the
+    correlation columns as 0 (see `_ROW_VALUES`)."""
     params: list[Any] = list(_flatten(rows))
+    for col in (4, 5, 6):
+        params[col::_ROW_PARAMS] = [0 if v is None else v for v in params[col::_ROW_PARAMS]]
     params[7::_ROW_PARAMS] = map(bytearray, params[7::_ROW_PARAMS])
     params[8::_ROW_PARAMS] = map(bytearray, params[8::_ROW_PARAMS])
     return params
@@ -234,7 +244,7 @@ def _params(rows: list[Row]) -> list[Any]:
 
 @functools.cache
 def _multi_insert(n: int) -> str:
-    return "INSERT INTO events VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * n)
+    return "INSERT INTO events VALUES " + ",".join([_ROW_VALUES] * n)
 
 
 def _commit_batch(conn: sqlite3.Connection, rows: list[Row], guard: _ThreadGuard) -> None:

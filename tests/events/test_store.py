@@ -14,6 +14,8 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from events.catalogue import BarReceived, OrderIntent, RunEnded
 from events.errors import CorruptLogError, DecodeError, LogWriteError, SchemaTooNewError
@@ -619,7 +621,7 @@ async def test_blobs_bound_as_bytearrays_are_stored_as_the_same_bytes(log_path: 
         rows = list(log._rows)
         await log.flush()
     params = _params(rows)
-    assert params == [v for row in rows for v in row]  # same values, in order
+    assert params == [0 if v is None else v for row in rows for v in row]  # in order
     assert {type(v) for v in params[7::9] + params[8::9]} == {bytearray}
     con = sqlite3.connect(log_path)
     stored = con.execute("SELECT payload, hash, typeof(payload), typeof(hash) FROM events "
@@ -627,3 +629,31 @@ async def test_blobs_bound_as_bytearrays_are_stored_as_the_same_bytes(log_path: 
     con.close()
     assert stored == [(r[7], r[8], "blob", "blob") for r in rows]
     assert all(type(p) is bytes and type(h) is bytes for p, h, _, _ in stored)
+
+
+_CORRELATION = st.one_of(st.none(), st.sampled_from(["", "0", "0.0", "00", " 0", "x"]),
+                         st.text(max_size=8))
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.tuples(_CORRELATION, _CORRELATION, _CORRELATION), min_size=1,
+                       max_size=12))
+def test_the_writers_insert_stores_exactly_what_a_plain_insert_stores(
+        values: list[tuple[str | None, str | None, str | None]]) -> None:
+    """The multi-row INSERT binds None as 0 behind NULLIF(?, 0) and blobs as bytearrays;
+    every correlation value (None, '', '0', any text) and blob is stored exactly as a
+    plain parameter insert of the row stores it: same value, same storage class."""
+    from events.store import _INSERT, _commit_batch, _multi_insert, _ThreadGuard
+
+    rows = [(i + 1, 1_700_000_000_000_000 + i, "order_intent", 1, a, b, c,
+             bytes([i]) * 3, bytes([i, 1])) for i, (a, b, c) in enumerate(values)]
+    ours, plain = sqlite3.connect(":memory:"), sqlite3.connect(":memory:")
+    for con in (ours, plain):
+        con.executescript(_SCHEMA)
+    ours.isolation_level = None
+    _commit_batch(ours, rows, _ThreadGuard())
+    plain.executemany(_INSERT, rows)
+    query = ("SELECT seq, intent_id, typeof(intent_id), client_order_id, typeof(client_order_id),"
+             " symbol, typeof(symbol), payload, typeof(payload), hash FROM events ORDER BY seq")
+    assert ours.execute(query).fetchall() == plain.execute(query).fetchall()
+    assert _multi_insert(len(rows)).count("NULLIF") == 3 * len(rows)
