@@ -556,7 +556,8 @@ class EventLog:
         a future per row. Not waiting loses nothing: commits are in seq order, so whatever
         waits on a later event waits on this one too, and a failed commit fails the log (the
         next append raises, `flush` raises)."""
-        self._check_open()
+        if self._failed is not None or self._closing or self._closed:
+            self._check_open()  # raises (tested inline: every bar comes through here)
         row = self._row(event, self._next_seq, self._prev_hash)
         self._place(row, event, None)
         return row[0]
