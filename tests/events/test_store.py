@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from events.catalogue import BarReceived, OrderIntent, RunEnded
+from events.catalogue import BarReceived, DataRejected, OrderIntent, RunEnded
 from events.errors import CorruptLogError, DecodeError, LogWriteError, SchemaTooNewError
 from events.store import _SCHEMA, EventLog, LogReader
 from tests.factories import T0, approved, bar, fill, submitted_chain
@@ -220,6 +220,36 @@ async def test_correlation_reads(log_path: Path) -> None:
         assert [s for s, _ in await r.by_client_order_id("c1")] == [1, 3]
         assert [s for s, _ in await r.by_intent("i-2")] == [2]
         assert [s async for s, _ in r.read(2, 3)] == [2, 3]
+
+
+async def test_index_columns_hold_null_for_a_missing_id_and_text_as_given(
+        log_path: Path) -> None:
+    """Rows bind a missing id as an empty blob that the INSERT turns into NULL: a missing id
+    must read back as NULL, an empty or any other id as exactly that text, on every path."""
+    events = [DataRejected(ts=T0, reason="BAD_ROW", detail="d"),
+              DataRejected(ts=T0, reason="BAD_ROW", detail="d", symbol=""),
+              DataRejected(ts=T0, reason="BAD_ROW", detail="d", symbol="x'"),
+              approved("c1", intent_id="i-1"), bar(), intent(7)]
+    async with EventLog.open(log_path) as log:
+        for e in events[:3]:
+            await log.append(e)
+        log.enqueue(events[3])
+        await log.append_many(events[4:])
+    db = sqlite3.connect(log_path)
+    rows = db.execute("SELECT intent_id, client_order_id, symbol, typeof(intent_id), "
+                      "typeof(symbol) FROM events ORDER BY seq").fetchall()
+    db.close()
+    assert rows == [
+        (None, None, None, "null", "null"),
+        (None, None, "", "null", "text"),
+        (None, None, "x'", "null", "text"),
+        ("i-1", "c1", "AAPL", "text", "text"),
+        (None, None, "AAPL", "null", "text"),
+        ("i7", None, "AAPL", "text", "text"),
+    ]
+    async with LogReader(log_path) as r:
+        assert (await r.verify()).ok  # the index columns agree with the payloads
+        assert [e async for _, e in r.read()] == events
 
 
 async def test_failed_commit_fails_the_append_and_poisons_the_log(log_path: Path) -> None:
