@@ -97,6 +97,9 @@ class ChainFollower:
                     log.warning("%s: no verdict from the log follower within %.0f s; walking "
                                 "the log here", self.path, self.VERDICT_TIMEOUT_S)
                 got = _parse(out) if code == 0 else None
+                if got is None and code is not None:
+                    log.info("%s: log follower ended without a verdict (exit %s); walking the "
+                             "log here", self.path, code)
                 if got is not None and not (got[0].ok and got[0].last_seq == last_seq
                                             and got[1] == head):
                     log.warning("%s: log follower disagrees (%s); walking the log here",

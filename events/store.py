@@ -758,11 +758,10 @@ class EventLog:
             # on a commit: the loop keeps appending while the thread works anyway.)
             h = self._cut(rows, len(rows) // 2)
         elif self._ack_on_append and not (self._urgent or self._closing):
-            # Groups of exactly `_ACK_GROUP_ROWS` (the rest waits for the next): then one
-            # prepared INSERT serves every group. A group as large as the queue happened to
-            # be had a size of its own nearly every time, and preparing a statement of
-            # ~1,000 rows cost the thread more than running it (~5 us a row against ~1.2).
-            h = self._cut(rows, _ACK_GROUP_ROWS)
+            # Exactly a group (the rest waits for the next): every group is then the same
+            # multi-row INSERT, prepared once and reused from the statement cache. A statement
+            # of this size takes SQLite longer to prepare than to run, in the thread.
+            h = self._cut(rows, min(len(rows), _ACK_GROUP_ROWS))
         else:
             h = len(rows)
         group = _Group(rows[:h], events[:h], futs[:h])

@@ -137,30 +137,37 @@ class ExecutionService:
 
     # --- appending -----------------------------------------------------------------------
 
-    def _append(self, event: Event) -> asyncio.Future[int]:
-        seq_future = self._log.append_nowait(event)
-        return seq_future
+    def _note(self, event: Event) -> int:
+        """Record a broker fact; its seq. Not awaited: nothing waits on its durability, and
+        the projections fold it at once (see the module docstring). `enqueue` places the
+        same row at the same place as `append_nowait`, without a future nobody reads."""
+        return self._log.enqueue(event)
 
-    def _note(self, event: Event) -> None:
-        """Record a broker fact. Not awaited: nothing waits on its durability, and the
-        projections fold it at once (see the module docstring)."""
-        self._append(event)
+    def _order_event(self, t: Tracked, tag: str, event: Event) -> None:
+        """Append an order event; if the state machine will refuse it, say so in the log.
+        Nothing waits on it (`_order_event_durable` is for the ones a broker call follows)."""
+        legal, before = self.tracker.would_move(t, tag), t.status
+        self._moved(t, tag, legal, before, self._log.enqueue(event))
 
-    def _order_event(self, t: Tracked, tag: str, event: Event) -> asyncio.Future[int]:
-        """Append an order event; if the state machine will refuse it, say so in the log."""
-        legal = self.tracker.would_move(t, tag)
-        before = t.status  # its word (`.value`) only where it is written
-        fut = self._append(event)  # folded into the projections right here
-        seq = self._log.assigned_seq
+    def _order_event_durable(self, t: Tracked, tag: str, event: Event) -> asyncio.Future[int]:
+        """`_order_event`, and the future of its commit: for a record that must be durable
+        before the broker call it announces (submit, cancel and replace requested)."""
+        legal, before = self.tracker.would_move(t, tag), t.status
+        fut = self._log.append_nowait(event)
+        self._moved(t, tag, legal, before, self._log.assigned_seq)
+        return fut
+
+    def _moved(self, t: Tracked, tag: str, legal: bool, before: OrderStatus, seq: int) -> None:
+        """After an order event at `seq` (already folded into the projections): its log line,
+        and the anomaly if the state machine refused it."""
         level = logging.INFO if tag in _NOTABLE else logging.DEBUG
-        if log.isEnabledFor(level):
+        if log.isEnabledFor(level):  # the state words (`.value`) only where they are written
             log.log(level, "%s %s (%s -> %s)", tag, t.client_order_id, before.value,
                     "refused" if not legal else t.status.value, extra={"seq": seq})
         if not legal:
-            self._append(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
-                                           from_state=before.value, event_type=tag,
-                                           event_seq=seq))
-        return fut
+            self._note(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
+                                         from_state=before.value, event_type=tag,
+                                         event_seq=seq))
 
     # --- submitting ----------------------------------------------------------------------
 
@@ -194,14 +201,16 @@ class ExecutionService:
 
     async def _submit_once(self, t: Tracked, approved: RiskApproved) -> None:
         attempt = t.submit_attempts + 1
-        requested = self._order_event(t, "order_submit_requested", OrderSubmitRequested(
+        requested = OrderSubmitRequested(
             ts=self._clock.now(), client_order_id=t.client_order_id,
-            intent_id=approved.intent_id, symbol=approved.symbol, attempt=attempt))
+            intent_id=approved.intent_id, symbol=approved.symbol, attempt=attempt)
         external = getattr(self._broker, "external", True)
         if external:
             # From here the order may exist outside this process: a restart must find this
             # record to know it has to look the order up.
-            await requested
+            await self._order_event_durable(t, "order_submit_requested", requested)
+        else:
+            self._order_event(t, "order_submit_requested", requested)
         request = request_for(approved)
         try:
             if external:
@@ -281,7 +290,7 @@ class ExecutionService:
             t = self.tracker.get(coid)
             if t is None or not t.is_open or t.broker_order_id is None:
                 return
-        await self._order_event(t, "cancel_requested", CancelRequested(
+        await self._order_event_durable(t, "cancel_requested", CancelRequested(
             ts=now, client_order_id=coid, reason=reason, actor=actor))
         try:
             await self._broker.cancel(t.broker_order_id)
@@ -338,7 +347,7 @@ class ExecutionService:
         new_coid = new_client_order_id or self._next_replacement_id(coid)
         ours = self._proj.orders.orders.get(coid)
         percent = ours is not None and ours.trail_percent is not None
-        await self._order_event(t, "replace_requested", ReplaceRequested(
+        await self._order_event_durable(t, "replace_requested", ReplaceRequested(
             ts=self._clock.now(), client_order_id=coid, new_client_order_id=new_coid,
             qty=qty, limit_price=limit_price, stop_price=stop_price,
             trail_price=trail if trail is not None and not percent else None,
@@ -556,16 +565,14 @@ class ExecutionService:
             fee=fee if book == qty else (fee * book / qty).quantize(CENT))
         legal = self.tracker.would_move(t, "fill")
         state_before = t.status
-        fut = self._append(fill)
-        fill_seq = self._log.assigned_seq
+        fill_seq = self._note(fill)
         log.info("fill %s %s %s %s @ %s (%s)", t.client_order_id, o.side, book, o.symbol, price,
                  source, extra={"seq": fill_seq})
         t.broker_cum_qty = max(t.broker_cum_qty, t.filled_qty)
         if not legal:
-            self._append(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
-                                           from_state=state_before.value, event_type="fill",
-                                           event_seq=fill_seq))
-        del fut
+            self._note(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
+                                         from_state=state_before.value, event_type="fill",
+                                         event_seq=fill_seq))
 
     async def sync_order(self, o: BrokerOrder, *, source: str) -> bool:
         """Bring our record of an order up to the broker's snapshot of it: acknowledgements,

@@ -5,8 +5,10 @@ clock only moves forward, so a bar older than the clock would be refused (and th
 trade on the symbols that happened to come first). `OrderedFileProvider` reads every file,
 sorts the bars by (start, symbol) and hands them on in that order — an external sort: rows
 are collected in runs of at most `run_rows`, each run is sorted and, when there is more than
-one, spilled to a temporary file; the runs are then merged (`heapq.merge`), so memory holds
-one run plus one bar per run, whatever the file size.
+one, spilled to a temporary file (all but the last, which stays in memory); the runs are then
+merged (`heapq.merge`), so memory holds one run plus a small frame of each spilled run,
+whatever the file size. Runs that do not overlap (input already in order, files each
+covering a later span) are concatenated instead: the same stream without the merge.
 
 Ties keep input order (files in the order given, rows in file order), so of two rows with
 the same (symbol, start) the first is the bar and the second is refused by the validator as

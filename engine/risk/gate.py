@@ -163,20 +163,34 @@ class RiskGate:
             events.append(decide(intent, view, self._limits, flatten=flatten))
         decision: Decision = events[-1]
         try:
-            futures = [self._log.append_nowait(e) for e in events]
+            # Only the decision's commit is waited on (commits are in seq order, so the
+            # intent's is covered by it): the intent is placed without a future of its own.
+            for event in events[:-1]:
+                self._log.enqueue(event)
+            durable = self._log.append_nowait(decision)
         except LogError as e:
             self._halt(f"event log refused the decision: {e}")
             fut.set_exception(GateUnavailable(self._halted or str(e)))
             return
-        durable = futures[-1]
-        self._undurable[decision.intent_id] = durable
         if isinstance(decision, RiskApproved):
-            log.debug("approved %s as %s", decision.intent_id, decision.client_order_id,
-                      extra={"seq": self._log.assigned_seq})
-        else:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("approved %s as %s", decision.intent_id, decision.client_order_id,
+                          extra={"seq": self._log.assigned_seq})
+        elif log.isEnabledFor(logging.INFO):
             log.info("rejected %s: %s", decision.intent_id,
                      ", ".join(r.code for r in decision.reasons),
                      extra={"seq": self._log.assigned_seq})
+        if durable.done():
+            # Acknowledged on append (a simulation, see EventLog.acknowledge_on_append): the
+            # answer now rather than a loop turn later, and nothing left undurable to track.
+            if fut.done():
+                return
+            if durable.cancelled() or durable.exception() is not None:
+                fut.set_exception(GateUnavailable(f"decision not durable: {durable.exception()}"))
+            else:
+                fut.set_result(decision)
+            return
+        self._undurable[decision.intent_id] = durable
 
         def answer(f: asyncio.Future[int]) -> None:
             if self._undurable.get(decision.intent_id) is f:
@@ -188,12 +202,7 @@ class RiskGate:
             else:
                 fut.set_result(decision)
 
-        if durable.done():
-            # Acknowledged on append (a simulation, see EventLog.acknowledge_on_append): the
-            # same answer now rather than a loop turn later.
-            answer(durable)
-        else:
-            durable.add_done_callback(answer)
+        durable.add_done_callback(answer)
 
     def _answer_duplicate(self, decision: Decision, pending: asyncio.Future[int] | None,
                           fut: asyncio.Future[Decision]) -> None:

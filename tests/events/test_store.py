@@ -11,6 +11,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import anyio
 import msgspec
 import pytest
 
@@ -609,3 +610,28 @@ async def test_acknowledged_on_append_rows_wait_for_a_full_group_or_a_flush(
     async with LogReader(path) as r:
         v = await r.verify()
         assert v.ok and v.rows_checked == 20 + _ACK_GROUP_ROWS
+
+
+async def test_acknowledged_on_append_commits_whole_groups_and_leaves_the_rest(
+        tmp_path: Path) -> None:
+    """Every group handed to the thread is exactly a group's worth of rows (one multi-row
+    INSERT, prepared once): a backlog of two and a half groups is committed as two, and the
+    half waits for more rows or a flush."""
+    from events.store import _ACK_GROUP_ROWS as G
+
+    path = tmp_path / "g.sqlite"
+    async with EventLog.open(path) as log:
+        log.acknowledge_on_append()
+        for i in range(2 * G + G // 2):
+            log.enqueue(intent(i))
+        with anyio.fail_after(10):
+            while log.last_seq < 2 * G:
+                await asyncio.sleep(0.001)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert log.last_seq == 2 * G  # not the whole backlog in one statement
+        await log.flush()
+        assert log.last_seq == 2 * G + G // 2
+    async with LogReader(path) as r:
+        v = await r.verify()
+        assert v.ok and v.rows_checked == 2 * G + G // 2
