@@ -229,9 +229,21 @@ _flatten = itertools.chain.from_iterable
 # an int, a str or a bytearray at once, but sends None and bytes through its adapter lookup
 # (a tuple, a dict probe and two attribute lookups each). That runs in the writer thread
 # under the GIL, for four of a bar row's nine values (both ids, the payload, the hash), and
-# the event loop waits for it: an INSERT of 1024 bar rows held the GIL ~1.7 us per row, ~1.0
-# without those lookups for three of them (payload a bytearray, ids `_NULL`). Never mutated.
+# the event loop waits for it: an INSERT of 1024 bar rows took ~1.7 us per row, ~1.0
+# without the lookups of the ids and the payload (`_NULL`; the payload is encoded into a
+# bytearray by `_row`; `_params` converts the hash). Never mutated.
 _NULL = bytearray()
+
+
+def _params(rows: list[Row]) -> list[Any]:
+    """The rows' values in one list, the hashes as bytearrays. The sqlite3 module binds a
+    bytearray directly but looks every bytes value up in its adapter table first (~0.35 us
+    each, with the GIL held, which the event loop then waits for); a bytearray is stored as
+    the same BLOB. Payloads already are bytearrays (`_row`), missing ids `_NULL`. All of it
+    runs in C: slices and `map`."""
+    params: list[Any] = list(_flatten(rows))
+    params[8::_ROW_PARAMS] = map(bytearray, params[8::_ROW_PARAMS])
+    return params
 
 
 @functools.cache
@@ -252,13 +264,13 @@ def _commit_batch(conn: sqlite3.Connection, rows: list[Row], guard: _ThreadGuard
         raise LogWriteError("an earlier group failed; refusing to chain onto it")
     try:
         if len(rows) <= _MAX_ROWS_PER_STATEMENT:
-            conn.execute(_multi_insert(len(rows)), list(_flatten(rows)))
+            conn.execute(_multi_insert(len(rows)), _params(rows))
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
             for i in range(0, len(rows), _MAX_ROWS_PER_STATEMENT):
                 chunk = rows[i:i + _MAX_ROWS_PER_STATEMENT]
-                conn.execute(_multi_insert(len(chunk)), list(_flatten(chunk)))
+                conn.execute(_multi_insert(len(chunk)), _params(chunk))
             conn.execute("COMMIT")
         except BaseException:
             try:

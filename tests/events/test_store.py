@@ -635,3 +635,25 @@ async def test_acknowledged_on_append_commits_whole_groups_and_leaves_the_rest(
     async with LogReader(path) as r:
         v = await r.verify()
         assert v.ok and v.rows_checked == 2 * G + G // 2
+
+
+async def test_blobs_bound_as_bytearrays_are_stored_as_the_same_bytes(log_path: Path) -> None:
+    """The writer binds payload and hash as bytearrays (no adapter lookup); the file holds
+    the same BLOBs as binding the bytes would, and they read back as bytes."""
+    from events.store import _params
+
+    async with EventLog.open(log_path) as log:
+        log.acknowledge_on_append()
+        for i in range(3):
+            log.enqueue(intent(i))
+        rows = list(log._rows)
+        await log.flush()
+    params = _params(rows)
+    assert params == [v for row in rows for v in row]  # same values, in order
+    assert {type(v) for v in params[7::9] + params[8::9]} == {bytearray}
+    con = sqlite3.connect(log_path)
+    stored = con.execute("SELECT payload, hash, typeof(payload), typeof(hash) FROM events "
+                         "ORDER BY seq").fetchall()
+    con.close()
+    assert stored == [(r[7], r[8], "blob", "blob") for r in rows]
+    assert all(type(p) is bytes and type(h) is bytes for p, h, _, _ in stored)
