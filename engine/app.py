@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -50,7 +50,7 @@ from engine.recovery.startup import RecoveryReport, end_run, recover
 from engine.risk.gate import RiskGate
 from engine.strategies.base import Strategy, StrategyConfigError
 from engine.strategies.registry import default_registry
-from engine.strategies.runner import StrategyRunner
+from engine.strategies.runner import Output, StrategyRunner
 from events.base import Event
 from events.catalogue import AssetInfo, BarReceived, FillModel, FillReceived, StrategyError
 from events.market import Bar
@@ -276,7 +276,23 @@ class Engine:
         if bar.symbol in self.proj.orders.engine_side:  # engine_side_exits' own first test
             for exit_ in engine_side_exits(self.proj, bar, self.clock.now()):
                 await self._act(exit_)  # a stop the broker could not hold (protection_watch)
-        for out in self.runner.on_bar(bar):
+        await self._act_on(self.runner.on_bar(bar))
+
+    def on_bar_now(self, bar: Bar) -> Coroutine[Any, Any, None] | None:
+        """`on_bar` for a step driver: what needs no await runs now, and the rest comes back
+        as a coroutine to await at once, or None when nothing is left — the common bar: no
+        engine-side stop on its symbol, no intent, no fill to deliver, which then costs no
+        coroutine. Same steps in the same order as `on_bar`."""
+        if bar.symbol in self.proj.orders.engine_side:
+            return self.on_bar(bar)
+        outs = self.runner.on_bar(bar)
+        if outs or self._fills:
+            return self._act_on(outs)
+        return None
+
+    async def _act_on(self, outs: list[Output]) -> None:
+        """The strategies' outputs for one bar, then the fills booked meanwhile."""
+        for out in outs:
             await self._act(out)
         if self._fills:  # most bars book none: no coroutine for them
             await self._feed_fills()

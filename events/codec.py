@@ -61,6 +61,8 @@ class Codec:
         # `encode(event) -> bytes` is the encoder's own method: every appended row calls it,
         # and a Python wrapper around it would be one more frame per row.
         self.encode: Callable[[Event], bytes] = self._encoder.encode
+        # The same bytes, appended to a bytearray (the log's rows keep their payloads so).
+        self.encode_into: Callable[[Event, bytearray], None] = self._encoder.encode_into
         self._decoders = {tag: msgspec.msgpack.Decoder(t) for tag, t in self.types.items()}
         self._raw = msgspec.msgpack.Decoder()
         for (tag, v) in self.upcasters:

@@ -81,8 +81,10 @@ _INSERT = (
 _ROW_COLUMNS = "seq, ts, type, schema_version, intent_id, client_order_id, symbol, payload, hash"
 REPLAY_COLUMNS = "seq, type, schema_version, payload"
 
-# A stored row: (seq, ts_us, type, schema_version, intent_id, client_order_id, symbol, payload, hash)
-Row = tuple[int, int, str, int, str | None, str | None, str | None, bytes, bytes]
+# A stored row: (seq, ts_us, type, schema_version, intent_id, client_order_id, symbol, payload,
+# hash), as bound to the INSERT: a missing id is `_NULL`, the payload a bytearray (see there).
+Row = tuple[int, int, str, int, str | bytearray, str | bytearray, str | bytearray, bytearray,
+            bytes]
 Subscriber = Callable[[int, Event], None]
 
 
@@ -184,7 +186,8 @@ class Match:
 _HEAD = struct.Struct(">qqH")
 
 
-def row_hash(prev: bytes, seq: int, ts_us: int, version: int, payload: bytes) -> bytes:
+def row_hash(prev: bytes, seq: int, ts_us: int, version: int,
+             payload: bytes | bytearray) -> bytes:
     """The chain link: sha256(previous hash + seq + ts + schema version + payload).
 
     The payload holds everything about the event (its tag and correlation ids included); the
@@ -221,30 +224,32 @@ _MAX_ROWS_PER_STATEMENT = 32766 // _ROW_PARAMS  # SQLITE_MAX_VARIABLE_NUMBER sin
 _flatten = itertools.chain.from_iterable
 
 
-# Binding None costs the sqlite3 module an adapter-table lookup (~0.3 us, with the GIL held,
-# which the event loop then waits for), and a bar row has two. The correlation columns are
-# text or NULL, so None is bound as the integer 0 (bound directly) and NULLIF(?, 0) stores
-# NULL for it: an integer never equals a text value in SQLite (no affinity applies to a
-# bound parameter), so every real value, '' and '0' included, is stored as it was.
-_ROW_VALUES = "(?,?,?,?,NULLIF(?,0),NULLIF(?,0),NULLIF(?,0),?,?)"
+# A missing index id as a row binds it: an empty blob, which the INSERT turns back into NULL
+# (`nullif(?, x'')`; no text equals a blob, so a '' id stays ''). Why not None: sqlite3 binds
+# an int, a str or a bytearray at once, but sends None and bytes through its adapter lookup
+# (a tuple, a dict probe and two attribute lookups each). That runs in the writer thread
+# under the GIL, for four of a bar row's nine values (both ids, the payload, the hash), and
+# the event loop waits for it: an INSERT of 1024 bar rows took ~1.7 us per row, ~1.0
+# without the lookups of the ids and the payload (`_NULL`; the payload is encoded into a
+# bytearray by `_row`; `_params` converts the hash). Never mutated.
+_NULL = bytearray()
 
 
 def _params(rows: list[Row]) -> list[Any]:
-    """The rows' values in one list for `_multi_insert`: the blobs (payload, hash) as
-    bytearrays (the sqlite3 module binds a bytearray directly but looks every bytes value up
-    in its adapter table first; a bytearray is stored as the same BLOB), None in the
-    correlation columns as 0 (see `_ROW_VALUES`)."""
+    """The rows' values in one list, the hashes as bytearrays. The sqlite3 module binds a
+    bytearray directly but looks every bytes value up in its adapter table first (~0.35 us
+    each, with the GIL held, which the event loop then waits for); a bytearray is stored as
+    the same BLOB. Payloads already are bytearrays (`_row`), missing ids `_NULL`. All of it
+    runs in C: slices and `map`."""
     params: list[Any] = list(_flatten(rows))
-    for col in (4, 5, 6):
-        params[col::_ROW_PARAMS] = [0 if v is None else v for v in params[col::_ROW_PARAMS]]
-    params[7::_ROW_PARAMS] = map(bytearray, params[7::_ROW_PARAMS])
     params[8::_ROW_PARAMS] = map(bytearray, params[8::_ROW_PARAMS])
     return params
 
 
 @functools.cache
 def _multi_insert(n: int) -> str:
-    return "INSERT INTO events VALUES " + ",".join([_ROW_VALUES] * n)
+    return "INSERT INTO events VALUES " + ",".join(
+        ["(?,?,?,?,nullif(?,x''),nullif(?,x''),nullif(?,x''),?,?)"] * n)
 
 
 def _commit_batch(conn: sqlite3.Connection, rows: list[Row], guard: _ThreadGuard) -> None:
@@ -298,6 +303,24 @@ def correlation_of(cls: type[Event]) -> Correlation:
 def correlation(event: Event) -> tuple[str | None, str | None, str | None]:
     """(intent_id, client_order_id, symbol) of `event`, as the log indexes them."""
     return correlation_of(type(event))(event)
+
+
+IndexIds = Callable[[Any], tuple[str | bytearray, str | bytearray, str | bytearray]]
+
+
+@functools.cache
+def _index_ids_of(cls: type[Event]) -> IndexIds:
+    """`correlation_of(cls)` as a row binds it: each missing id `_NULL`."""
+    names = set(cls.__struct_fields__)
+    if "bar" in names:  # a bar names only its symbol (never missing: the contract)
+        return lambda e: (_NULL, _NULL, e.bar.symbol)
+    corr = correlation_of(cls)
+
+    def ids(e: Any) -> tuple[str | bytearray, str | bytearray, str | bytearray]:
+        i, c, s = corr(e)
+        return (_NULL if i is None else i, _NULL if c is None else c,
+                _NULL if s is None else s)
+    return ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,8 +431,8 @@ class EventLog:
         self._fanout: dict[type, tuple[Subscriber, ...]] = {}
         self._commit_listeners: list[Subscriber] = []
         self._failure_listeners: list[Callable[[LogWriteError], None]] = []
-        # Event type -> (tag, schema version, how to read its correlation ids).
-        self._meta: dict[type, tuple[str, int, Correlation]] = {}
+        # Event type -> (tag, schema version, how to read its index ids for a row).
+        self._meta: dict[type, tuple[str, int, IndexIds]] = {}
         # The last event time converted, by identity: every event of a simulated step
         # carries the same clock reading, so most rows skip the conversion.
         self._last_ts: datetime | None = None
@@ -577,7 +600,8 @@ class EventLog:
         a future per row. Not waiting loses nothing: commits are in seq order, so whatever
         waits on a later event waits on this one too, and a failed commit fails the log (the
         next append raises, `flush` raises)."""
-        self._check_open()
+        if self._failed is not None or self._closing or self._closed:
+            self._check_open()  # raises (tested inline: every bar comes through here)
         row = self._row(event, self._next_seq, self._prev_hash)
         self._place(row, event, None)
         return row[0]
@@ -621,10 +645,11 @@ class EventLog:
             tag = tag_of(cls)
             if tag not in self.codec.types:
                 raise LogError(f"{cls.__name__} is not in the event catalogue")
-            meta = self._meta[cls] = (tag, self.codec.versions[tag], correlation_of(cls))
-        tag, version, corr = meta
-        payload = self.codec.encode(event)
-        intent_id, coid, symbol = corr(event)
+            meta = self._meta[cls] = (tag, self.codec.versions[tag], _index_ids_of(cls))
+        tag, version, ids = meta
+        payload = bytearray()  # the INSERT binds a bytearray without an adapter lookup
+        self.codec.encode_into(event, payload)
+        intent_id, coid, symbol = ids(event)
         ts = event.ts
         if ts is self._last_ts:
             ts_us = self._last_ts_us

@@ -86,5 +86,12 @@ class RiskLimits(BaseModel):
 
 
 def _tighter(usd: Decimal | None, pct: Decimal | None, equity: Decimal) -> Decimal:
-    options = [x for x in (usd, pct * equity if pct is not None else None) if x is not None]
-    return min(options)
+    """The smaller of the dollar limit and pct of equity (the dollar one when equal), of
+    those set. Written out rather than as min() over a list: the loss-limit watch asks on
+    every bar of a day in loss."""
+    share = pct * equity if pct is not None else None
+    if usd is None:
+        if share is None:
+            raise ValueError("no loss limit set (validation requires one)")
+        return share
+    return share if share is not None and share < usd else usd

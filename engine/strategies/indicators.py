@@ -187,3 +187,44 @@ class Sma:
     @property
     def value(self) -> Decimal | None:
         return self.total / self.count if self.full else None
+
+
+class SmaPair:
+    """Two simple moving averages of one series (windows `fast` < `slow`) over one ring
+    buffer: a crossover pushes each close once, not once per average. The running sums are
+    updated by the very operations two `Sma`s would do (`total += x - leaving`, in the same
+    order), so they are the same Decimals; `fast_total`/`slow_total` are their `total`s."""
+
+    __slots__ = ("_buf", "_i", "count", "fast", "fast_total", "slow", "slow_total")
+
+    def __init__(self, fast: int, slow: int) -> None:
+        if not 1 <= fast < slow:
+            raise ValueError(f"need 1 <= fast < slow, got fast={fast}, slow={slow}")
+        self.fast = fast
+        self.slow = slow
+        self._buf: list[Decimal] = [ZERO] * slow
+        self._i = 0
+        self.count = 0  # values pushed, up to `slow`
+        self.fast_total = ZERO
+        self.slow_total = ZERO
+
+    @property
+    def full(self) -> bool:
+        """Both windows full (the slow one is the longer)."""
+        return self.count == self.slow
+
+    def push(self, x: Decimal) -> None:
+        buf, i, n = self._buf, self._i, self.count
+        if n >= self.fast:
+            # The value leaving the fast window was pushed `fast` steps ago: `i - fast`, which
+            # Python's negative indexing wraps around the ring.
+            self.fast_total += x - buf[i - self.fast]
+        else:
+            self.fast_total += x
+        if n == self.slow:
+            self.slow_total += x - buf[i]
+        else:
+            self.slow_total += x
+            self.count = n + 1
+        buf[i] = x
+        self._i = i + 1 if i + 1 < self.slow else 0

@@ -24,7 +24,7 @@ from events.vocabulary import CENT
 
 from .base import Strategy, StrategyParams
 from .context import StrategyContext
-from .indicators import Sma
+from .indicators import SmaPair
 
 
 class SmaCrossoverParams(StrategyParams):
@@ -45,11 +45,10 @@ class SmaCrossoverParams(StrategyParams):
 
 
 class _SymbolState:
-    __slots__ = ("fast", "last_sign", "pending", "pending_bars", "slow")
+    __slots__ = ("last_sign", "pending", "pending_bars", "sma")
 
     def __init__(self, fast: int, slow: int) -> None:
-        self.fast = Sma(fast)
-        self.slow = Sma(slow)
+        self.sma = SmaPair(fast, slow)
         self.last_sign = 0  # sign of the last non-zero (fast - slow)
         self.pending: str | None = None
         self.pending_bars = 0
@@ -74,12 +73,12 @@ class SmaCrossover(Strategy):
         st = self._state.get(sym)
         if st is None:
             st = self._state[sym] = _SymbolState(self.params.fast, self.params.slow)
-        st.fast.push(bar.close)
-        st.slow.push(bar.close)
-        if not st.slow.full:
+        sma = st.sma
+        sma.push(bar.close)
+        if sma.count < sma.slow:  # not full yet
             return None
         # Compare the averages without dividing: fast_sum * n_slow vs slow_sum * n_fast.
-        diff = st.fast.total * self._ns - st.slow.total * self._nf
+        diff = sma.fast_total * self._ns - sma.slow_total * self._nf
         sign = (diff > 0) - (diff < 0)
         if sign == 0:
             return None

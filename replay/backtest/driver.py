@@ -279,7 +279,7 @@ async def _run_backtest(settings: Settings, data: Path | Sequence[Path], out_log
                 step = StepDriver(engine)  # before recovery: the strategies' start acts too
                 await engine.recover(seen)
 
-                on_item = step.on_item
+                step_item = step.step  # a coroutine only for an item that has to await
                 # One test per bar for the periodic work, the rest only when one may be due.
                 every = math.gcd(progress_every, YOUNG_GC_EVERY, FOLLOW_WAKE_EVERY)
 
@@ -297,7 +297,9 @@ async def _run_backtest(settings: Settings, data: Path | Sequence[Path], out_log
                                     gc.collect(1)
                                 if bars % FOLLOW_WAKE_EVERY == 0:
                                     await follower.wake()
-                        await on_item(item)
+                        work = step_item(item)
+                        if work is not None:
+                            await work
 
                 await feed(pending)
                 await feed(rest)

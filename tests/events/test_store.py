@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events.catalogue import BarReceived, OrderIntent, RunEnded
+from events.catalogue import BarReceived, DataRejected, OrderIntent, RunEnded
 from events.errors import CorruptLogError, DecodeError, LogWriteError, SchemaTooNewError
 from events.store import _SCHEMA, EventLog, LogReader
 from tests.factories import T0, approved, bar, fill, submitted_chain
@@ -223,6 +223,36 @@ async def test_correlation_reads(log_path: Path) -> None:
         assert [s for s, _ in await r.by_client_order_id("c1")] == [1, 3]
         assert [s for s, _ in await r.by_intent("i-2")] == [2]
         assert [s async for s, _ in r.read(2, 3)] == [2, 3]
+
+
+async def test_index_columns_hold_null_for_a_missing_id_and_text_as_given(
+        log_path: Path) -> None:
+    """Rows bind a missing id as an empty blob that the INSERT turns into NULL: a missing id
+    must read back as NULL, an empty or any other id as exactly that text, on every path."""
+    events = [DataRejected(ts=T0, reason="BAD_ROW", detail="d"),
+              DataRejected(ts=T0, reason="BAD_ROW", detail="d", symbol=""),
+              DataRejected(ts=T0, reason="BAD_ROW", detail="d", symbol="x'"),
+              approved("c1", intent_id="i-1"), bar(), intent(7)]
+    async with EventLog.open(log_path) as log:
+        for e in events[:3]:
+            await log.append(e)
+        log.enqueue(events[3])
+        await log.append_many(events[4:])
+    db = sqlite3.connect(log_path)
+    rows = db.execute("SELECT intent_id, client_order_id, symbol, typeof(intent_id), "
+                      "typeof(symbol) FROM events ORDER BY seq").fetchall()
+    db.close()
+    assert rows == [
+        (None, None, None, "null", "null"),
+        (None, None, "", "null", "text"),
+        (None, None, "x'", "null", "text"),
+        ("i-1", "c1", "AAPL", "text", "text"),
+        (None, None, "AAPL", "null", "text"),
+        ("i7", None, "AAPL", "text", "text"),
+    ]
+    async with LogReader(log_path) as r:
+        assert (await r.verify()).ok  # the index columns agree with the payloads
+        assert [e async for _, e in r.read()] == events
 
 
 async def test_failed_commit_fails_the_append_and_poisons_the_log(log_path: Path) -> None:
@@ -640,20 +670,23 @@ _CORRELATION = st.one_of(st.none(), st.sampled_from(["", "0", "0.0", "00", " 0",
                        max_size=12))
 def test_the_writers_insert_stores_exactly_what_a_plain_insert_stores(
         values: list[tuple[str | None, str | None, str | None]]) -> None:
-    """The multi-row INSERT binds None as 0 behind NULLIF(?, 0) and blobs as bytearrays;
-    every correlation value (None, '', '0', any text) and blob is stored exactly as a
-    plain parameter insert of the row stores it: same value, same storage class."""
-    from events.store import _INSERT, _commit_batch, _multi_insert, _ThreadGuard
+    """The writer's multi-row INSERT gets a missing id as `_NULL` (an empty blob it turns
+    back into NULL) and blobs as bytearrays; every correlation value (missing, '', '0', any
+    text) and blob is stored exactly as a plain parameter insert of the row with None
+    stores it: same value, same storage class."""
+    from events.store import _INSERT, _NULL, _commit_batch, _multi_insert, _ThreadGuard
 
     rows = [(i + 1, 1_700_000_000_000_000 + i, "order_intent", 1, a, b, c,
              bytes([i]) * 3, bytes([i, 1])) for i, (a, b, c) in enumerate(values)]
+    as_bound = [(*r[:4], *(_NULL if v is None else v for v in r[4:7]), bytearray(r[7]), r[8])
+                for r in rows]  # as `_row` makes them
     ours, plain = sqlite3.connect(":memory:"), sqlite3.connect(":memory:")
     for con in (ours, plain):
         con.executescript(_SCHEMA)
     ours.isolation_level = None
-    _commit_batch(ours, rows, _ThreadGuard())
+    _commit_batch(ours, as_bound, _ThreadGuard())  # type: ignore[arg-type]
     plain.executemany(_INSERT, rows)
     query = ("SELECT seq, intent_id, typeof(intent_id), client_order_id, typeof(client_order_id),"
              " symbol, typeof(symbol), payload, typeof(payload), hash FROM events ORDER BY seq")
     assert ours.execute(query).fetchall() == plain.execute(query).fetchall()
-    assert _multi_insert(len(rows)).count("NULLIF") == 3 * len(rows)
+    assert _multi_insert(len(rows)).lower().count("nullif") == 3 * len(rows)

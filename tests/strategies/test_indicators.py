@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.strategies.indicators import RollingZ, SessionVwap, Sma, ZThreshold
+from engine.strategies.indicators import RollingZ, SessionVwap, Sma, SmaPair, ZThreshold
 
 D = Decimal
 values = st.decimals(min_value=D("-5"), max_value=D("5"), places=4, allow_nan=False)
@@ -105,6 +105,28 @@ def test_sma_is_exact(xs, window):
         win = xs[max(0, i + 1 - window):i + 1]
         assert sma.total == sum(win)  # exact, not approximately
         assert sma.value == (sum(win) / window if len(win) == window else None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(xs=st.lists(st.decimals(min_value=D("0.01"), max_value=D("100000"), places=4),
+                   min_size=1, max_size=120),
+       fast=st.integers(1, 20), extra=st.integers(1, 20))
+def test_sma_pair_is_two_smas(xs, fast, extra):
+    """The shared ring gives the very Decimals two separate averages give, bar by bar."""
+    slow = fast + extra
+    pair, f, s = SmaPair(fast, slow), Sma(fast), Sma(slow)
+    for x in xs:
+        pair.push(x)
+        f.push(x)
+        s.push(x)
+        assert (pair.fast_total, pair.slow_total, pair.full) == (f.total, s.total, s.full)
+        assert str(pair.fast_total) == str(f.total) and str(pair.slow_total) == str(s.total)
+
+
+def test_sma_pair_needs_fast_below_slow():
+    for fast, slow in ((0, 5), (5, 5), (6, 5)):
+        with pytest.raises(ValueError):
+            SmaPair(fast, slow)
 
 
 def test_session_vwap():
