@@ -130,7 +130,11 @@ class LossLimitWatch:
             return True
         if not self.enabled or risk.kill_switch != "off":
             return False
-        self._hit = self._breach(self.today())
+        # `today()` inline, and a day not in loss settled here (most bars): this runs per bar.
+        today = risk.realized_by_day.get(self._day_key(self._clock.now()), ZERO)
+        if today >= 0:
+            return False
+        self._hit = self._breach(today)
         return self._hit is not None
 
     async def act(self, *, attempts: int | None = None) -> bool:
