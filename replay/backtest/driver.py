@@ -40,6 +40,7 @@ from events.errors import CorruptLogError
 from events.follow import ChainFollower
 from events.market import Bar
 from projections.state import Projections
+from replay.backtest.overrides import Override
 from replay.backtest.stepper import StepDriver, with_quick_thread_handoffs
 
 
@@ -168,6 +169,7 @@ async def _window(batches: AsyncGenerator[list[MarketItem], None], start: dateti
 
 # Young generations are collected every this many bars while automatic collection is off.
 YOUNG_GC_EVERY = 50_000
+AUTOMATIC_GC = Override()  # the interpreter's automatic collection, held off by running backtests
 # The log follower is told about new commits every this many bars.
 FOLLOW_WAKE_EVERY = 4096
 
@@ -181,14 +183,15 @@ def young_collections_only() -> Iterator[None]:
     nothing (the cycles a run makes are its own structures, released at its end). The
     driver collects the young generations itself every `YOUNG_GC_EVERY` bars, which frees
     short-lived cycles as before; only a cycle that lived long and died during the run waits
-    for the first collection after it."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
+    for the first collection after it. Overlapping runs in one process share the setting
+    (`Override`): collection comes back when the last of them ends."""
+    def apply() -> Callable[[], None]:
+        was = gc.isenabled()
+        gc.disable()
+        return gc.enable if was else lambda: None
+
+    with AUTOMATIC_GC.hold(apply):
         yield
-    finally:
-        if was:
-            gc.enable()
 
 
 @with_quick_thread_handoffs  # the log's writer keeps pace with the loop (see there)

@@ -27,12 +27,14 @@ from engine.brokers.simulated import SimulatedBroker
 from engine.clock import SimClock
 from engine.marketdata.types import MarketItem
 from events.market import Bar
+from replay.backtest.overrides import Override
 
 P = ParamSpec("P")
 R = TypeVar("R")
 # Short enough that a worker thread waiting for the GIL is served within a fraction of a
 # commit; long enough that the forced switches cost the loop nothing measurable.
 HANDOFF_INTERVAL_S = 0.0005
+SWITCH_INTERVAL = Override()  # the interpreter's switch interval, held by running simulations
 
 
 @contextmanager
@@ -45,15 +47,16 @@ def quick_thread_handoffs(interval_s: float = HANDOFF_INTERVAL_S) -> Iterator[No
     needs it back, several times per commit, so the log's commits fall behind the loop and
     the backlog is written after the last bar, serially, instead of alongside it (at 1M bars
     most of the SQLite work). Nothing about what is decided or recorded changes: only when
-    the threads get their turn. The setting is the interpreter's: nested uses restore the
-    outermost's value; overlapping runs in one process may restore it before the last one
-    ends, which only costs that run its overlap."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(min(old, interval_s))
-    try:
+    the threads get their turn. The setting is the interpreter's, so it is held for as long
+    as any run in the process needs it (`Override`): the first run in sets it, the last one
+    out restores it."""
+    def apply() -> Callable[[], None]:
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(min(old, interval_s))
+        return lambda: sys.setswitchinterval(old)
+
+    with SWITCH_INTERVAL.hold(apply):
         yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 def with_quick_thread_handoffs(
