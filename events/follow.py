@@ -8,7 +8,8 @@ wakes it now and then (`wake`, a newline on its stdin) and at the end closes its
 child walks what is left, prints its verdict and exits.
 
 The verdict counts only if it covers the very rows written (same last seq, same head
-hash). Anything else (the child could not start, died, said something else) is answered by
+hash) and the closed file still opens as that log (its header and page count checked, its
+last row the same seq and hash). Anything else (the child could not start, died, said something else) is answered by
 walking the log in this process, as before: the follower can make the check earlier, never
 weaker.
 
@@ -51,11 +52,17 @@ class ChainFollower:
         return [sys.executable, "-m", "events.follow", str(self.path)]
 
     async def __aenter__(self) -> Self:
+        if getattr(sys, "frozen", False) or not sys.executable:
+            # A frozen app's executable is the app itself, not an interpreter that can run
+            # `-m events.follow`: the check happens at the end instead.
+            return self
         try:
             self._proc = await anyio.open_process(
                 self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL)
-        except OSError as e:  # no process to spare: the check happens at the end instead
+        except Exception as e:  # noqa: BLE001 - any start failure (no process to spare, a
+            # loop that cannot run subprocesses: NotImplementedError) only moves the check to
+            # the end; it must never fail the run
             log.debug("log follower not started: %s", e)
         return self
 
@@ -110,10 +117,23 @@ class ChainFollower:
                 got = None
             finally:
                 await _reap(proc)
-        if got is not None:
+        if got is not None and await _closed_file_agrees(self.path, last_seq, head):
             return got[0]
         async with LogReader(self.path) as reader:
             return await reader.verify(decode=False)
+
+
+async def _closed_file_agrees(path: Path, last_seq: int, head: bytes) -> bool:
+    """The child read most rows from the WAL while the run went on; after the close
+    (checkpointed into the main file) the file must still open as a whole log (header, page
+    count) ending at the same row with the same hash, or the full walk here decides."""
+    try:
+        async with LogReader(path) as reader:
+            return await reader.hash_at(last_seq) == head and await reader.last_seq() == last_seq
+    except Exception as e:  # noqa: BLE001 - whatever refuses the file, the full walk reports it
+        log.warning("%s: the closed log does not open as the follower saw it (%s); walking "
+                    "it here", path, e)
+        return False
 
 
 async def _reap(proc: Process) -> None:

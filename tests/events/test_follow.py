@@ -25,10 +25,11 @@ def _intents(n: int, start: int = 0) -> list[OrderIntent]:
                         side="buy", qty=Decimal(i + 1)) for i in range(start, start + n)]
 
 
-class _NoWalkHere:
-    """Stands in for LogReader where a test proves the verdict came from the child."""
+class _NoWalkHere(LogReader):
+    """Stands in for LogReader where a test proves the verdict came from the child: the
+    closed file may be opened (its header and last row are checked), not walked."""
 
-    def __init__(self, *a: object, **k: object) -> None:
+    async def verify(self, *, decode: bool = True):  # type: ignore[no-untyped-def]
         raise AssertionError("the log was walked in this process")
 
 
@@ -143,3 +144,32 @@ async def test_a_stuck_child_is_killed_and_the_log_walked_here(
     assert res.ok and res.last_seq == 100
     assert "no verdict from the log follower" in caplog.text
     assert proc.returncode is not None  # killed and reaped
+
+
+async def test_a_child_that_cannot_start_only_moves_the_walk_here(
+        log_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_subprocesses(*a: object, **k: object) -> None:
+        raise NotImplementedError  # e.g. a Windows selector loop
+
+    monkeypatch.setattr(follow.anyio, "open_process", no_subprocesses)
+    follower = ChainFollower(log_path)
+    try:
+        last, head = await _written(log_path, follower, batches=2, per_batch=100)
+        assert follower._proc is None
+        res = await follower.verdict(last, head)
+    finally:
+        await follower.__aexit__(None, None, None)
+    assert res.ok and res.last_seq == last == 200
+
+
+async def test_the_closed_file_must_still_be_the_log_the_child_walked(log_path: Path) -> None:
+    async with EventLog.open(log_path) as log:
+        await log.append_many(_intents(3000))
+        last, head = log.last_seq, log.last_hash
+    assert await follow._closed_file_agrees(log_path, last, head)
+    assert not await follow._closed_file_agrees(log_path, last, bytes(32))
+    assert not await follow._closed_file_agrees(log_path, last + 1, head)
+    size = log_path.stat().st_size
+    with open(log_path, "r+b") as f:  # damaged after the child read it (a failed checkpoint)
+        f.truncate(size // 2)
+    assert not await follow._closed_file_agrees(log_path, last, head)
