@@ -246,7 +246,7 @@ def _params(rows: list[Row]) -> list[Any]:
     return params
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)  # the SQL text grows with n: a live log sees many sizes
 def _multi_insert(n: int) -> str:
     return "INSERT INTO events VALUES " + ",".join(
         ["(?,?,?,?,nullif(?,x''),nullif(?,x''),nullif(?,x''),?,?)"] * n)
