@@ -180,18 +180,6 @@ class RiskGate:
             log.info("rejected %s: %s", decision.intent_id,
                      ", ".join(r.code for r in decision.reasons),
                      extra={"seq": self._log.assigned_seq})
-        if durable.done():
-            # Acknowledged on append (a simulation, see EventLog.acknowledge_on_append): the
-            # answer now rather than a loop turn later, and nothing left undurable to track.
-            if fut.done():
-                return
-            if durable.cancelled() or durable.exception() is not None:
-                fut.set_exception(GateUnavailable(f"decision not durable: {durable.exception()}"))
-            else:
-                fut.set_result(decision)
-            return
-        self._undurable[decision.intent_id] = durable
-
         def answer(f: asyncio.Future[int]) -> None:
             if self._undurable.get(decision.intent_id) is f:
                 del self._undurable[decision.intent_id]
@@ -202,6 +190,12 @@ class RiskGate:
             else:
                 fut.set_result(decision)
 
+        if durable.done():
+            # Acknowledged on append (a simulation, see EventLog.acknowledge_on_append): the
+            # answer now rather than a loop turn later, and nothing left undurable to track.
+            answer(durable)
+            return
+        self._undurable[decision.intent_id] = durable
         durable.add_done_callback(answer)
 
     def _answer_duplicate(self, decision: Decision, pending: asyncio.Future[int] | None,
