@@ -484,7 +484,12 @@ class EventLog:
             self._closed = True
             try:
                 if self._db is not None:
-                    await self._db.close()
+                    # Shielded: a cancelled close returns at once while the connection's
+                    # thread goes on closing (its last checkpoint writes the main file), so
+                    # the writer lock would be released and a reader would open a file still
+                    # being written.
+                    with anyio.CancelScope(shield=True):
+                        await self._db.close()
                     self._db = None
             finally:
                 if lock_fd is not None:
@@ -876,6 +881,13 @@ def check_file_header(path: Path) -> None:
     change_counter = int.from_bytes(head[24:28], "big")
     valid_for = int.from_bytes(head[92:96], "big")
     if pages and change_counter == valid_for and size < pages * page_size:
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            # A live log: a checkpoint may be copying the WAL into the file right now, and
+            # the header (page 1, copied first) runs ahead of the file's size until it ends.
+            # SQLite reads those pages from the WAL meanwhile; a page really lost surfaces
+            # as an error reading it.
+            return
         raise CorruptLogError(
             f"{path}: log file is truncated ({size} bytes, header says {pages} pages of "
             f"{page_size} bytes); restore it from a backup or inspect it with "
@@ -936,7 +948,8 @@ class LogReader:
 
     async def close(self) -> None:
         if self._db is not None:
-            await self._db.close()
+            with anyio.CancelScope(shield=True):  # cancelled, it would leave its thread running
+                await self._db.close()
             self._db = None
 
     @property

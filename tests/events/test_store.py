@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 from hypothesis import given, settings
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from events.catalogue import BarReceived, DataRejected, OrderIntent, RunEnded
 from events.errors import CorruptLogError, DecodeError, LogWriteError, SchemaTooNewError
-from events.store import _SCHEMA, EventLog, LogReader
+from events.store import _SCHEMA, EventLog, LogReader, check_file_header
 from tests.factories import T0, approved, bar, fill, submitted_chain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -203,6 +204,40 @@ async def test_truncated_file_gives_clear_error(log_path: Path) -> None:
     with pytest.raises(CorruptLogError, match="truncated"):
         async with LogReader(log_path):
             pass
+
+
+async def test_a_header_ahead_of_the_file_is_no_error_while_a_wal_is_being_copied(
+        log_path: Path) -> None:
+    # A live log mid-checkpoint: the header (page 1) is already copied from the WAL and names
+    # pages the file does not have yet. That is not truncation while the WAL holds frames.
+    async with EventLog.open(log_path) as log:
+        for i in range(2000):
+            log.append_nowait(bar(close=str(100 + i % 7), start=T0))
+        await log.flush()
+    os.truncate(log_path, log_path.stat().st_size // 2)
+    wal = log_path.with_name(log_path.name + "-wal")
+    wal.write_bytes(b"")  # an empty WAL copies nothing: still truncation
+    with pytest.raises(CorruptLogError, match="truncated"):
+        check_file_header(log_path)
+    wal.write_bytes(b"\x37\x7f\x06\x82" + bytes(28))  # frames being copied
+    check_file_header(log_path)
+
+
+async def test_a_cancelled_log_has_finished_closing_when_its_block_ends(log_path: Path) -> None:
+    # The last connection's close copies the WAL into the file and removes it; cancelled and
+    # not shielded, the block returned while that thread was still writing the file (a reader
+    # opening it then saw a header ahead of the file: "truncated"), the writer lock released.
+    with anyio.CancelScope() as scope:
+        async with EventLog.open(log_path) as log:
+            for i in range(20_000):
+                log.append_nowait(bar(close=str(100 + i % 7), start=T0))
+            await log.flush()
+            scope.cancel()
+            await anyio.lowlevel.checkpoint()
+    wal = log_path.with_name(log_path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    async with LogReader(log_path) as r:
+        assert (await r.verify(decode=False)).last_seq == 20_000
 
 
 async def test_not_a_log_file(tmp_path: Path) -> None:
