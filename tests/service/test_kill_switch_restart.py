@@ -6,22 +6,18 @@ verified, with a reconciliation interval far longer than the kill switch's retry
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from projections.orders import OrderStatus
 from tests.fake_alpaca import FakeAlpaca
 from tests.integration.alpaca_world import alpaca_world
 from tests.integration.test_alpaca_execution import RICH
+from tests.integration.test_kill_switch_finishes import long_with_open_orders
 from tests.service.procs import cli, service
 from tests.service.test_service_alpaca import env_for
 
 pytestmark = pytest.mark.slow
-D = Decimal
-S = OrderStatus
-
 
 
 async def test_offline_halt_flatten_with_orders_open_ends_flat_and_verified(
@@ -29,14 +25,7 @@ async def test_offline_halt_flatten_with_orders_open_ends_flat_and_verified(
     log_path = tmp_path / "data" / "events.sqlite"
     log_path.parent.mkdir()
     async with alpaca_world(log_path, fake, **RICH) as w:  # a session that left orders open
-        buy = await w.order(qty="5")
-        await w.until(lambda: w.order_of(buy.client_order_id).status == S.ACCEPTED)
-        fake.fill(buy.client_order_id, price="190")
-        await w.until(lambda: w.order_of(buy.client_order_id).status == S.FILLED)
-        sell = await w.order(side="sell", qty="2", order_type="limit", limit_price=D("195"))
-        rest = await w.order(symbol="F", qty="1", order_type="limit", limit_price=D("11.5"))
-        await w.until(lambda: all(w.order_of(d.client_order_id).status == S.ACCEPTED
-                                  for d in (sell, rest)))
+        await long_with_open_orders(w, fake)
     assert len(fake.orders("open")) == 2
 
     env = {**env_for(fake), "MQD_RECONCILE__INTERVAL_S": "3600",
