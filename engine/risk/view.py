@@ -17,6 +17,7 @@ from projections.risk import Decision, day_trades_in_window, realized_in_week, r
 from projections.state import Projections
 
 _EMPTY = Reservation()
+_MINUTE = timedelta(minutes=1)
 
 
 class GateView:
@@ -173,7 +174,7 @@ class GateView:
         return day_trades_in_window(self.proj.risk, self.today)
 
     def approvals_in_last_minute(self) -> int:
-        since = self.now - timedelta(minutes=1)
+        since = self.now - _MINUTE
         # Approval times are appended in clock order, so a bisection finds the window.
         recent = self.proj.risk.recent_approvals
         return len(recent) - bisect.bisect_right(recent, since)
