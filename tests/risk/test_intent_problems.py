@@ -87,9 +87,9 @@ def plain_intent_problems(i: OrderIntent) -> list[str]:
 
 
 amounts = st.one_of(st.none(), st.sampled_from([
-    Decimal("10"), Decimal("0.5"), Decimal("101.23"), Decimal(0), Decimal("-3"),
+    Decimal(10), Decimal("0.5"), Decimal("101.23"), Decimal(0), Decimal(-3),
     Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity")]))
-prices = st.sampled_from([Decimal("99.5"), Decimal(0), Decimal("-1"), Decimal("NaN")])
+prices = st.sampled_from([Decimal("99.5"), Decimal(0), Decimal(-1), Decimal("NaN")])
 
 
 @st.composite
