@@ -25,6 +25,13 @@ def iso_week(d: date) -> str:
     return f"{y}-W{w:02d}"
 
 
+@functools.lru_cache(maxsize=1024)
+def day_keys(d: date) -> tuple[str, str]:
+    """`(d.isoformat(), iso_week(d))`, the risk projection's keys for New York day `d`,
+    worked out once per day: every fill and every decision reads both."""
+    return d.isoformat(), iso_week(d)
+
+
 def _easter(year: int) -> date:
     # Anonymous Gregorian algorithm (Meeus/Jones/Butcher).
     a = year % 19

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from events.catalogue import AssetInfo
 from events.vocabulary import ZERO
-from projections.calendar import trading_day
+from projections.calendar import day_keys, trading_day
 from projections.market import LastBar
 from projections.orders import Order, Reservation, armed_stops, stop_level
 from projections.risk import Decision, day_trades_in_window, realized_in_week, realized_on
@@ -168,7 +168,7 @@ class GateView:
         return realized_in_week(self.proj.risk, self.today)
 
     def opened_today(self, symbol: str) -> bool:
-        return self.proj.risk.opened_day.get(symbol) == self.today.isoformat()
+        return self.proj.risk.opened_day.get(symbol) == day_keys(self.today)[0]
 
     def day_trades_in_window(self) -> int:
         return day_trades_in_window(self.proj.risk, self.today)
