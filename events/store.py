@@ -24,12 +24,19 @@ import logging
 import os
 import sqlite3
 import struct
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Self, cast
+from typing import Any, Literal, Protocol, Self, cast
 
 import aiosqlite
 import anyio
@@ -209,9 +216,10 @@ _SPLIT_AT = 16
 _STATEMENT_CACHE = 4096
 
 
-class _ThreadGuard:
-    """Set by the connection thread when a group fails, so groups already queued behind it are
-    refused instead of chaining onto rows that were rolled back."""
+class WriteGuard:
+    """Set by the writer (the connection thread, or the child of `events.sink`) when a group
+    fails, so groups already queued behind it are refused instead of chaining onto rows that
+    were rolled back."""
 
     failed = False
 
@@ -235,7 +243,7 @@ _flatten = itertools.chain.from_iterable
 _NULL = bytearray()
 
 
-def _params(rows: list[Row]) -> list[Any]:
+def _params(rows: Sequence[Sequence[Any]]) -> list[Any]:
     """The rows' values in one list, the hashes as bytearrays. The sqlite3 module binds a
     bytearray directly but looks every bytes value up in its adapter table first (~0.35 us
     each, with the GIL held, which the event loop then waits for); a bytearray is stored as
@@ -252,8 +260,10 @@ def _multi_insert(n: int) -> str:
         ["(?,?,?,?,nullif(?,x''),nullif(?,x''),nullif(?,x''),?,?)"] * n)
 
 
-def _commit_batch(conn: sqlite3.Connection, rows: list[Row], guard: _ThreadGuard) -> None:
-    """Runs in the aiosqlite thread: the whole group in one transaction.
+def write_rows(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]],
+               guard: WriteGuard) -> None:
+    """Runs in the aiosqlite thread (or the child of `events.sink`): the whole group in one
+    transaction.
 
     A group of up to ~3,600 rows is ONE multi-row INSERT in autocommit mode, i.e. a single
     statement that is its own transaction. That matters more than SQLite's own speed: every
@@ -281,6 +291,49 @@ def _commit_batch(conn: sqlite3.Connection, rows: list[Row], guard: _ThreadGuard
     except BaseException:
         guard.failed = True
         raise
+
+
+def _writer_pragmas(synchronous: Synchronous) -> list[str]:
+    """The settings of the connection that writes rows (the log's own, or a sink's)."""
+    return [f"PRAGMA synchronous={synchronous}", "PRAGMA cache_size=-65536",
+            # The writer never checkpoints (each checkpoint fsyncs the main file, which would
+            # stall commits); `_checkpointer` does it on its own connection and thread.
+            "PRAGMA wal_autocheckpoint=0"]
+
+
+def open_writer_connection(path: str, synchronous: str) -> sqlite3.Connection:
+    """A blocking connection that writes rows of the open log at `path` the way the log's own
+    does (for `events.sink`'s child: the log has made the file, its schema and WAL mode)."""
+    if synchronous not in ("NORMAL", "FULL", "EXTRA"):
+        raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, got {synchronous!r}")
+    conn = sqlite3.connect(path, isolation_level=None, cached_statements=_STATEMENT_CACHE)
+    try:
+        # The log's own connection may still be finishing a checkpoint: wait, never fail.
+        conn.execute("PRAGMA busy_timeout=30000")
+        for pragma in _writer_pragmas(cast(Synchronous, synchronous)):
+            conn.execute(pragma)
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        if mode != "wal":
+            raise LogError(f"{path}: not an open event log (journal mode {mode})")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class Sink(Protocol):
+    """Where groups are committed instead of the log's connection thread (`events.sink`)."""
+
+    def commit(self, rows: list[Row]) -> asyncio.Future[None]:
+        """Commit one group, in seq order after the previous; done once durable."""
+        ...
+
+    async def close(self) -> None:
+        """Every group answered; the sink's connection closed."""
+        ...
+
+
+SinkStarter = Callable[[Path, str], Awaitable["Sink | None"]]
 
 
 Correlation = Callable[[Any], tuple[str | None, str | None, str | None]]
@@ -446,6 +499,10 @@ class EventLog:
         # (first seq, last seq) of queued `append_many` batches: the writer never splits one.
         self._units: collections.deque[tuple[int, int]] = collections.deque()
         self._ack_on_append = False
+        # Commits elsewhere (acknowledged on append only): how to start the sink, and the
+        # sink once it serves (None: the connection thread commits).
+        self._sink_starter: SinkStarter | None = None
+        self._sink: Sink | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -507,11 +564,8 @@ class EventLog:
         self._db = db
         try:
             await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute(f"PRAGMA synchronous={self.synchronous}")
-            await db.execute("PRAGMA cache_size=-65536")
-            # The writer never checkpoints (each checkpoint fsyncs the main file, which would
-            # stall commits); `_checkpointer` does it on its own connection and thread.
-            await db.execute("PRAGMA wal_autocheckpoint=0")
+            for pragma in _writer_pragmas(self.synchronous):
+                await db.execute(pragma)
             await db.executescript(_SCHEMA)
             await _check_format(db, self.path, writable=True)
             async with db.execute(
@@ -575,7 +629,7 @@ class EventLog:
     def on_failure(self, fn: Callable[[LogWriteError], None]) -> None:
         self._failure_listeners.append(fn)
 
-    def acknowledge_on_append(self) -> None:
+    def acknowledge_on_append(self, sink: SinkStarter | None = None) -> None:
         """For a simulation only, where nothing an event causes leaves the process: from now
         on an append's future gives its seq as soon as its place in the log is fixed, instead
         of after the commit that holds it. Commits still run in groups behind the loop, in
@@ -584,9 +638,17 @@ class EventLog:
         from its input; what waited for each commit (a decision's answer) was waiting for
         nothing that mattered. Never call this where a broker call or a caller's answer can
         follow an append. Groups are then handed to the thread in batches of at least
-        `_ACK_GROUP_ROWS` rows (a `flush` or the close takes what is left)."""
+        `_ACK_GROUP_ROWS` rows (a `flush` or the close takes what is left).
+
+        `sink`: commit those groups elsewhere (`events.sink.ProcessSink.start`: in a child
+        process, off this process's GIL). The writer starts it before its next group, once
+        the groups already sent to the thread are committed, and uses it from then on; if it
+        does not start (None), the thread goes on committing. Either way the same rows land
+        in the same order and groups."""
         self._ack_on_append = True
         self._group_min = _ACK_GROUP_ROWS
+        if sink is not None and self._sink is None:
+            self._sink_starter = sink
 
     @property
     def acknowledges_on_append(self) -> bool:
@@ -722,7 +784,7 @@ class EventLog:
         db = self._db
         conn = db._conn
         in_flight: collections.deque[tuple[_Group, asyncio.Future[None]]] = collections.deque()
-        guard = _ThreadGuard()
+        guard = WriteGuard()
         signal = self._wake
         wake = signal.set
 
@@ -734,6 +796,11 @@ class EventLog:
                 if (self._rows and len(in_flight) < _MAX_IN_FLIGHT and self._failed is None
                         and (len(self._rows) >= self._group_min or self._urgent
                              or self._closing)):
+                    if self._sink_starter is not None and not in_flight:
+                        # One writer at a time: the thread has committed all it was sent.
+                        starter, self._sink_starter = self._sink_starter, None
+                        self._sink = await starter(self.path, self.synchronous)
+                        continue
                     in_flight.append(self._dispatch(db, conn, guard, not in_flight, on_done))
                     continue
                 if in_flight and in_flight[0][1].done():
@@ -750,6 +817,8 @@ class EventLog:
                     self._fail(exc, group, rest)
                     continue
                 if not in_flight and not self._rows:
+                    if self._closing:
+                        await self._close_sink()  # before idle: the close checkpoints next
                     self._idle.set()
                     self._is_idle = True
                     if self._closing:
@@ -763,8 +832,15 @@ class EventLog:
             with anyio.CancelScope(shield=True):
                 for _, f in in_flight:
                     await asyncio.wait((f,))
+                await self._close_sink()
 
-    def _dispatch(self, db: aiosqlite.Connection, conn: sqlite3.Connection, guard: _ThreadGuard,
+    async def _close_sink(self) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            with anyio.CancelScope(shield=True):
+                await sink.close()
+
+    def _dispatch(self, db: aiosqlite.Connection, conn: sqlite3.Connection, guard: WriteGuard,
                   idle: bool, on_done: Callable[[object], None]) -> tuple[_Group, asyncio.Future[None]]:
         rows, events, futs = self._rows, self._events, self._futs
         if idle and len(rows) >= _SPLIT_AT and not self._ack_on_append:
@@ -786,8 +862,11 @@ class EventLog:
         units = self._units
         while units and units[0][1] <= group.rows[-1][0]:
             units.popleft()
-        task = asyncio.ensure_future(
-            db._execute(_commit_batch, conn, group.rows, guard))  # type: ignore[no-untyped-call]
+        if self._sink is not None:
+            task = self._sink.commit(group.rows)
+        else:
+            task = asyncio.ensure_future(
+                db._execute(write_rows, conn, group.rows, guard))  # type: ignore[no-untyped-call]
         task.add_done_callback(on_done)
         return group, task
 
