@@ -33,13 +33,13 @@ from typing import Any, BinaryIO
 import msgspec
 
 from events.errors import LogWriteError
-from events.store import Row, WriteGuard, open_writer_connection, write_rows
+from events.store import Row, WriteGuard, head_of, open_writer_connection, row_hash, write_rows
 
 log = logging.getLogger(__name__)
 
 READY = b"R"
 _FRAME = struct.Struct("<I")  # a group's length, then its rows as one msgpack array
-_ACK = struct.Struct("<cq")  # b"C" and the last seq committed
+_ACK = struct.Struct("<cq32s")  # b"C", the last seq committed and its hash
 _FAILED = b"E"  # then the error's text, to the end of the stream
 _STDERR_KEPT = 4096
 
@@ -55,7 +55,8 @@ class ProcessSink:
         self._transport: asyncio.SubprocessTransport | None = None
         self._stdin: asyncio.WriteTransport | None = None
         self._encode = msgspec.msgpack.Encoder().encode
-        self._pending: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        self._pending: collections.deque[tuple[int, asyncio.Future[bytes]]] = (
+            collections.deque())
         self._buf = bytearray()
         self._ready: asyncio.Future[None] | None = None
         self._done: asyncio.Future[None] | None = None
@@ -93,9 +94,10 @@ class ProcessSink:
             return None
         return self
 
-    def commit(self, rows: list[Row]) -> asyncio.Future[None]:
-        """Send one group; the future is done once the child committed it (or failed)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def commit(self, rows: list[Row]) -> asyncio.Future[bytes]:
+        """Send one group; the future is done once the child committed it (or failed), with
+        the hash of its last row (the child chains the rows that come without one)."""
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         if self._done is None or self._done.done() or self._stdin is None:
             fut.set_exception(self._gone())
             return fut
@@ -133,13 +135,13 @@ class ProcessSink:
             ready.set_result(None)
             at = 1
         while self._error is None and len(buf) - at >= _ACK.size and buf[at:at + 1] == b"C":
-            _, seq = _ACK.unpack_from(buf, at)
+            _, seq, head = _ACK.unpack_from(buf, at)
             at += _ACK.size
             pending = self._pending
             while pending and pending[0][0] <= seq:
                 _, fut = pending.popleft()
                 if not fut.done():
-                    fut.set_result(None)
+                    fut.set_result(head)
         if self._error is None and buf[at:at + 1] == _FAILED:
             self._error = ""
             at += 1
@@ -196,8 +198,11 @@ def serve(path: str, synchronous: str, stdin: BinaryIO, stdout: BinaryIO) -> int
     pipe ends (a truncated last frame, from a parent that died mid-write, is dropped: its
     rows were never answered)."""
     conn = open_writer_connection(path, synchronous)
-    decode = msgspec.msgpack.Decoder(list[tuple[Any, ...]]).decode
+    decode = msgspec.msgpack.Decoder(list[list[Any]]).decode
     try:
+        # The log's rows so far are all committed (the log's thread finished before this
+        # started): the newest one is what the first row without a hash chains onto.
+        prev = head_of(conn)
         stdout.write(READY)
         stdout.flush()
         guard = WriteGuard()
@@ -206,13 +211,17 @@ def serve(path: str, synchronous: str, stdin: BinaryIO, stdout: BinaryIO) -> int
             if body is None:
                 break
             rows = decode(body)
+            for row in rows:
+                if row[8] is None:
+                    row[8] = row_hash(prev, row[0], row[1], row[3], row[7])
+                prev = row[8]
             try:
                 write_rows(conn, rows, guard)
             except Exception as e:  # noqa: BLE001 - said to the parent, which fails the log
                 stdout.write(_FAILED + f"commit of seq {rows[0][0]}..{rows[-1][0]}: {e}".encode())
                 stdout.flush()
                 return 1
-            stdout.write(_ACK.pack(b"C", rows[-1][0]))
+            stdout.write(_ACK.pack(b"C", rows[-1][0], prev))
             stdout.flush()
         return 0
     finally:

@@ -90,8 +90,9 @@ REPLAY_COLUMNS = "seq, type, schema_version, payload"
 
 # A stored row: (seq, ts_us, type, schema_version, intent_id, client_order_id, symbol, payload,
 # hash), as bound to the INSERT: a missing id is `_NULL`, the payload a bytearray (see there).
+# The hash is None in a row for a sink that chains it (`Sink`).
 Row = tuple[int, int, str, int, str | bytearray, str | bytearray, str | bytearray, bytearray,
-            bytes]
+            bytes | None]
 Subscriber = Callable[[int, Event], None]
 
 
@@ -321,11 +322,22 @@ def open_writer_connection(path: str, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-class Sink(Protocol):
-    """Where groups are committed instead of the log's connection thread (`events.sink`)."""
+def head_of(conn: sqlite3.Connection) -> bytes:
+    """The hash of the newest row of the log on `conn` (the genesis hash when it is empty)."""
+    last = conn.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    return bytes(last[0]) if last is not None else GENESIS_HASH
 
-    def commit(self, rows: list[Row]) -> asyncio.Future[None]:
-        """Commit one group, in seq order after the previous; done once durable."""
+
+class Sink(Protocol):
+    """Where groups are committed instead of the log's connection thread (`events.sink`).
+
+    A sink also chains the hashes: a row whose hash is None gets `row_hash` of the row
+    before it (the newest row on disk, for its first), the sink's own work instead of the
+    event loop's; rows that come with a hash keep it."""
+
+    def commit(self, rows: list[Row]) -> asyncio.Future[bytes]:
+        """Commit one group, in seq order after the previous; done once durable, with the
+        hash of its last row."""
         ...
 
     async def close(self) -> None:
@@ -474,8 +486,11 @@ class EventLog:
         # flush() calls waiting: they need every queued row committed, however few.
         self._urgent = 0
         self._next_seq = 1
-        self._prev_hash = GENESIS_HASH
+        # The chain head as appended; None once a sink chains the hashes (`Sink`), when the
+        # head is the newest committed row's (`last_hash`).
+        self._prev_hash: bytes | None = GENESIS_HASH
         self._committed_seq = 0
+        self._committed_head = GENESIS_HASH
         self._failed: LogWriteError | None = None
         self._closing = False
         self._closed = False
@@ -583,7 +598,7 @@ class EventLog:
             raise
         if last is not None:
             self._next_seq = last[0] + 1
-            self._prev_hash = last[1]
+            self._prev_hash = self._committed_head = last[1]
             self._committed_seq = last[0]
 
     # --- appending ---------------------------------------------------------------------
@@ -600,8 +615,14 @@ class EventLog:
 
     @property
     def last_hash(self) -> bytes:
-        """The hash of the newest appended row (the chain head)."""
-        return self._prev_hash
+        """The hash of the newest appended row (the chain head). While a sink chains the
+        hashes it is known once everything appended is committed (after a `flush`)."""
+        if self._prev_hash is not None:
+            return self._prev_hash
+        if self._committed_seq != self.assigned_seq:
+            raise LogError(f"{self.path}: the chain head is the log writer's to compute; "
+                           "flush the log first")
+        return self._committed_head
 
     @property
     def failed(self) -> LogWriteError | None:
@@ -703,7 +724,7 @@ class EventLog:
         if self._closing or self._closed:
             raise LogClosedError(f"{self.path}: log is closed")
 
-    def _row(self, event: Event, seq: int, prev: bytes) -> Row:
+    def _row(self, event: Event, seq: int, prev: bytes | None) -> Row:
         """The stored row of `event` at `seq` chained onto `prev`; changes no state, so a
         batch can be encoded whole before any of it is queued."""
         cls = type(event)
@@ -723,7 +744,8 @@ class EventLog:
         else:
             ts_us = ts_to_us(ts)
             self._last_ts, self._last_ts_us = ts, ts_us
-        h = row_hash(prev, seq, ts_us, version, payload)
+        # No previous hash: a sink chains it (`Sink`), off the event loop.
+        h = row_hash(prev, seq, ts_us, version, payload) if prev is not None else None
         return (seq, ts_us, tag, version, intent_id, coid, symbol, payload, h)
 
     def _enqueue(self, rows: list[Row], events: Sequence[Event]) -> list[asyncio.Future[int]]:
@@ -783,7 +805,8 @@ class EventLog:
         assert self._db is not None
         db = self._db
         conn = db._conn
-        in_flight: collections.deque[tuple[_Group, asyncio.Future[None]]] = collections.deque()
+        in_flight: collections.deque[tuple[_Group, asyncio.Future[bytes | None]]] = (
+            collections.deque())
         guard = WriteGuard()
         signal = self._wake
         wake = signal.set
@@ -800,6 +823,9 @@ class EventLog:
                         # One writer at a time: the thread has committed all it was sent.
                         starter, self._sink_starter = self._sink_starter, None
                         self._sink = await starter(self.path, self.synchronous)
+                        if self._sink is not None:
+                            # Rows appended from now on leave their hash to the sink.
+                            self._prev_hash = None
                         continue
                     in_flight.append(self._dispatch(db, conn, guard, not in_flight, on_done))
                     continue
@@ -807,7 +833,7 @@ class EventLog:
                     group, done = in_flight.popleft()
                     exc = done.exception()
                     if exc is None:
-                        self._committed(group)
+                        self._committed(group, done.result())
                         continue
                     rest = _Group([], [], [])
                     for g, f in in_flight:
@@ -841,7 +867,8 @@ class EventLog:
                 await sink.close()
 
     def _dispatch(self, db: aiosqlite.Connection, conn: sqlite3.Connection, guard: WriteGuard,
-                  idle: bool, on_done: Callable[[object], None]) -> tuple[_Group, asyncio.Future[None]]:
+                  idle: bool, on_done: Callable[[object], None]
+                  ) -> tuple[_Group, asyncio.Future[bytes | None]]:
         rows, events, futs = self._rows, self._events, self._futs
         if idle and len(rows) >= _SPLIT_AT and not self._ack_on_append:
             # Nothing is committing: send half now so the thread starts at once, and the other
@@ -862,8 +889,9 @@ class EventLog:
         units = self._units
         while units and units[0][1] <= group.rows[-1][0]:
             units.popleft()
+        task: asyncio.Future[bytes | None]
         if self._sink is not None:
-            task = self._sink.commit(group.rows)
+            task = cast("asyncio.Future[bytes | None]", self._sink.commit(group.rows))
         else:
             task = asyncio.ensure_future(
                 db._execute(write_rows, conn, group.rows, guard))  # type: ignore[no-untyped-call]
@@ -882,9 +910,11 @@ class EventLog:
                 break
         return h
 
-    def _committed(self, group: _Group) -> None:
+    def _committed(self, group: _Group, head: bytes | None) -> None:
+        """`group` is durable; `head` is its last row's hash (None: the row carries it)."""
         rows, events, futs = group.rows, group.events, group.futs
         self._committed_seq = rows[-1][0]
+        self._committed_head = head if head is not None else cast(bytes, rows[-1][8])
         self._rows_since_checkpoint += len(rows)
         if self._rows_since_checkpoint >= _CHECKPOINT_ROWS:
             self._checkpoint_wake.set()
