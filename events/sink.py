@@ -92,6 +92,10 @@ class ProcessSink:
             log.debug("%s: log writer process not serving (%s); the thread writes", path, e)
             await self.close()
             return None
+        except BaseException:  # cancelled while it came up: it must not outlive the log
+            transport.kill()
+            transport.close()
+            raise
         return self
 
     def commit(self, rows: list[Row]) -> asyncio.Future[bytes]:

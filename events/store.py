@@ -2,7 +2,8 @@
 
 - One writer task owns the write connection and commits in groups: every append that is
   waiting when a commit starts shares that transaction, and each `append` returns its seq only
-  after the commit that holds it.
+  after the commit that holds it. (A simulation, acknowledged on append, may have a `Sink`
+  commit the groups instead: `events/sink.py`, a child process.)
 - The order of the log is fixed when `append` is *called*: seq and hash are assigned
   synchronously, so what lands on disk never depends on thread timing (deterministic replays).
 - Each row's `hash` is sha256(previous hash + row), so `verify()` finds any flipped byte.
