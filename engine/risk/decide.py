@@ -7,6 +7,7 @@ limits: they exist to stop risk from growing, and refusing an exit would do the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime
@@ -60,8 +61,7 @@ def invalid_intent_problems(i: OrderIntent) -> list[str]:
     problems: list[str] = []
     if not i.intent_id or len(i.intent_id) > 200:
         problems.append("intent_id must be 1-200 characters")
-    if not i.symbol or not i.symbol.replace(".", "").replace("/", "").isalnum() \
-            or i.symbol != i.symbol.upper():
+    if not _is_ticker(i.symbol):
         problems.append(f"symbol {i.symbol!r} is not an upper-case ticker")
     # Each rule is tested inline and its helper called only to word a problem: a valid
     # intent (nearly every one) then costs no call per rule. Same rules, same order.
@@ -83,6 +83,14 @@ def invalid_intent_problems(i: OrderIntent) -> list[str]:
         problems.append("a market order must not carry limit_price")
     problems.extend(protection.structure_problems(i))
     return problems
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ticker(symbol: str) -> bool:
+    """An upper-case ticker (dots and slashes allowed: BRK.B, BTC/USD); asked once per
+    symbol, not per intent."""
+    return bool(symbol) and symbol.replace(".", "").replace("/", "").isalnum() \
+        and symbol == symbol.upper()
 
 
 def _said(problem: str | None) -> str:
@@ -219,7 +227,7 @@ def _approve(c: Sized, *, converted: bool) -> RiskApproved:
         stop_price=intent.stop_price if intent.order_type in ("stop", "stop_limit") else None,
         trail_price=intent.trail_price, trail_percent=intent.trail_percent,
         take_profit=intent.take_profit, stop_loss=intent.stop_loss,
-        legs=protection.legs_for(intent, coid, qty),
+        legs=protection.legs_for(intent, coid, qty) if intent.order_class != "simple" else (),
         # Closes only, with a stop or as an OCO: it protects a position, exposes nothing.
         protective=c.opening == 0 and (oco or intent.order_type in STOP_ORDER_TYPES),
         risk_stop=risk_stop, engine_side=engine_side,
