@@ -13,8 +13,12 @@ figure `status` and the gate show); the limit is `risk.daily_limit(marked equity
 
 A step driver looks on every bar, so the look is O(1) and synchronous (`look()`): the day's
 key is cached with the UTC bounds of that New York day (no time-zone conversion until the
-clock leaves it), and a day not in loss is settled by one dictionary read. Only a look that
-finds work starts the coroutine (`act()`); `check()` is both.
+clock leaves it), and a day not in loss is settled by one dictionary read. On a day in loss
+the verdict is remembered with the loss it was reached for: it holds until that loss or the
+equity the limit is taken of can have changed (a fill, an account snapshot, a position
+adjustment, a bar of a symbol held), so the bars of a flat account on such a day are settled
+without marking equity again. Only a look that finds work starts the coroutine (`act()`);
+`check()` is both.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import anyio
 from engine.clock import Clock
 from engine.recovery.killswitch import KillSwitch
 from engine.risk.limits import RiskLimits
-from events.catalogue import AccountSnapshot, BarReceived, FillReceived
+from events.catalogue import AccountSnapshot, BarReceived, FillReceived, PositionAdjusted
 from events.vocabulary import ZERO
 from projections.calendar import NEW_YORK, trading_day
 from projections.state import Projections
@@ -65,7 +69,8 @@ class TradingDayKey:
 
 class LossLimitWatch:
     # What can move the day's loss or its limit (see the module docstring).
-    TRIGGERS: ClassVar[tuple[type, ...]] = (FillReceived, BarReceived, AccountSnapshot)
+    TRIGGERS: ClassVar[tuple[type, ...]] = (FillReceived, BarReceived, AccountSnapshot,
+                                            PositionAdjusted)
 
     def __init__(self, projections: Projections, kill: KillSwitch, clock: Clock,
                  limits: RiskLimits, *, enabled: bool, flatten: bool) -> None:
@@ -81,13 +86,25 @@ class LossLimitWatch:
         # What the last `look()` found to do: "verify" (a trip's halt), or a breach to trip.
         self._verify = False
         self._hit: tuple[Decimal, Decimal] | None = None
+        # The day's loss (the very Decimal) last found short of the limit, while the equity
+        # that limit was taken of stands: `look()` need not mark equity again for it.
+        self._clear: Decimal | None = None
 
     def on_event(self, seq: int, event: Any) -> None:
         """A log subscriber: note that something the check depends on changed."""
-        if type(event) in self.TRIGGERS:
+        t = type(event)
+        if t in self.TRIGGERS:
             self._dirty = True
+            if self._clear is not None and (t is not BarReceived or self._held(event)):
+                self._clear = None  # cash, a position or a held symbol's mark moved
             if self._wake is not None:
                 self._wake.set()
+
+    def _held(self, e: BarReceived) -> bool:
+        """Is the bar's symbol held (its close marks equity)? Asked after the projections
+        folded the bar (they subscribe first), so the position is current."""
+        pos = self._proj.positions.positions.get(e.bar.symbol)
+        return pos is not None and bool(pos.qty)
 
     def today(self) -> Decimal:
         """Realized P&L of the clock's New York trading day (the risk projection's figure)."""
@@ -132,10 +149,18 @@ class LossLimitWatch:
             return False
         # `today()` inline, and a day not in loss settled here (most bars): this runs per bar.
         today = risk.realized_by_day.get(self._day_key(self._clock.now()), ZERO)
-        if today >= 0:
+        if today >= ZERO or today is self._clear:
+            # Not in loss; or in the very loss already found short of the limit, with the
+            # equity it was taken of unchanged since (`on_event` forgets it otherwise): the
+            # limit is a function of the two, so the verdict is the same. A loss is
+            # replaced, never changed in place (Decimals are immutable), so the same object
+            # is the same amount, whatever day it is.
             return False
         self._hit = self._breach(today)
-        return self._hit is not None
+        if self._hit is None:
+            self._clear = today
+            return False
+        return True
 
     async def act(self, *, attempts: int | None = None) -> bool:
         """What the `look()` just before found to do; True if it engaged the kill switch."""
