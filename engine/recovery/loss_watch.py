@@ -14,11 +14,14 @@ figure `status` and the gate show); the limit is `risk.daily_limit(marked equity
 A step driver looks on every bar, so the look is O(1) and synchronous (`look()`): the day's
 key is cached with the UTC bounds of that New York day (no time-zone conversion until the
 clock leaves it), and a day not in loss is settled by one dictionary read. On a day in loss
-the verdict is remembered with the loss it was reached for: it holds until that loss or the
-equity the limit is taken of can have changed (a fill, an account snapshot, a position
-adjustment, a bar of a symbol held), so the bars of a flat account on such a day are settled
-without marking equity again. Only a look that finds work starts the coroutine (`act()`);
-`check()` is both.
+a verdict short of the limit is remembered with the loss it was reached for and the equity
+it was reached at. It holds while that loss stands and nothing but marks moved equity: the
+bars of a flat account on such a day are settled without marking equity, and a held
+symbol's bar by marking it alone, without the limit — the limit never shrinks as equity
+grows (a share of equity, a dollar amount, or the smaller of the two), so a loss short of
+the limit at some equity is short of it at any higher equity. A fill, an account snapshot or
+a position adjustment forgets the verdict. Only a look that finds work starts the coroutine
+(`act()`); `check()` is both.
 """
 
 from __future__ import annotations
@@ -86,17 +89,23 @@ class LossLimitWatch:
         # What the last `look()` found to do: "verify" (a trip's halt), or a breach to trip.
         self._verify = False
         self._hit: tuple[Decimal, Decimal] | None = None
-        # The day's loss (the very Decimal) last found short of the limit, while the equity
-        # that limit was taken of stands: `look()` need not mark equity again for it.
+        # The day's loss (the very Decimal) last found short of the limit, while cash and
+        # positions stand; the equity it was found at (None: not above zero, where only the
+        # same equity keeps the verdict), and whether a held symbol's mark moved since.
         self._clear: Decimal | None = None
+        self._clear_at: Decimal | None = None
+        self._marked = False
 
     def on_event(self, seq: int, event: Any) -> None:
         """A log subscriber: note that something the check depends on changed."""
         t = type(event)
         if t in self.TRIGGERS:
             self._dirty = True
-            if self._clear is not None and (t is not BarReceived or self._held(event)):
-                self._clear = None  # cash, a position or a held symbol's mark moved
+            if self._clear is not None:
+                if t is not BarReceived:
+                    self._clear = None  # cash or a position moved
+                elif self._held(event):
+                    self._marked = True  # only equity's marks moved
             if self._wake is not None:
                 self._wake.set()
 
@@ -119,7 +128,9 @@ class LossLimitWatch:
             # Limits are > 0 (validated) wherever equity is: a day not in loss can not reach
             # one, and most bars land on such days; marking equity is the costly part.
             return None
-        equity = self._proj.equity()
+        return self._breach_at(today, self._proj.equity())
+
+    def _breach_at(self, today: Decimal, equity: Decimal) -> tuple[Decimal, Decimal] | None:
         if equity <= 0:
             return None
         limit = self._limits.daily_limit(equity)
@@ -149,16 +160,25 @@ class LossLimitWatch:
             return False
         # `today()` inline, and a day not in loss settled here (most bars): this runs per bar.
         today = risk.realized_by_day.get(self._day_key(self._clock.now()), ZERO)
-        if today >= ZERO or today is self._clear:
-            # Not in loss; or in the very loss already found short of the limit, with the
-            # equity it was taken of unchanged since (`on_event` forgets it otherwise): the
-            # limit is a function of the two, so the verdict is the same. A loss is
-            # replaced, never changed in place (Decimals are immutable), so the same object
-            # is the same amount, whatever day it is.
+        if today >= ZERO:
             return False
-        self._hit = self._breach(today)
+        equity: Decimal | None = None
+        if today is self._clear:
+            # The very loss already found short of the limit (a loss is replaced, never
+            # changed in place, so the same object is the same amount, whatever day it is),
+            # with cash and positions unchanged since (`on_event` forgets it otherwise).
+            if not self._marked:
+                return False  # equity unchanged: the same verdict
+            self._marked = False
+            equity = self._proj.equity()
+            at = self._clear_at
+            if at is not None and equity >= at:
+                return False  # equity no lower, so the limit no smaller (module docstring)
+        if equity is None:
+            equity = self._proj.equity()
+        self._hit = self._breach_at(today, equity)
         if self._hit is None:
-            self._clear = today
+            self._clear, self._clear_at, self._marked = today, equity if equity > 0 else None, False
             return False
         return True
 

@@ -1,7 +1,8 @@
-"""The loss watch remembers a day's verdict while neither the loss nor the equity its limit is
-taken of can have moved. Whatever is booked — fills (losses, gains, positions opened and
-closed), bars of held and unheld symbols, account snapshots, position adjustments, days
-passing — `look()` must say exactly what a fresh computation says (`breach()`)."""
+"""The loss watch remembers a day's verdict short of the limit while the loss stands and only
+marks moved equity (kept at any equity no lower than the one it was reached at). Whatever is
+booked — fills (losses, gains, positions opened and closed), bars of held and unheld
+symbols, account snapshots, position adjustments, days passing — `look()` must say exactly
+what a fresh computation says (`breach()`)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,17 @@ def _event(step: tuple[Any, ...], now: datetime, n: int) -> Any:
                 ("fill", "AAA", "sell", Decimal(20), Decimal(98), 0),
                 ("bar", "AAA", Decimal(100)), ("bar", "AAA", Decimal(90))],
          limits={"daily_loss_limit_pct": Decimal("0.05")})
+# Marked down a little, from just short of the limit to it (840 -> 780: 5% is 42 -> 39).
+@example(steps=[("fill", "AAA", "buy", Decimal(40), Decimal(100), 0),
+                ("fill", "AAA", "sell", Decimal(20), Decimal(98), 0),
+                ("bar", "AAA", Decimal(94)), ("bar", "AAA", Decimal(91))],
+         limits={"daily_loss_limit_pct": Decimal("0.05")})
+# Equity below zero (no limit to reach), then marked up to where 5% of it is the loss.
+@example(steps=[("fill", "AAA", "buy", Decimal(40), Decimal(100), 0),
+                ("fill", "AAA", "sell", Decimal(20), Decimal(98), 0),
+                ("bar", "AAA", Decimal(50)), ("bar", "AAA", Decimal(93)),
+                ("bar", "AAA", Decimal(92))],
+         limits={"daily_loss_limit_pct": Decimal("0.05")})
 # The same loss, flat; then a snapshot takes cash away, an adjustment (a short) takes equity
 # away, each seen at the next bar of a symbol not held.
 @example(steps=[("fill", "AAA", "buy", Decimal(40), Decimal(100), 0),
@@ -102,3 +114,20 @@ def test_look_says_what_a_fresh_computation_says(steps: list[tuple[Any, ...]],
         watch.on_event(n, event)
         want = watch.breach() is not None
         assert watch.look(stepping=True) is want, (n, step)
+
+
+_money = st.decimals(min_value=Decimal("0.01"), max_value=Decimal(10**9), places=2)
+
+
+@settings(max_examples=300)
+@given(a=_money, b=_money, usd=st.one_of(st.none(), _money),
+       pct=st.one_of(st.none(), st.decimals(min_value=Decimal("0.0001"), max_value=1,
+                                            places=4)))
+def test_the_limit_never_shrinks_as_equity_grows(a: Decimal, b: Decimal, usd: Decimal | None,
+                                                 pct: Decimal | None) -> None:
+    # What a verdict kept at a higher equity rests on (see the loss watch's docstring).
+    if usd is None and pct is None:
+        pct = Decimal("0.03")
+    limits = RiskLimits(daily_loss_limit=usd, daily_loss_limit_pct=pct)
+    lo, hi = sorted((a, b))
+    assert limits.daily_limit(lo) <= limits.daily_limit(hi)
