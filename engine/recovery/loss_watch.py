@@ -52,13 +52,12 @@ class TradingDayKey:
     __slots__ = ("_from", "_key", "_until")
 
     def __init__(self) -> None:
-        self._from: datetime | None = None
-        self._until: datetime | None = None
+        # An empty span until the first call (no instant is in it).
+        self._from = self._until = datetime.min.replace(tzinfo=UTC)
         self._key = ""
 
     def __call__(self, ts: datetime) -> str:
-        lo, hi = self._from, self._until
-        if lo is not None and hi is not None and lo <= ts < hi:
+        if self._from <= ts < self._until:
             return self._key
         day = trading_day(ts)
         # Midnight always exists in New York (its clock changes at 02:00), so these are the
@@ -158,8 +157,11 @@ class LossLimitWatch:
             return True
         if not self.enabled or risk.kill_switch != "off":
             return False
-        # `today()` inline, and a day not in loss settled here (most bars): this runs per bar.
-        today = risk.realized_by_day.get(self._day_key(self._clock.now()), ZERO)
+        # `today()` inline, and a day not in loss settled here (most bars): this runs per bar,
+        # so the day key's own bounds test is inline too (no call while the day lasts).
+        now, key = self._clock.now(), self._day_key
+        day = key._key if key._from <= now < key._until else key(now)
+        today = risk.realized_by_day.get(day, ZERO)
         if today >= ZERO:
             return False
         equity: Decimal | None = None
