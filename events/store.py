@@ -2,7 +2,8 @@
 
 - One writer task owns the write connection and commits in groups: every append that is
   waiting when a commit starts shares that transaction, and each `append` returns its seq only
-  after the commit that holds it.
+  after the commit that holds it. (A simulation, acknowledged on append, may have a `Sink`
+  commit the groups instead: `events/sink.py`, a child process.)
 - The order of the log is fixed when `append` is *called*: seq and hash are assigned
   synchronously, so what lands on disk never depends on thread timing (deterministic replays).
 - Each row's `hash` is sha256(previous hash + row), so `verify()` finds any flipped byte.
@@ -24,12 +25,19 @@ import logging
 import os
 import sqlite3
 import struct
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Self, cast
+from typing import Any, Literal, Protocol, Self, cast
 
 import aiosqlite
 import anyio
@@ -83,8 +91,9 @@ REPLAY_COLUMNS = "seq, type, schema_version, payload"
 
 # A stored row: (seq, ts_us, type, schema_version, intent_id, client_order_id, symbol, payload,
 # hash), as bound to the INSERT: a missing id is `_NULL`, the payload a bytearray (see there).
+# The hash is None in a row for a sink that chains it (`Sink`).
 Row = tuple[int, int, str, int, str | bytearray, str | bytearray, str | bytearray, bytearray,
-            bytes]
+            bytes | None]
 Subscriber = Callable[[int, Event], None]
 
 
@@ -209,9 +218,10 @@ _SPLIT_AT = 16
 _STATEMENT_CACHE = 4096
 
 
-class _ThreadGuard:
-    """Set by the connection thread when a group fails, so groups already queued behind it are
-    refused instead of chaining onto rows that were rolled back."""
+class WriteGuard:
+    """Set by the writer (the connection thread, or the child of `events.sink`) when a group
+    fails, so groups already queued behind it are refused instead of chaining onto rows that
+    were rolled back."""
 
     failed = False
 
@@ -235,7 +245,7 @@ _flatten = itertools.chain.from_iterable
 _NULL = bytearray()
 
 
-def _params(rows: list[Row]) -> list[Any]:
+def _params(rows: Sequence[Sequence[Any]]) -> list[Any]:
     """The rows' values in one list, the hashes as bytearrays. The sqlite3 module binds a
     bytearray directly but looks every bytes value up in its adapter table first (~0.35 us
     each, with the GIL held, which the event loop then waits for); a bytearray is stored as
@@ -252,8 +262,10 @@ def _multi_insert(n: int) -> str:
         ["(?,?,?,?,nullif(?,x''),nullif(?,x''),nullif(?,x''),?,?)"] * n)
 
 
-def _commit_batch(conn: sqlite3.Connection, rows: list[Row], guard: _ThreadGuard) -> None:
-    """Runs in the aiosqlite thread: the whole group in one transaction.
+def write_rows(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]],
+               guard: WriteGuard) -> None:
+    """Runs in the aiosqlite thread (or the child of `events.sink`): the whole group in one
+    transaction.
 
     A group of up to ~3,600 rows is ONE multi-row INSERT in autocommit mode, i.e. a single
     statement that is its own transaction. That matters more than SQLite's own speed: every
@@ -281,6 +293,60 @@ def _commit_batch(conn: sqlite3.Connection, rows: list[Row], guard: _ThreadGuard
     except BaseException:
         guard.failed = True
         raise
+
+
+def _writer_pragmas(synchronous: Synchronous) -> list[str]:
+    """The settings of the connection that writes rows (the log's own, or a sink's)."""
+    return [f"PRAGMA synchronous={synchronous}", "PRAGMA cache_size=-65536",
+            # The writer never checkpoints (each checkpoint fsyncs the main file, which would
+            # stall commits); `_checkpointer` does it on its own connection and thread.
+            "PRAGMA wal_autocheckpoint=0"]
+
+
+def open_writer_connection(path: str, synchronous: str) -> sqlite3.Connection:
+    """A blocking connection that writes rows of the open log at `path` the way the log's own
+    does (for `events.sink`'s child: the log has made the file, its schema and WAL mode)."""
+    if synchronous not in ("NORMAL", "FULL", "EXTRA"):
+        raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, got {synchronous!r}")
+    conn = sqlite3.connect(path, isolation_level=None, cached_statements=_STATEMENT_CACHE)
+    try:
+        # The log's own connection may still be finishing a checkpoint: wait, never fail.
+        conn.execute("PRAGMA busy_timeout=30000")
+        for pragma in _writer_pragmas(cast(Synchronous, synchronous)):
+            conn.execute(pragma)
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        if mode != "wal":
+            raise LogError(f"{path}: not an open event log (journal mode {mode})")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def head_of(conn: sqlite3.Connection) -> bytes:
+    """The hash of the newest row of the log on `conn` (the genesis hash when it is empty)."""
+    last = conn.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    return bytes(last[0]) if last is not None else GENESIS_HASH
+
+
+class Sink(Protocol):
+    """Where groups are committed instead of the log's connection thread (`events.sink`).
+
+    A sink also chains the hashes: a row whose hash is None gets `row_hash` of the row
+    before it (the newest row on disk, for its first), the sink's own work instead of the
+    event loop's; rows that come with a hash keep it."""
+
+    def commit(self, rows: list[Row]) -> asyncio.Future[bytes]:
+        """Commit one group, in seq order after the previous; done once durable, with the
+        hash of its last row."""
+        ...
+
+    async def close(self) -> None:
+        """Every group answered; the sink's connection closed."""
+        ...
+
+
+SinkStarter = Callable[[Path, str], Awaitable["Sink | None"]]
 
 
 Correlation = Callable[[Any], tuple[str | None, str | None, str | None]]
@@ -421,8 +487,11 @@ class EventLog:
         # flush() calls waiting: they need every queued row committed, however few.
         self._urgent = 0
         self._next_seq = 1
-        self._prev_hash = GENESIS_HASH
+        # The chain head as appended; None once a sink chains the hashes (`Sink`), when the
+        # head is the newest committed row's (`last_hash`).
+        self._prev_hash: bytes | None = GENESIS_HASH
         self._committed_seq = 0
+        self._committed_head = GENESIS_HASH
         self._failed: LogWriteError | None = None
         self._closing = False
         self._closed = False
@@ -446,6 +515,10 @@ class EventLog:
         # (first seq, last seq) of queued `append_many` batches: the writer never splits one.
         self._units: collections.deque[tuple[int, int]] = collections.deque()
         self._ack_on_append = False
+        # Commits elsewhere (acknowledged on append only): how to start the sink, and the
+        # sink once it serves (None: the connection thread commits).
+        self._sink_starter: SinkStarter | None = None
+        self._sink: Sink | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -507,11 +580,8 @@ class EventLog:
         self._db = db
         try:
             await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute(f"PRAGMA synchronous={self.synchronous}")
-            await db.execute("PRAGMA cache_size=-65536")
-            # The writer never checkpoints (each checkpoint fsyncs the main file, which would
-            # stall commits); `_checkpointer` does it on its own connection and thread.
-            await db.execute("PRAGMA wal_autocheckpoint=0")
+            for pragma in _writer_pragmas(self.synchronous):
+                await db.execute(pragma)
             await db.executescript(_SCHEMA)
             await _check_format(db, self.path, writable=True)
             async with db.execute(
@@ -529,7 +599,7 @@ class EventLog:
             raise
         if last is not None:
             self._next_seq = last[0] + 1
-            self._prev_hash = last[1]
+            self._prev_hash = self._committed_head = last[1]
             self._committed_seq = last[0]
 
     # --- appending ---------------------------------------------------------------------
@@ -546,8 +616,14 @@ class EventLog:
 
     @property
     def last_hash(self) -> bytes:
-        """The hash of the newest appended row (the chain head)."""
-        return self._prev_hash
+        """The hash of the newest appended row (the chain head). While a sink chains the
+        hashes it is known once everything appended is committed (after a `flush`)."""
+        if self._prev_hash is not None:
+            return self._prev_hash
+        if self._committed_seq != self.assigned_seq:
+            raise LogError(f"{self.path}: the chain head is the log writer's to compute; "
+                           "flush the log first")
+        return self._committed_head
 
     @property
     def failed(self) -> LogWriteError | None:
@@ -575,7 +651,7 @@ class EventLog:
     def on_failure(self, fn: Callable[[LogWriteError], None]) -> None:
         self._failure_listeners.append(fn)
 
-    def acknowledge_on_append(self) -> None:
+    def acknowledge_on_append(self, sink: SinkStarter | None = None) -> None:
         """For a simulation only, where nothing an event causes leaves the process: from now
         on an append's future gives its seq as soon as its place in the log is fixed, instead
         of after the commit that holds it. Commits still run in groups behind the loop, in
@@ -584,9 +660,17 @@ class EventLog:
         from its input; what waited for each commit (a decision's answer) was waiting for
         nothing that mattered. Never call this where a broker call or a caller's answer can
         follow an append. Groups are then handed to the thread in batches of at least
-        `_ACK_GROUP_ROWS` rows (a `flush` or the close takes what is left)."""
+        `_ACK_GROUP_ROWS` rows (a `flush` or the close takes what is left).
+
+        `sink`: commit those groups elsewhere (`events.sink.ProcessSink.start`: in a child
+        process, off this process's GIL). The writer starts it before its next group, once
+        the groups already sent to the thread are committed, and uses it from then on; if it
+        does not start (None), the thread goes on committing. Either way the same rows land
+        in the same order and groups."""
         self._ack_on_append = True
         self._group_min = _ACK_GROUP_ROWS
+        if sink is not None and self._sink is None:
+            self._sink_starter = sink
 
     @property
     def acknowledges_on_append(self) -> bool:
@@ -641,7 +725,7 @@ class EventLog:
         if self._closing or self._closed:
             raise LogClosedError(f"{self.path}: log is closed")
 
-    def _row(self, event: Event, seq: int, prev: bytes) -> Row:
+    def _row(self, event: Event, seq: int, prev: bytes | None) -> Row:
         """The stored row of `event` at `seq` chained onto `prev`; changes no state, so a
         batch can be encoded whole before any of it is queued."""
         cls = type(event)
@@ -661,7 +745,8 @@ class EventLog:
         else:
             ts_us = ts_to_us(ts)
             self._last_ts, self._last_ts_us = ts, ts_us
-        h = row_hash(prev, seq, ts_us, version, payload)
+        # No previous hash: a sink chains it (`Sink`), off the event loop.
+        h = row_hash(prev, seq, ts_us, version, payload) if prev is not None else None
         return (seq, ts_us, tag, version, intent_id, coid, symbol, payload, h)
 
     def _enqueue(self, rows: list[Row], events: Sequence[Event]) -> list[asyncio.Future[int]]:
@@ -721,8 +806,9 @@ class EventLog:
         assert self._db is not None
         db = self._db
         conn = db._conn
-        in_flight: collections.deque[tuple[_Group, asyncio.Future[None]]] = collections.deque()
-        guard = _ThreadGuard()
+        in_flight: collections.deque[tuple[_Group, asyncio.Future[bytes | None]]] = (
+            collections.deque())
+        guard = WriteGuard()
         signal = self._wake
         wake = signal.set
 
@@ -734,13 +820,21 @@ class EventLog:
                 if (self._rows and len(in_flight) < _MAX_IN_FLIGHT and self._failed is None
                         and (len(self._rows) >= self._group_min or self._urgent
                              or self._closing)):
+                    if self._sink_starter is not None and not in_flight:
+                        # One writer at a time: the thread has committed all it was sent.
+                        starter, self._sink_starter = self._sink_starter, None
+                        self._sink = await starter(self.path, self.synchronous)
+                        if self._sink is not None:
+                            # Rows appended from now on leave their hash to the sink.
+                            self._prev_hash = None
+                        continue
                     in_flight.append(self._dispatch(db, conn, guard, not in_flight, on_done))
                     continue
                 if in_flight and in_flight[0][1].done():
                     group, done = in_flight.popleft()
                     exc = done.exception()
                     if exc is None:
-                        self._committed(group)
+                        self._committed(group, done.result())
                         continue
                     rest = _Group([], [], [])
                     for g, f in in_flight:
@@ -750,6 +844,8 @@ class EventLog:
                     self._fail(exc, group, rest)
                     continue
                 if not in_flight and not self._rows:
+                    if self._closing:
+                        await self._close_sink()  # before idle: the close checkpoints next
                     self._idle.set()
                     self._is_idle = True
                     if self._closing:
@@ -763,9 +859,17 @@ class EventLog:
             with anyio.CancelScope(shield=True):
                 for _, f in in_flight:
                     await asyncio.wait((f,))
+                await self._close_sink()
 
-    def _dispatch(self, db: aiosqlite.Connection, conn: sqlite3.Connection, guard: _ThreadGuard,
-                  idle: bool, on_done: Callable[[object], None]) -> tuple[_Group, asyncio.Future[None]]:
+    async def _close_sink(self) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            with anyio.CancelScope(shield=True):
+                await sink.close()
+
+    def _dispatch(self, db: aiosqlite.Connection, conn: sqlite3.Connection, guard: WriteGuard,
+                  idle: bool, on_done: Callable[[object], None]
+                  ) -> tuple[_Group, asyncio.Future[bytes | None]]:
         rows, events, futs = self._rows, self._events, self._futs
         if idle and len(rows) >= _SPLIT_AT and not self._ack_on_append:
             # Nothing is committing: send half now so the thread starts at once, and the other
@@ -786,8 +890,12 @@ class EventLog:
         units = self._units
         while units and units[0][1] <= group.rows[-1][0]:
             units.popleft()
-        task = asyncio.ensure_future(
-            db._execute(_commit_batch, conn, group.rows, guard))  # type: ignore[no-untyped-call]
+        task: asyncio.Future[bytes | None]
+        if self._sink is not None:
+            task = cast("asyncio.Future[bytes | None]", self._sink.commit(group.rows))
+        else:
+            task = asyncio.ensure_future(
+                db._execute(write_rows, conn, group.rows, guard))  # type: ignore[no-untyped-call]
         task.add_done_callback(on_done)
         return group, task
 
@@ -803,9 +911,11 @@ class EventLog:
                 break
         return h
 
-    def _committed(self, group: _Group) -> None:
+    def _committed(self, group: _Group, head: bytes | None) -> None:
+        """`group` is durable; `head` is its last row's hash (None: the row carries it)."""
         rows, events, futs = group.rows, group.events, group.futs
         self._committed_seq = rows[-1][0]
+        self._committed_head = head if head is not None else cast(bytes, rows[-1][8])
         self._rows_since_checkpoint += len(rows)
         if self._rows_since_checkpoint >= _CHECKPOINT_ROWS:
             self._checkpoint_wake.set()

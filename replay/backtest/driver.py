@@ -39,6 +39,7 @@ from engine.strategies.base import Strategy
 from events.errors import CorruptLogError
 from events.follow import ChainFollower
 from events.market import Bar
+from events.sink import ProcessSink
 from projections.state import Projections
 from replay.backtest.overrides import Override
 from replay.backtest.stepper import StepDriver, with_quick_thread_handoffs
@@ -299,7 +300,8 @@ async def _run_backtest(settings: Settings, data: Path | Sequence[Path], out_log
                 if engine.sim is not None:
                     # Nothing leaves the process: no decision needs to wait for its commit (the
                     # run is reproducible from its input). The log is flushed and verified below.
-                    engine.log.acknowledge_on_append()
+                    # Its commits run in a child process, off this one's GIL (events/sink.py).
+                    engine.log.acknowledge_on_append(sink=ProcessSink.start)
                 seen = sorted({i.symbol for i in pending if isinstance(i, Bar)} |
                               set(symbols or ()) | set(settings.data.symbols) |
                               set(stats.symbols if stats is not None else ()))

@@ -709,7 +709,7 @@ def test_the_writers_insert_stores_exactly_what_a_plain_insert_stores(
     back into NULL) and blobs as bytearrays; every correlation value (missing, '', '0', any
     text) and blob is stored exactly as a plain parameter insert of the row with None
     stores it: same value, same storage class."""
-    from events.store import _INSERT, _NULL, _commit_batch, _multi_insert, _ThreadGuard
+    from events.store import _INSERT, _NULL, WriteGuard, _multi_insert, write_rows
 
     rows = [(i + 1, 1_700_000_000_000_000 + i, "order_intent", 1, a, b, c,
              bytes([i]) * 3, bytes([i, 1])) for i, (a, b, c) in enumerate(values)]
@@ -719,7 +719,7 @@ def test_the_writers_insert_stores_exactly_what_a_plain_insert_stores(
     for con in (ours, plain):
         con.executescript(_SCHEMA)
     ours.isolation_level = None
-    _commit_batch(ours, as_bound, _ThreadGuard())  # type: ignore[arg-type]
+    write_rows(ours, as_bound, WriteGuard())  # type: ignore[arg-type]
     plain.executemany(_INSERT, rows)
     query = ("SELECT seq, intent_id, typeof(intent_id), client_order_id, typeof(client_order_id),"
              " symbol, typeof(symbol), payload, typeof(payload), hash FROM events ORDER BY seq")
