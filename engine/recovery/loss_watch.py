@@ -13,8 +13,15 @@ figure `status` and the gate show); the limit is `risk.daily_limit(marked equity
 
 A step driver looks on every bar, so the look is O(1) and synchronous (`look()`): the day's
 key is cached with the UTC bounds of that New York day (no time-zone conversion until the
-clock leaves it), and a day not in loss is settled by one dictionary read. Only a look that
-finds work starts the coroutine (`act()`); `check()` is both.
+clock leaves it), and a day not in loss is settled by one dictionary read. On a day in loss
+a verdict short of the limit is remembered with the loss it was reached for and the equity
+it was reached at. It holds while that loss stands and nothing but marks moved equity: the
+bars of a flat account on such a day are settled without marking equity, and a held
+symbol's bar by marking it alone, without the limit — the limit never shrinks as equity
+grows (a share of equity, a dollar amount, or the smaller of the two), so a loss short of
+the limit at some equity is short of it at any higher equity. A fill, an account snapshot or
+a position adjustment forgets the verdict. Only a look that finds work starts the coroutine
+(`act()`); `check()` is both.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import anyio
 from engine.clock import Clock
 from engine.recovery.killswitch import KillSwitch
 from engine.risk.limits import RiskLimits
-from events.catalogue import AccountSnapshot, BarReceived, FillReceived
+from events.catalogue import AccountSnapshot, BarReceived, FillReceived, PositionAdjusted
 from events.vocabulary import ZERO
 from projections.calendar import NEW_YORK, trading_day
 from projections.state import Projections
@@ -45,13 +52,12 @@ class TradingDayKey:
     __slots__ = ("_from", "_key", "_until")
 
     def __init__(self) -> None:
-        self._from: datetime | None = None
-        self._until: datetime | None = None
+        # An empty span until the first call (no instant is in it).
+        self._from = self._until = datetime.min.replace(tzinfo=UTC)
         self._key = ""
 
     def __call__(self, ts: datetime) -> str:
-        lo, hi = self._from, self._until
-        if lo is not None and hi is not None and lo <= ts < hi:
+        if self._from <= ts < self._until:
             return self._key
         day = trading_day(ts)
         # Midnight always exists in New York (its clock changes at 02:00), so these are the
@@ -65,7 +71,8 @@ class TradingDayKey:
 
 class LossLimitWatch:
     # What can move the day's loss or its limit (see the module docstring).
-    TRIGGERS: ClassVar[tuple[type, ...]] = (FillReceived, BarReceived, AccountSnapshot)
+    TRIGGERS: ClassVar[tuple[type, ...]] = (FillReceived, BarReceived, AccountSnapshot,
+                                            PositionAdjusted)
 
     def __init__(self, projections: Projections, kill: KillSwitch, clock: Clock,
                  limits: RiskLimits, *, enabled: bool, flatten: bool) -> None:
@@ -81,13 +88,31 @@ class LossLimitWatch:
         # What the last `look()` found to do: "verify" (a trip's halt), or a breach to trip.
         self._verify = False
         self._hit: tuple[Decimal, Decimal] | None = None
+        # The day's loss (the very Decimal) last found short of the limit, while cash and
+        # positions stand; the equity it was found at (None: not above zero, where only the
+        # same equity keeps the verdict), and whether a held symbol's mark moved since.
+        self._clear: Decimal | None = None
+        self._clear_at: Decimal | None = None
+        self._marked = False
 
     def on_event(self, seq: int, event: Any) -> None:
         """A log subscriber: note that something the check depends on changed."""
-        if type(event) in self.TRIGGERS:
+        t = type(event)
+        if t in self.TRIGGERS:
             self._dirty = True
+            if self._clear is not None:
+                if t is not BarReceived:
+                    self._clear = None  # cash or a position moved
+                elif self._held(event):
+                    self._marked = True  # only equity's marks moved
             if self._wake is not None:
                 self._wake.set()
+
+    def _held(self, e: BarReceived) -> bool:
+        """Is the bar's symbol held (its close marks equity)? Asked after the projections
+        folded the bar (they subscribe first), so the position is current."""
+        pos = self._proj.positions.positions.get(e.bar.symbol)
+        return pos is not None and bool(pos.qty)
 
     def today(self) -> Decimal:
         """Realized P&L of the clock's New York trading day (the risk projection's figure)."""
@@ -102,7 +127,9 @@ class LossLimitWatch:
             # Limits are > 0 (validated) wherever equity is: a day not in loss can not reach
             # one, and most bars land on such days; marking equity is the costly part.
             return None
-        equity = self._proj.equity()
+        return self._breach_at(today, self._proj.equity())
+
+    def _breach_at(self, today: Decimal, equity: Decimal) -> tuple[Decimal, Decimal] | None:
         if equity <= 0:
             return None
         limit = self._limits.daily_limit(equity)
@@ -130,12 +157,32 @@ class LossLimitWatch:
             return True
         if not self.enabled or risk.kill_switch != "off":
             return False
-        # `today()` inline, and a day not in loss settled here (most bars): this runs per bar.
-        today = risk.realized_by_day.get(self._day_key(self._clock.now()), ZERO)
-        if today >= 0:
+        # `today()` inline, and a day not in loss settled here (most bars): this runs per bar,
+        # so the day key's own bounds test is inline too (no call while the day lasts).
+        now, key = self._clock.now(), self._day_key
+        day = key._key if key._from <= now < key._until else key(now)
+        today = risk.realized_by_day.get(day, ZERO)
+        if today >= ZERO:
             return False
-        self._hit = self._breach(today)
-        return self._hit is not None
+        equity: Decimal | None = None
+        if today is self._clear:
+            # The very loss already found short of the limit (a loss is replaced, never
+            # changed in place, so the same object is the same amount, whatever day it is),
+            # with cash and positions unchanged since (`on_event` forgets it otherwise).
+            if not self._marked:
+                return False  # equity unchanged: the same verdict
+            self._marked = False
+            equity = self._proj.equity()
+            at = self._clear_at
+            if at is not None and equity >= at:
+                return False  # equity no lower, so the limit no smaller (module docstring)
+        if equity is None:
+            equity = self._proj.equity()
+        self._hit = self._breach_at(today, equity)
+        if self._hit is None:
+            self._clear, self._clear_at, self._marked = today, equity if equity > 0 else None, False
+            return False
+        return True
 
     async def act(self, *, attempts: int | None = None) -> bool:
         """What the `look()` just before found to do; True if it engaged the kill switch."""

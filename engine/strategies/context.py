@@ -109,10 +109,15 @@ class BarHistory:
         return bar.start + self.step(bar.interval_s)
 
     def append(self, bar: Bar) -> None:
-        dq = self._bars.get(bar.symbol)
+        self.of(bar.symbol).append(bar)
+
+    def of(self, symbol: str) -> deque[Bar]:
+        """The bars kept for `symbol` (created empty): appending to it is `append`, which
+        is how the runner, holding it per symbol, feeds a bar without a call."""
+        dq = self._bars.get(symbol)
         if dq is None:
-            dq = self._bars[bar.symbol] = deque(maxlen=self._maxlen)
-        dq.append(bar)
+            dq = self._bars[symbol] = deque(maxlen=self._maxlen)
+        return dq
 
     def recent(self, symbol: str, n: int, now: datetime) -> tuple[Bar, ...]:
         """Up to `n` newest bars of `symbol` that closed at or before `now`, oldest first."""

@@ -17,6 +17,7 @@ with `LookAheadError` (F13), and strategies never see it. Live, pass the validat
 from __future__ import annotations
 
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from decimal import Decimal
@@ -77,7 +78,8 @@ class StrategyRunner:
                                                         self._history,
                                                         time_in_force=s.params.time_in_force)))
         self._by_name = {slot.strategy.instance_name: slot for slot in self._slots}
-        self._by_symbol: dict[str, tuple[_Slot, ...]] = {}
+        # Per symbol: the strategies that trade it and its bar history (`BarHistory.of`).
+        self._by_symbol: dict[str, tuple[tuple[_Slot, ...], deque[Bar]]] = {}
         self._projections = projections
 
     # --- introspection ----------------------------------------------------------------
@@ -127,12 +129,14 @@ class StrategyRunner:
         if end > (now if self._skew is None else now + self._skew):
             raise LookAheadError(f"{bar.symbol} bar {bar.start.isoformat()} closes at "
                                  f"{end.isoformat()}, after the clock {now.isoformat()}")
-        self._history.append(bar)
         sym = bar.symbol
-        slots = self._by_symbol.get(sym)
-        if slots is None:
-            slots = self._by_symbol[sym] = tuple(
-                s for s in self._slots if s.strategy.symbols is None or sym in s.strategy.symbols)
+        known = self._by_symbol.get(sym)
+        if known is None:
+            known = self._by_symbol[sym] = (tuple(
+                s for s in self._slots if s.strategy.symbols is None or sym in s.strategy.symbols
+            ), self._history.of(sym))
+        slots, history = known
+        history.append(bar)  # `BarHistory.append`, without the call (this runs per bar)
         out: list[Output] = []
         for slot in slots:
             if slot.paused:

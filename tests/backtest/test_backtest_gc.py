@@ -76,3 +76,47 @@ async def test_collection_is_off_during_a_run_and_restored_after(
     # before it (no automatic pass), then every cycle made until then.
     by_bar = strategy.freed_by_bar
     assert (by_bar[98], by_bar[99], by_bar[199], by_bar[-1]) == (0, 99, 199, 299)
+
+
+class _FreezeSeen(Strategy):
+    """Notes how many objects were frozen when each bar reached it."""
+
+    name = "freeze_seen"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen: list[int] = []
+
+    def on_bar(self, bar: Bar, ctx: StrategyContext) -> list[OrderIntent] | None:
+        self.frozen.append(gc.get_freeze_count())
+        return None
+
+
+async def test_the_setup_is_frozen_for_the_run_and_thawed_after(tmp_path: Path) -> None:
+    rows = minute_rows(["AAA"], business_days_from(date(2026, 3, 2), 1))
+    path = write_csv(tmp_path / "a.csv", rows)
+    settings = load_settings(data_dir=tmp_path, sim={"cash": "100000"})
+    strategy = _FreezeSeen()
+    assert gc.get_freeze_count() == 0
+    res = await run_backtest(settings, path, tmp_path / "f.sqlite", strategies=[strategy])
+    assert res.bars == 390
+    # Frozen from the first bar on (the sorted input, among much else), thawed at the end.
+    assert min(strategy.frozen) > 0
+    assert gc.get_freeze_count() == 0
+
+
+async def test_a_process_that_froze_objects_itself_is_left_as_it_was(tmp_path: Path) -> None:
+    rows = minute_rows(["AAA"], business_days_from(date(2026, 3, 2), 1))
+    path = write_csv(tmp_path / "a.csv", rows)
+    settings = load_settings(data_dir=tmp_path, sim={"cash": "100000"})
+    strategy = _FreezeSeen()
+    gc.freeze()
+    try:
+        mine = gc.get_freeze_count()
+        await run_backtest(settings, path, tmp_path / "f.sqlite", strategies=[strategy])
+        # Nothing more frozen during the run (its setup stayed collectable; the count only
+        # drops as frozen objects die), and nothing thawed after it.
+        assert strategy.frozen and max(strategy.frozen) <= mine
+        assert mine // 2 < gc.get_freeze_count() <= mine
+    finally:
+        gc.unfreeze()
