@@ -6,12 +6,10 @@ event loop's process at all. In a thread they do share its GIL: the sqlite3 modu
 group's ~9,000 values with the GIL held, and every time the loop's `select` lets go of it
 the thread takes it for that long, which cost a 100k-bar backtest ~0.3 s of its ~2.4 s. Here
 the loop sends each group down a pipe as one msgpack frame (one C call) and the child binds
-and commits it (`events.store.write_rows`, the very statement the thread runs), in order,
-and answers each commit with its last seq; `EventLog` treats that answer as the thread's.
-
-The child also chains the hashes of the rows appended after it started (they come without
-one), so sha256 per row leaves the loop too, and it answers each commit with its last seq and
-head. Nothing about the log changes: the same rows (seq and payload fixed by the loop, the
+and commits it (`events.store.write_rows`, the very statement the thread runs), in order.
+It also chains the hashes of the rows appended after it started (they come without one), so
+sha256 per row leaves the loop too, and answers each commit with its last seq and head;
+`EventLog` treats that answer as the thread's. Nothing about the log changes: the same rows (seq and payload fixed by the loop, the
 hashes by the same recipe), in the same groups, one writer at a time (the loop's connection
 writes nothing while the child is on; the child holds the log's writer lock as well). Each
 frame carries the CRC-32 of its bytes, and the child refuses a group its decoded rows do not
