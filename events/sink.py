@@ -6,15 +6,17 @@ event loop's process at all. In a thread they do share its GIL: the sqlite3 modu
 group's ~9,000 values with the GIL held, and every time the loop's `select` lets go of it
 the thread takes it for that long, which cost a 100k-bar backtest ~0.3 s of its ~2.4 s. Here
 the loop sends each group down a pipe as one msgpack frame (one C call) and the child binds
-and commits it (`events.store.write_rows`, the very statement the thread runs), in order,
-and answers each commit with its last seq; `EventLog` treats that answer as the thread's.
-
-Nothing about the log changes: the same rows (seq, hash and payload fixed by the loop), in
-the same groups, one writer at a time (the loop's connection writes nothing while the child
-is on). The child only starts serving once it has opened the log (`READY`); if it cannot,
-the thread carries on as before. If it dies, every group not yet answered fails the log like
-a failed commit. If the loop's process dies, the child commits what it has read and exits at
-the pipe's end.
+and commits it (`events.store.write_rows`, the very statement the thread runs), in order.
+It also chains the hashes of the rows appended after it started (they come without one), so
+sha256 per row leaves the loop too, and answers each commit with its last seq and head;
+`EventLog` treats that answer as the thread's. Nothing about the log changes: the same rows (seq and payload fixed by the loop, the
+hashes by the same recipe), in the same groups, one writer at a time (the loop's connection
+writes nothing while the child is on; the child holds the log's writer lock as well). Each
+frame carries the CRC-32 of its bytes, and the child refuses a group its decoded rows do not
+re-encode to, so what it stores is what the loop folded. The child only starts serving once
+it has opened the log (`READY`); if it cannot, the thread carries on as before. If it dies,
+every group not yet answered fails the log like a failed commit. If the loop's process dies,
+the child commits every whole frame it still reads and exits at the pipe's end.
 
 Run as `python -m events.sink LOG SYNCHRONOUS` (what `ProcessSink.start` does).
 """
@@ -23,22 +25,33 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+import signal
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgspec
 
 from events.errors import LogWriteError
-from events.store import Row, WriteGuard, head_of, open_writer_connection, row_hash, write_rows
+from events.store import (
+    Row,
+    Synchronous,
+    WriteGuard,
+    head_of,
+    open_writer_connection,
+    row_hash,
+    write_rows,
+)
 
 log = logging.getLogger(__name__)
 
 READY = b"R"
-_FRAME = struct.Struct("<I")  # a group's length, then its rows as one msgpack array
+_FRAME = struct.Struct("<II")  # a group's length and CRC-32, then its rows (msgpack)
 _ACK = struct.Struct("<cq32s")  # b"C", the last seq committed and its hash
 _FAILED = b"E"  # then the error's text, to the end of the stream
 _STDERR_KEPT = 4096
@@ -69,7 +82,11 @@ class ProcessSink:
         return [sys.executable, "-m", "events.sink", str(path), synchronous]
 
     @classmethod
-    async def start(cls, path: Path, synchronous: str) -> ProcessSink | None:
+    async def start(cls, path: Path, synchronous: Synchronous,
+                    lock_fd: int | None = None) -> ProcessSink | None:
+        """The sink for the open log at `path`, serving; None if it did not come up (the
+        log's thread then goes on writing). `lock_fd`, the log's writer lock, is inherited
+        by the child, so the log counts as written to until the child has exited too."""
         if getattr(sys, "frozen", False) or not sys.executable:
             return None  # no interpreter to run `-m events.sink` with
         self = cls(path)
@@ -78,10 +95,11 @@ class ProcessSink:
         try:
             transport, _ = await loop.subprocess_exec(
                 lambda: _Protocol(self), *cls.command(path, synchronous),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=() if lock_fd is None else (lock_fd,))
         except Exception as e:  # noqa: BLE001 - no process to spare, a loop without
             # subprocesses: the thread writes, as it always could
-            log.debug("%s: log writer process not started: %s", path, e)
+            log.warning("%s: log writer process not started (%s); the thread writes", path, e)
             return None
         self._transport = transport
         self.pid = transport.get_pid()
@@ -89,11 +107,12 @@ class ProcessSink:
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), cls.START_TIMEOUT_S)
         except (TimeoutError, LogWriteError) as e:
-            log.debug("%s: log writer process not serving (%s); the thread writes", path, e)
+            log.warning("%s: log writer process not serving (%s); the thread writes", path, e)
+            _kill(transport)  # it was sent nothing: a child stuck before READY must not stay
             await self.close()
             return None
         except BaseException:  # cancelled while it came up: it must not outlive the log
-            transport.kill()
+            _kill(transport)
             transport.close()
             raise
         return self
@@ -106,7 +125,7 @@ class ProcessSink:
             fut.set_exception(self._gone())
             return fut
         body = self._encode(rows)
-        self._stdin.write(_FRAME.pack(len(body)))
+        self._stdin.write(_FRAME.pack(len(body), zlib.crc32(body)))
         self._stdin.write(body)
         self._pending.append((rows[-1][0], fut))
         return fut
@@ -124,7 +143,7 @@ class ProcessSink:
             await asyncio.shield(self._done)
         finally:
             if not self._done.done():  # cancelled while waiting: do not leave it behind
-                transport.kill()
+                _kill(transport)
             transport.close()
             self._transport = None
 
@@ -173,9 +192,18 @@ class ProcessSink:
 
     def _gone(self) -> LogWriteError:
         code = self._transport.get_returncode() if self._transport is not None else None
-        said = (self._error or bytes(self._stderr).decode(errors="replace")).strip()
+        if self._error:  # what the child said of the group it refused
+            said = self._error.strip()
+        else:  # else the end of its stderr (a traceback's last line says what killed it)
+            lines = bytes(self._stderr).decode(errors="replace").strip().splitlines()
+            said = lines[-1] if lines else ""
         return LogWriteError(f"{self.path}: the log writer process ended (exit {code})"
-                             + (f": {said.splitlines()[-1]}" if said else ""))
+                             + (f": {said}" if said else ""))
+
+
+def _kill(transport: asyncio.SubprocessTransport) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has exited already
+        transport.kill()
 
 
 class _Protocol(asyncio.SubprocessProtocol):
@@ -200,21 +228,38 @@ def _read_exact(f: BinaryIO, n: int) -> bytes | None:
 def serve(path: str, synchronous: str, stdin: BinaryIO, stdout: BinaryIO) -> int:
     """The child: commit each group read from `stdin` and answer it on `stdout`, until the
     pipe ends (a truncated last frame, from a parent that died mid-write, is dropped: its
-    rows were never answered)."""
+    rows were never answered). With nobody left to answer (the parent died), it goes on
+    committing whole frames until the pipe ends."""
     conn = open_writer_connection(path, synchronous)
-    decode = msgspec.msgpack.Decoder(list[list[Any]]).decode
+    decoder = msgspec.msgpack.Decoder(list[list[Any]])
+    encode = msgspec.msgpack.Encoder().encode
+    answering = True
+
+    def say(data: bytes) -> None:
+        nonlocal answering
+        if answering:
+            try:
+                stdout.write(data)
+                stdout.flush()
+            except OSError:  # the parent is gone: the rows still count, the answers not
+                answering = False
+
     try:
         # The log's rows so far are all committed (the log's thread finished before this
         # started): the newest one is what the first row without a hash chains onto.
         prev = head_of(conn)
-        stdout.write(READY)
-        stdout.flush()
+        say(READY)
         guard = WriteGuard()
         while (head := _read_exact(stdin, _FRAME.size)) is not None:
-            body = _read_exact(stdin, _FRAME.unpack(head)[0])
+            size, crc = _FRAME.unpack(head)
+            body = _read_exact(stdin, size)
             if body is None:
                 break
-            rows = decode(body)
+            rows = decoder.decode(body)
+            if zlib.crc32(body) != crc or encode(rows) != body:
+                say(_FAILED + f"a group of {len(rows)} rows from seq {rows[0][0] if rows else '?'}"
+                              " did not arrive as it was sent".encode())
+                return 1
             for row in rows:
                 if row[8] is None:
                     row[8] = row_hash(prev, row[0], row[1], row[3], row[7])
@@ -222,15 +267,16 @@ def serve(path: str, synchronous: str, stdin: BinaryIO, stdout: BinaryIO) -> int
             try:
                 write_rows(conn, rows, guard)
             except Exception as e:  # noqa: BLE001 - said to the parent, which fails the log
-                stdout.write(_FAILED + f"commit of seq {rows[0][0]}..{rows[-1][0]}: {e}".encode())
-                stdout.flush()
+                say(_FAILED + f"commit of seq {rows[0][0]}..{rows[-1][0]}: {e}".encode())
                 return 1
-            stdout.write(_ACK.pack(b"C", rows[-1][0], prev))
-            stdout.flush()
+            say(_ACK.pack(b"C", rows[-1][0], prev))
         return 0
     finally:
         conn.close()
 
 
 if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group: the parent's orderly close ends this one (the
+    # end of its pipe), not the signal, so no group it was sent is dropped.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(serve(sys.argv[1], sys.argv[2], sys.stdin.buffer, sys.stdout.buffer))

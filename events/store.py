@@ -4,8 +4,9 @@
   waiting when a commit starts shares that transaction, and each `append` returns its seq only
   after the commit that holds it. (A simulation, acknowledged on append, may have a `Sink`
   commit the groups instead: `events/sink.py`, a child process.)
-- The order of the log is fixed when `append` is *called*: seq and hash are assigned
-  synchronously, so what lands on disk never depends on thread timing (deterministic replays).
+- The order of the log is fixed when `append` is *called*: seq (and, but for rows a sink
+  chains, hash) are assigned synchronously, so what lands on disk never depends on thread
+  timing (deterministic replays).
 - Each row's `hash` is sha256(previous hash + row), so `verify()` finds any flipped byte.
 - Triggers refuse UPDATE and DELETE; WAL mode; `synchronous` is NORMAL (survives a killed
   process) or FULL (also survives power loss).
@@ -213,6 +214,7 @@ _MAX_IN_FLIGHT = 2
 # reacquisitions; a simulation turns the loop thousands of times between such counts.
 _ACK_GROUP_ROWS = 1024
 _CHECKPOINT_ROWS = 20_000
+_SINK_MAX_ROWS = 65_536
 _SPLIT_AT = 16
 # Group sizes vary; keep each size's prepared multi-row INSERT around.
 _STATEMENT_CACHE = 4096
@@ -263,9 +265,9 @@ def _multi_insert(n: int) -> str:
 
 
 def write_rows(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]],
-               guard: WriteGuard) -> None:
+               guard: WriteGuard) -> bytes:
     """Runs in the aiosqlite thread (or the child of `events.sink`): the whole group in one
-    transaction.
+    transaction. Returns the hash of its last row (the chain head once it is committed).
 
     A group of up to ~3,600 rows is ONE multi-row INSERT in autocommit mode, i.e. a single
     statement that is its own transaction. That matters more than SQLite's own speed: every
@@ -277,13 +279,14 @@ def write_rows(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]],
     try:
         if len(rows) <= _MAX_ROWS_PER_STATEMENT:
             conn.execute(_multi_insert(len(rows)), _params(rows))
-            return
+            return cast(bytes, rows[-1][8])
         conn.execute("BEGIN IMMEDIATE")
         try:
             for i in range(0, len(rows), _MAX_ROWS_PER_STATEMENT):
                 chunk = rows[i:i + _MAX_ROWS_PER_STATEMENT]
                 conn.execute(_multi_insert(len(chunk)), _params(chunk))
             conn.execute("COMMIT")
+            return cast(bytes, rows[-1][8])
         except BaseException:
             try:
                 conn.execute("ROLLBACK")
@@ -334,7 +337,9 @@ class Sink(Protocol):
 
     A sink also chains the hashes: a row whose hash is None gets `row_hash` of the row
     before it (the newest row on disk, for its first), the sink's own work instead of the
-    event loop's; rows that come with a hash keep it."""
+    event loop's; rows that come with a hash keep it. The head the log then reports (and a
+    backtest's on-disk check compares with) is the sink's; that the rows it stored are the
+    rows the loop folded is checked per group (`commit` fails on a mismatch)."""
 
     def commit(self, rows: list[Row]) -> asyncio.Future[bytes]:
         """Commit one group, in seq order after the previous; done once durable, with the
@@ -346,7 +351,9 @@ class Sink(Protocol):
         ...
 
 
-SinkStarter = Callable[[Path, str], Awaitable["Sink | None"]]
+# How a log starts its sink: (log path, synchronous, the writer lock's descriptor for the sink
+# to hold as well, or None). Never raises: None means it did not start (the thread writes).
+SinkStarter = Callable[[Path, Synchronous, "int | None"], Awaitable["Sink | None"]]
 
 
 Correlation = Callable[[Any], tuple[str | None, str | None, str | None]]
@@ -519,6 +526,9 @@ class EventLog:
         # sink once it serves (None: the connection thread commits).
         self._sink_starter: SinkStarter | None = None
         self._sink: Sink | None = None
+        self._lock_fd: int | None = None  # the writer lock (a sink holds it too)
+        # Set once the writer has finished (its sink closed): the close checkpoints after it.
+        self._writer_done = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -536,7 +546,7 @@ class EventLog:
         self = cls(Path(path), codec or default_codec(), synchronous)
         self._loop = asyncio.get_running_loop()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_fd = _lock_writer(self.path)
+        lock_fd = self._lock_fd = _lock_writer(self.path)
         try:
             await self._connect()
         except BaseException:
@@ -620,6 +630,8 @@ class EventLog:
         hashes it is known once everything appended is committed (after a `flush`)."""
         if self._prev_hash is not None:
             return self._prev_hash
+        if self._failed is not None:
+            raise self._failed
         if self._committed_seq != self.assigned_seq:
             raise LogError(f"{self.path}: the chain head is the log writer's to compute; "
                            "flush the log first")
@@ -806,7 +818,7 @@ class EventLog:
         assert self._db is not None
         db = self._db
         conn = db._conn
-        in_flight: collections.deque[tuple[_Group, asyncio.Future[bytes | None]]] = (
+        in_flight: collections.deque[tuple[_Group, asyncio.Future[bytes]]] = (
             collections.deque())
         guard = WriteGuard()
         signal = self._wake
@@ -820,16 +832,23 @@ class EventLog:
                 if (self._rows and len(in_flight) < _MAX_IN_FLIGHT and self._failed is None
                         and (len(self._rows) >= self._group_min or self._urgent
                              or self._closing)):
-                    if self._sink_starter is not None and not in_flight:
-                        # One writer at a time: the thread has committed all it was sent.
-                        starter, self._sink_starter = self._sink_starter, None
-                        self._sink = await starter(self.path, self.synchronous)
-                        if self._sink is not None:
-                            # Rows appended from now on leave their hash to the sink.
-                            self._prev_hash = None
+                    if (self._sink_starter is not None and not self._closing
+                            and len(self._rows) >= _ACK_GROUP_ROWS):
+                        # A whole group is waiting (a run too short for one never pays for
+                        # a child). One writer at a time: start once the thread has
+                        # committed all it was sent, and send it nothing more meanwhile.
+                        if not in_flight:
+                            starter, self._sink_starter = self._sink_starter, None
+                            self._sink = await starter(self.path, self.synchronous,
+                                                       self._lock_fd)
+                            if self._sink is not None:
+                                # Rows appended from now on leave their hash to the sink.
+                                self._prev_hash = None
+                            continue
+                    else:
+                        in_flight.append(self._dispatch(db, conn, guard, not in_flight,
+                                                        on_done))
                         continue
-                    in_flight.append(self._dispatch(db, conn, guard, not in_flight, on_done))
-                    continue
                 if in_flight and in_flight[0][1].done():
                     group, done = in_flight.popleft()
                     exc = done.exception()
@@ -845,7 +864,7 @@ class EventLog:
                     continue
                 if not in_flight and not self._rows:
                     if self._closing:
-                        await self._close_sink()  # before idle: the close checkpoints next
+                        await self._close_sink()
                     self._idle.set()
                     self._is_idle = True
                     if self._closing:
@@ -860,6 +879,7 @@ class EventLog:
                 for _, f in in_flight:
                     await asyncio.wait((f,))
                 await self._close_sink()
+            self._writer_done.set()  # the close's checkpoint runs after the sink's connection
 
     async def _close_sink(self) -> None:
         sink, self._sink = self._sink, None
@@ -869,7 +889,7 @@ class EventLog:
 
     def _dispatch(self, db: aiosqlite.Connection, conn: sqlite3.Connection, guard: WriteGuard,
                   idle: bool, on_done: Callable[[object], None]
-                  ) -> tuple[_Group, asyncio.Future[bytes | None]]:
+                  ) -> tuple[_Group, asyncio.Future[bytes]]:
         rows, events, futs = self._rows, self._events, self._futs
         if idle and len(rows) >= _SPLIT_AT and not self._ack_on_append:
             # Nothing is committing: send half now so the thread starts at once, and the other
@@ -878,6 +898,11 @@ class EventLog:
             # thread take turns instead of overlapping. (Acknowledged on append, nobody waits
             # on a commit: the loop keeps appending while the thread works anyway.)
             h = self._cut(rows, len(rows) // 2)
+        elif self._sink is not None:
+            # Exactly a group, or at a flush or the close at most `_SINK_MAX_ROWS` (one pipe
+            # frame each, its length a 32-bit number).
+            h = self._cut(rows, min(len(rows), _SINK_MAX_ROWS if self._urgent or self._closing
+                                    else _ACK_GROUP_ROWS))
         elif self._ack_on_append and not (self._urgent or self._closing):
             # Exactly a group (the rest waits for the next): every group is then the same
             # multi-row INSERT, prepared once and reused from the statement cache. A statement
@@ -890,9 +915,9 @@ class EventLog:
         units = self._units
         while units and units[0][1] <= group.rows[-1][0]:
             units.popleft()
-        task: asyncio.Future[bytes | None]
+        task: asyncio.Future[bytes]
         if self._sink is not None:
-            task = cast("asyncio.Future[bytes | None]", self._sink.commit(group.rows))
+            task = self._sink.commit(group.rows)
         else:
             task = asyncio.ensure_future(
                 db._execute(write_rows, conn, group.rows, guard))  # type: ignore[no-untyped-call]
@@ -911,11 +936,11 @@ class EventLog:
                 break
         return h
 
-    def _committed(self, group: _Group, head: bytes | None) -> None:
-        """`group` is durable; `head` is its last row's hash (None: the row carries it)."""
+    def _committed(self, group: _Group, head: bytes) -> None:
+        """`group` is durable; `head` is its last row's hash."""
         rows, events, futs = group.rows, group.events, group.futs
         self._committed_seq = rows[-1][0]
-        self._committed_head = head if head is not None else cast(bytes, rows[-1][8])
+        self._committed_head = head
         self._rows_since_checkpoint += len(rows)
         if self._rows_since_checkpoint >= _CHECKPOINT_ROWS:
             self._checkpoint_wake.set()
@@ -938,7 +963,9 @@ class EventLog:
                 await self._checkpoint_wake.wait()
                 self._checkpoint_wake.clear()
                 if self._closing:
-                    await self._idle.wait()
+                    # After the writer: every row committed and a sink's connection closed
+                    # (`_idle` alone may still be set from a flush before the close).
+                    await self._writer_done.wait()
                     with anyio.CancelScope(shield=True):
                         await ckpt.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                     return

@@ -9,7 +9,7 @@ early closes (13:00) the rules give; loss-limit days and day trades count these 
 from __future__ import annotations
 
 import functools
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -23,6 +23,13 @@ def trading_day(ts: datetime) -> date:
 def iso_week(d: date) -> str:
     y, w, _ = d.isocalendar()
     return f"{y}-W{w:02d}"
+
+
+@functools.lru_cache(maxsize=1024)
+def day_keys(d: date) -> tuple[str, str]:
+    """`(d.isoformat(), iso_week(d))`, the risk projection's keys for New York day `d`,
+    worked out once per day: every fill and every decision reads both."""
+    return d.isoformat(), iso_week(d)
 
 
 def _easter(year: int) -> date:
@@ -153,9 +160,19 @@ def order_session(ts: datetime) -> date:
     before that session's close, otherwise the next one (Alpaca queues a day order sent after
     the close for the next session; a daily bar's signal arrives exactly at the close)."""
     d = trading_day(ts)
-    if is_business_day(d) and ts < session_close(d):
+    close, following = _session_edges(d)
+    if close is not None and ts < close:
         return d
-    return next_business_day(d)
+    return following
+
+
+@functools.lru_cache(maxsize=1024)
+def _session_edges(d: date) -> tuple[datetime | None, date]:
+    """`order_session`'s facts about day `d`, worked out once per day (every order is
+    submitted at a time of its own, so the cache above rarely hits): its session's close in
+    UTC (None when `d` is no business day) and the next business day."""
+    close = session_close(d).astimezone(UTC) if is_business_day(d) else None
+    return close, next_business_day(d)
 
 
 def sessions_after_close(d: date, n: int) -> datetime:

@@ -26,7 +26,15 @@ class LastBar(msgspec.Struct, kw_only=True):
 
     @property
     def end(self) -> datetime:
-        return self.start + timedelta(seconds=self.interval_s)
+        step = _STEPS.get(self.interval_s)
+        if step is None:
+            step = _STEPS[self.interval_s] = timedelta(seconds=self.interval_s)
+        return self.start + step
+
+
+# Bar lengths by interval, made once each (`LastBar.end` is read by every decision's data
+# check; a run has a handful of intervals).
+_STEPS: dict[int, timedelta] = {}
 
 
 class MarketState(msgspec.Struct, kw_only=True):

@@ -424,24 +424,29 @@ def _recount(state: OrdersState, order: Order) -> None:
             qty = notional / ref if ref else ZERO
             risk = order.at_risk * notional / order.notional if order.notional else ZERO
         dt = order.day_trade and order.filled_qty == 0
-    if (qty, notional, risk, dt) == (order.counted_qty, order.counted_notional,
-                                     order.counted_risk, order.counted_day_trade):
+    was_qty, was_notional, was_risk = order.counted_qty, order.counted_notional, order.counted_risk
+    was_dt = order.counted_day_trade
+    if qty == was_qty and notional == was_notional and risk == was_risk and dt == was_dt:
         return
     r = state.reserved.get(order.symbol)
     if r is None:
         r = state.reserved[order.symbol] = Reservation()
-    was_counted = bool(order.counted_qty or order.counted_notional or order.counted_risk)
-    now_counted = bool(qty or notional or risk)
+    # Each change is worked out once and added to the symbol's and the total reservation
+    # alike (the same Decimal operations the two sums always got, one subtraction fewer).
+    d_qty, d_notional, d_risk = qty - was_qty, notional - was_notional, risk - was_risk
+    d_dt = int(dt) - int(was_dt)
+    d_orders = int(bool(qty or notional or risk)) - int(bool(was_qty or was_notional or was_risk))
+    buy = order.side == "buy"
     for agg in (r, state.reserved_total):
-        if order.side == "buy":
-            agg.buy_qty += qty - order.counted_qty
-            agg.buy_notional += notional - order.counted_notional
+        if buy:
+            agg.buy_qty += d_qty
+            agg.buy_notional += d_notional
         else:
-            agg.sell_qty += qty - order.counted_qty
-            agg.sell_notional += notional - order.counted_notional
-        agg.at_risk += risk - order.counted_risk
-        agg.day_trades += int(dt) - int(order.counted_day_trade)
-        agg.orders += int(now_counted) - int(was_counted)
+            agg.sell_qty += d_qty
+            agg.sell_notional += d_notional
+        agg.at_risk += d_risk
+        agg.day_trades += d_dt
+        agg.orders += d_orders
     order.counted_qty, order.counted_notional, order.counted_risk = qty, notional, risk
     order.counted_day_trade = dt
 
@@ -466,7 +471,8 @@ def apply_approved(state: OrdersState, seq: int, e: RiskApproved) -> None:
         day_trade=e.day_trade, created_seq=seq, updated_seq=seq,
         order_class=e.order_class, stop_price=e.stop_price, trail_price=e.trail_price,
         trail_percent=e.trail_percent, protective=e.protective, engine_side=e.engine_side,
-        risk_stop=e.risk_stop, legs=tuple(leg.client_order_id for leg in e.legs),
+        risk_stop=e.risk_stop,
+        legs=tuple(leg.client_order_id for leg in e.legs) if e.legs else (),
     )
     state.orders[e.client_order_id] = order
     state.by_intent.setdefault(e.intent_id, e.client_order_id)
@@ -550,9 +556,11 @@ def apply_fill(state: OrdersState, seq: int, e: FillReceived) -> bool:
     if allowed:
         complete = e.order_done or (order.qty is not None and order.filled_qty >= order.qty)
         if complete:
-            _set_status(state, order, S.FILLED, seq)
-        elif order.status != S.PENDING_CANCEL:
-            _set_status(state, order, S.PARTIALLY_FILLED, seq)
+            _set_status(state, order, S.FILLED, seq)  # recounts
+            return True
+        if order.status != S.PENDING_CANCEL:
+            _set_status(state, order, S.PARTIALLY_FILLED, seq)  # recounts
+            return True
     _recount(state, order)
     return True
 

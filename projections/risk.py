@@ -22,8 +22,8 @@ from events.catalogue import (
     RunStarted,
     TradingStateChanged,
 )
-from events.vocabulary import ZERO
-from projections.calendar import business_days_back, iso_week, trading_day
+from events.vocabulary import ONE, ZERO
+from projections.calendar import business_days_back, day_keys, trading_day
 from projections.orders import Order
 
 # Approval times kept for the order-rate check; more than any sane per-minute limit.
@@ -50,11 +50,11 @@ class RiskState(msgspec.Struct, kw_only=True):
 
 
 def realized_on(state: RiskState, day: date) -> Decimal:
-    return state.realized_by_day.get(day.isoformat(), ZERO)
+    return state.realized_by_day.get(day_keys(day)[0], ZERO)
 
 
 def realized_in_week(state: RiskState, day: date) -> Decimal:
-    return state.realized_by_week.get(iso_week(day), ZERO)
+    return state.realized_by_week.get(day_keys(day)[1], ZERO)
 
 
 def day_trades_in_window(state: RiskState, today: date, days: int = 5) -> int:
@@ -65,10 +65,8 @@ def day_trades_in_window(state: RiskState, today: date, days: int = 5) -> int:
 
 def apply_fill(state: RiskState, e: FillReceived, realized: Decimal, before: Decimal,
                after: Decimal, order: Order | None) -> None:
-    d = trading_day(e.broker_time)
-    day = d.isoformat()
+    day, week = day_keys(trading_day(e.broker_time))
     state.realized_by_day[day] = state.realized_by_day.get(day, ZERO) + realized
-    week = iso_week(d)
     state.realized_by_week[week] = state.realized_by_week.get(week, ZERO) + realized
 
     sym = e.symbol
@@ -96,11 +94,11 @@ def apply_fill(state: RiskState, e: FillReceived, realized: Decimal, before: Dec
         if order.qty:
             opening = order.qty - order.closed_qty
             if opening > 0:
-                risk += order.at_risk * min(opened / opening, Decimal(1))
+                risk += order.at_risk * min(opened / opening, ONE)
         elif order.notional:
             opening_notional = order.notional - order.closed_notional
             if opening_notional > 0:
-                risk += order.at_risk * min(opened * e.price / opening_notional, Decimal(1))
+                risk += order.at_risk * min(opened * e.price / opening_notional, ONE)
     if after == 0:
         risk = ZERO
     state.open_risk[sym] = risk

@@ -120,7 +120,7 @@ class SimConfig:
                          zero_volume=self.zero_volume, time_in_force=time_in_force)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Order:
     broker_order_id: str
     request: OrderRequest
@@ -144,20 +144,23 @@ class _Order:
 
     def snapshot(self, with_legs: bool = True) -> BrokerOrder:
         r = self.request
+        status, filled, legs, parent = self.status, self.filled_qty, self.legs, self.parent
         return BrokerOrder(
             broker_order_id=self.broker_order_id, client_order_id=r.client_order_id,
-            symbol=r.symbol, side=r.side, order_type=r.order_type, status=self.status,
-            state=_STATES[self.status],
-            qty=self.order_qty, notional=r.notional, limit_price=r.limit_price,
-            time_in_force=r.time_in_force, filled_qty=self.filled_qty,
-            filled_avg_price=(self.filled_notional / self.filled_qty).quantize(SUB_CENT)
-            if self.filled_qty else None,
+            symbol=r.symbol, side=r.side, order_type=r.order_type, status=status,
+            state=_STATES[status],
+            qty=self.qty if self.qty is not None else r.qty, notional=r.notional,
+            limit_price=r.limit_price, time_in_force=r.time_in_force, filled_qty=filled,
+            filled_avg_price=(self.filled_notional / filled).quantize(SUB_CENT)
+            if filled else None,
             submitted_at=self.submitted_at, updated_at=self.updated_at or self.submitted_at,
             replaced_by=self.replaced_by, replaces=self.replaces,
-            stop_price=self.stop(), trail_price=r.trail_price, trail_percent=r.trail_percent,
+            # Only a trailing stop's trigger moves (`stop()`); every other order's is its own.
+            stop_price=self.stop() if r.order_type == "trailing_stop" else r.stop_price,
+            trail_price=r.trail_price, trail_percent=r.trail_percent,
             hwm=self.hwm, order_class=r.order_class,
-            legs=tuple(leg.snapshot() for leg in self.legs) if with_legs else (),
-            parent_broker_order_id=self.parent.broker_order_id if self.parent else None)
+            legs=tuple(leg.snapshot() for leg in legs) if with_legs and legs else (),
+            parent_broker_order_id=parent.broker_order_id if parent is not None else None)
 
     def stop(self) -> Decimal | None:
         """The trigger: a stop's own, a trailing stop's from its mark."""
@@ -179,7 +182,7 @@ class _Order:
         return self.request.order_type in STOP_ORDER_TYPES and not self.triggered
 
 
-@dataclass
+@dataclass(slots=True)
 class _Position:
     qty: Decimal = ZERO
     avg: Decimal = ZERO
@@ -264,7 +267,9 @@ class SimulatedBroker:
                     f"insufficient buying power (cost {cost:.2f}, available {available:.2f})",
                     status=403, code=40310000)
         if r.side == "sell" and not self.config.allow_short:
-            held = self._positions.get(r.symbol, _Position()).qty - self._reserved_sells(r.symbol)
+            position = self._positions.get(r.symbol)
+            held = (position.qty if position is not None else ZERO) \
+                - self._reserved_sells(r.symbol)
             if qty is not None and qty > held:
                 raise OrderRejectedError(
                     f"insufficient qty available for order (requested: {qty}, available: {held})",
@@ -503,8 +508,8 @@ class SimulatedBroker:
     def _fill(self, o: _Order, base_price: Decimal, bar: Bar, *, immediate: bool = False,
               market: bool | None = None) -> None:
         r = o.request
-        slip = self.config.slippage_bps / 10_000
         if market if market is not None else r.order_type == "market":
+            slip = self.config.slippage_bps / 10_000
             price = base_price * (1 + slip) if r.side == "buy" else base_price * (1 - slip)
         else:
             price = base_price
@@ -530,7 +535,9 @@ class SimulatedBroker:
                   (qty * self.config.fee_per_share + notional * self.config.fee_bps / 10_000))
         fee = fee.quantize(CENT)
         sign = 1 if r.side == "buy" else -1
-        pos = self._positions.setdefault(r.symbol, _Position())
+        pos = self._positions.get(r.symbol)
+        if pos is None:
+            pos = self._positions[r.symbol] = _Position()
         new_qty = pos.qty + sign * qty
         if pos.qty == 0 or (pos.qty > 0) == (sign > 0):
             pos.avg = (abs(pos.qty) * pos.avg + notional) / abs(new_qty)
@@ -545,7 +552,9 @@ class SimulatedBroker:
         done = qty >= remaining
         o.status = "filled" if done else "partially_filled"
         if done:
-            self._open.get(r.symbol, {}).pop(o.broker_order_id, None)
+            book = self._open.get(r.symbol)
+            if book is not None:
+                book.pop(o.broker_order_id, None)
         when = self.clock.now() if immediate else bar.start
         o.updated_at = when
         self._n_execs += 1
@@ -558,8 +567,9 @@ class SimulatedBroker:
                                event="fill" if done else "partial_fill", order=o.snapshot(),
                                timestamp=when, execution_id=exec_id, qty=qty, price=price,
                                position_qty=pos.qty, fee=fee))
-        for other in self._one_cancels_other(o):  # one leg's fill cancels its sibling
-            self._close(other, "canceled", when)
+        if o.parent is not None or r.order_class == "oco":  # a family (else there is none)
+            for other in self._one_cancels_other(o):  # one leg's fill cancels its sibling
+                self._close(other, "canceled", when)
         if done and o.legs:
             self._parent_ended(o, when)
 

@@ -73,7 +73,7 @@ from events.catalogue import (
 )
 from events.store import EventLog
 from events.vocabulary import CENT, ZERO
-from projections.orders import OrderStatus
+from projections.orders import OrderStatus, would_move
 from projections.state import Projections
 
 log = logging.getLogger(__name__)
@@ -146,13 +146,15 @@ class ExecutionService:
     def _order_event(self, t: Tracked, tag: str, event: Event) -> None:
         """Append an order event; if the state machine will refuse it, say so in the log.
         Nothing waits on it (`_order_event_durable` is for the ones a broker call follows)."""
-        legal, before = self.tracker.would_move(t, tag), t.status
-        self._moved(t, tag, legal, before, self._log.enqueue(event))
+        order = t.order  # looked up once: the rule and the state before read the same order
+        before = order.status
+        self._moved(t, tag, would_move(order, tag), before, self._log.enqueue(event))
 
     def _order_event_durable(self, t: Tracked, tag: str, event: Event) -> asyncio.Future[int]:
         """`_order_event`, and the future of its commit: for a record that must be durable
         before the broker call it announces (submit, cancel and replace requested)."""
-        legal, before = self.tracker.would_move(t, tag), t.status
+        order = t.order
+        legal, before = would_move(order, tag), order.status
         fut = self._log.append_nowait(event)
         self._moved(t, tag, legal, before, self._log.assigned_seq)
         return fut
@@ -422,7 +424,8 @@ class ExecutionService:
             return
         now = self._clock.now()
         kind = u.kind
-        self._trail_moved(t, o)
+        if o.order_type == "trailing_stop":  # `_trail_moved`'s own first test, without a call
+            self._trail_moved(t, o)
         if kind in FILL_KINDS:
             self._book_fill(t, o, u.execution_id, u.qty, u.price, u.timestamp,
                                   source="stream", fee=u.fee)
@@ -598,7 +601,8 @@ class ExecutionService:
             self._order_event(t, "order_accepted", OrderAccepted(
                 ts=now, client_order_id=t.client_order_id, broker_order_id=o.broker_order_id,
                 broker_time=o.updated_at, symbol=o.symbol))
-        self._trail_moved(t, o)
+        if o.order_type == "trailing_stop":  # `_trail_moved`'s own first test, without a call
+            self._trail_moved(t, o)
         t.broker_cum_qty = max(t.broker_cum_qty, o.filled_qty)
         missing = t.broker_cum_qty - t.filled_qty
         if missing > 0 and o.filled_avg_price is not None:

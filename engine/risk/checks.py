@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Generic, NamedTuple, TypeVar, overload
@@ -61,44 +60,54 @@ class memo(Generic[T]):
         return value
 
 
+_CENTS_BELOW = Decimal("1e15")  # larger figures are shown as they are (quantize would raise)
+
+
 def cents(x: Decimal) -> Decimal:
-    return x.quantize(CENT) if x.is_finite() and abs(x) < Decimal("1e15") else x
+    return x.quantize(CENT) if x.is_finite() and abs(x) < _CENTS_BELOW else x
 
 
-@dataclass(frozen=True)
-class Context:
+class _Frozen:
+    """Attributes are set once, in the constructor, through `__dict__` (a frozen
+    dataclass's `object.__setattr__` per field cost more than some checks); afterwards the
+    context refuses to change, so no check can alter what the next one reads."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen (can not set {name})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen (can not delete {name})")
+
+
+class Context(_Frozen):
     """What the market checks read: the intent, the gate's view at the decision's time, the
-    limits, and the symbol's last bar and asset information as the view had them."""
+    limits, and the symbol's last bar and asset information as the view had them. The
+    figures every decision reads (`now`, `sym`, `buy`, `last`, `fractionable`) are taken
+    once, here."""
 
     intent: OrderIntent
     view: GateView
     limits: RiskLimits
     bar: LastBar | None
     asset: AssetInfo | None
+    now: datetime
+    sym: str
+    buy: bool
+    last: Decimal | None
+    fractionable: bool
+
+    def __init__(self, intent: OrderIntent, view: GateView, limits: RiskLimits,
+                 bar: LastBar | None, asset: AssetInfo | None) -> None:
+        self.__dict__.update(
+            intent=intent, view=view, limits=limits, bar=bar, asset=asset, now=view.now,
+            sym=intent.symbol, buy=intent.side == "buy",
+            last=bar.close if bar is not None else None,
+            fractionable=asset.fractionable if asset is not None else False)
 
     @classmethod
     def of(cls, intent: OrderIntent, view: GateView, limits: RiskLimits) -> Context:
-        return cls(intent, view, limits, view.last_bar(intent.symbol), view.asset(intent.symbol))
-
-    @memo
-    def now(self) -> datetime:
-        return self.view.now
-
-    @memo
-    def sym(self) -> str:
-        return self.intent.symbol
-
-    @memo
-    def buy(self) -> bool:
-        return self.intent.side == "buy"
-
-    @memo
-    def last(self) -> Decimal | None:
-        return self.bar.close if self.bar is not None else None
-
-    @memo
-    def fractionable(self) -> bool:
-        return self.asset.fractionable if self.asset is not None else False
+        sym = intent.symbol
+        return cls(intent, view, limits, view.last_bar(sym), view.asset(sym))
 
 
 class LossBudget(NamedTuple):
@@ -127,41 +136,33 @@ def loss_budgets(v: GateView, limits: RiskLimits) -> tuple[LossBudget, LossBudge
                        limits.weekly_limit(equity), committed))
 
 
-@dataclass(frozen=True)
 class Sized(Context):
-    """The context once the order has a reference price and a size. What several checks
-    share (where the position goes, exposures, budgets) is worked out once, when first read."""
+    """The context once the order has a reference price and a size. Where the position
+    goes (`pos`, `res`, `effective`, `reducing`, `opening`) and the notional, which nearly
+    every order check reads, are worked out here at once; what only some checks share
+    (exposures, budgets) is worked out once, when first read."""
 
     price: Decimal  # reference price for notional and budget
     qty: Decimal
     fractional: bool
+    notional: Decimal
+    pos: Decimal
+    res: Reservation
+    effective: Decimal  # where the position goes if every open order on the intent's side fills
+    reducing: Decimal  # the part of the order that closes what `effective` holds on the other side
+    opening: Decimal
 
-    @memo
-    def notional(self) -> Decimal:
-        return self.qty * self.price
-
-    @memo
-    def pos(self) -> Decimal:
-        return self.view.position(self.sym)
-
-    @memo
-    def res(self) -> Reservation:
-        return self.view.reserved(self.sym)
-
-    @memo
-    def effective(self) -> Decimal:
-        """Where the position goes if every open order on the intent's side fills."""
-        return self.pos + self.res.buy_qty if self.buy else self.pos - self.res.sell_qty
-
-    @memo
-    def reducing(self) -> Decimal:
-        """The part of the order that closes what `effective` holds on the other side."""
-        other = -self.effective if self.buy else self.effective
-        return min(self.qty, max(other, ZERO))
-
-    @memo
-    def opening(self) -> Decimal:
-        return self.qty - self.reducing
+    def __init__(self, market: Context, *, price: Decimal, qty: Decimal,
+                 fractional: bool) -> None:
+        d = self.__dict__
+        d.update(market.__dict__)  # the market context's figures (memos read so far too)
+        view, sym, buy = market.view, market.sym, market.buy
+        pos = view.position(sym)
+        res = view.reserved(sym)
+        effective = pos + res.buy_qty if buy else pos - res.sell_qty
+        reducing = min(qty, max(-effective if buy else effective, ZERO))
+        d.update(price=price, qty=qty, fractional=fractional, notional=qty * price, pos=pos,
+                 res=res, effective=effective, reducing=reducing, opening=qty - reducing)
 
     @memo
     def sym_before(self) -> Decimal:

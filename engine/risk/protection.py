@@ -32,39 +32,45 @@ def structure_problems(i: OrderIntent) -> list[str]:
     """Malformed protection fields (INVALID_INTENT): what no price could make valid."""
     problems = []
     cls = i.order_class
-    wrong_class = choice_problem("order_class", cls, ORDER_CLASSES)
-    if wrong_class:
-        problems.append(wrong_class)
+    if cls not in ORDER_CLASSES:
+        problems.append(choice_problem("order_class", cls, ORDER_CLASSES) or "")
         return problems
     tp, sl = i.take_profit, i.stop_loss
-    if cls == "simple" and (tp is not None or sl is not None):
-        problems.append("take_profit / stop_loss need order_class bracket, oto or oco")
-    if cls in ("bracket", "oco") and (tp is None or sl is None):
+    order_type = i.order_type
+    if cls == "simple":
+        if tp is not None or sl is not None:
+            problems.append("take_profit / stop_loss need order_class bracket, oto or oco")
+    elif cls in ("bracket", "oco") and (tp is None or sl is None):
         problems.append(f"a {cls} order needs both take_profit and stop_loss")
-    if cls == "oto" and (tp is None) == (sl is None):
+    elif cls == "oto" and (tp is None) == (sl is None):
         problems.append("an oto order needs exactly one of take_profit and stop_loss")
-    if i.order_type in ("stop", "stop_limit") and i.stop_price is None:
-        problems.append(f"a {i.order_type} order needs stop_price")
-    if i.order_type == "stop_limit" and i.limit_price is None:
+    if order_type in ("stop", "stop_limit") and i.stop_price is None:
+        problems.append(f"a {order_type} order needs stop_price")
+    if order_type == "stop_limit" and i.limit_price is None:
         problems.append("a stop_limit order needs limit_price")
-    if i.order_type in ("stop", "trailing_stop") and i.limit_price is not None:
-        problems.append(f"a {i.order_type} order must not carry limit_price")
-    trails = (i.trail_price is not None) + (i.trail_percent is not None)
-    if i.order_type == "trailing_stop" and trails != 1:
-        problems.append("a trailing_stop needs exactly one of trail_price and trail_percent")
-    if i.order_type != "trailing_stop" and trails:
+    if order_type in ("stop", "trailing_stop") and i.limit_price is not None:
+        problems.append(f"a {order_type} order must not carry limit_price")
+    trail_price, trail_percent = i.trail_price, i.trail_percent
+    trails = (trail_price is not None) + (trail_percent is not None)
+    if order_type == "trailing_stop":
+        if trails != 1:
+            problems.append("a trailing_stop needs exactly one of trail_price and trail_percent")
+        if cls != "simple":
+            problems.append("a trailing stop can not be part of a bracket, oco or oto")
+    elif trails:
         problems.append("trail_price / trail_percent only go with order_type trailing_stop")
-    if i.order_type == "trailing_stop" and cls != "simple":
-        problems.append("a trailing stop can not be part of a bracket, oco or oto")
-    for name, v in (("take_profit.limit_price", tp.limit_price if tp else None),
-                    ("stop_loss.stop_price", sl.stop_price if sl else None),
-                    ("stop_loss.limit_price", sl.limit_price if sl else None)):
-        problem = positive_problem(name, v)
-        if problem:
-            problems.append(problem)
-    for name, v in (("trail_price", i.trail_price), ("trail_percent", i.trail_percent)):
-        if v is not None and not v.is_finite():
-            problems.append(f"{name}={v} must be a finite number")
+    # A simple order (nearly every one) has no legs: nothing below can be wrong with it.
+    if tp is not None or sl is not None:
+        for name, v in (("take_profit.limit_price", tp.limit_price if tp else None),
+                        ("stop_loss.stop_price", sl.stop_price if sl else None),
+                        ("stop_loss.limit_price", sl.limit_price if sl else None)):
+            problem = positive_problem(name, v)
+            if problem:
+                problems.append(problem)
+    if trails:
+        for name, v in (("trail_price", trail_price), ("trail_percent", trail_percent)):
+            if v is not None and not v.is_finite():
+                problems.append(f"{name}={v} must be a finite number")
     return problems
 
 

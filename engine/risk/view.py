@@ -10,13 +10,14 @@ from decimal import Decimal
 
 from events.catalogue import AssetInfo
 from events.vocabulary import ZERO
-from projections.calendar import trading_day
+from projections.calendar import day_keys, trading_day
 from projections.market import LastBar
 from projections.orders import Order, Reservation, armed_stops, stop_level
 from projections.risk import Decision, day_trades_in_window, realized_in_week, realized_on
 from projections.state import Projections
 
 _EMPTY = Reservation()
+_MINUTE = timedelta(minutes=1)
 
 
 class GateView:
@@ -167,13 +168,13 @@ class GateView:
         return realized_in_week(self.proj.risk, self.today)
 
     def opened_today(self, symbol: str) -> bool:
-        return self.proj.risk.opened_day.get(symbol) == self.today.isoformat()
+        return self.proj.risk.opened_day.get(symbol) == day_keys(self.today)[0]
 
     def day_trades_in_window(self) -> int:
         return day_trades_in_window(self.proj.risk, self.today)
 
     def approvals_in_last_minute(self) -> int:
-        since = self.now - timedelta(minutes=1)
+        since = self.now - _MINUTE
         # Approval times are appended in clock order, so a bisection finds the window.
         recent = self.proj.risk.recent_approvals
         return len(recent) - bisect.bisect_right(recent, since)

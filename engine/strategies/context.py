@@ -383,20 +383,20 @@ class StrategyContext:
             if qty is not None or notional is not None:
                 raise ValueError("give size, or qty/notional, not both")
             qty, notional = size.qty, size.notional
-        for problem in (choice_problem("side", side, SIDES), qty_notional_problem(qty, notional)):
-            if problem:
-                raise ValueError(problem)
-        _check_decimal("qty", qty)
-        _check_decimal("notional", notional)
-        _check_decimal("limit_price", limit_price)
-        _check_decimal("stop_price", stop_price)
-        for name, v in (("stop_loss", stop_loss), ("stop_loss_limit", stop_loss_limit),
-                        ("take_profit", take_profit), ("trail_price", trail_price),
-                        ("trail_percent", trail_percent)):
-            _check_decimal(name, v)
-        wrong_type = choice_problem("order_type", order_type, ORDER_TYPES)
-        if wrong_type:
-            raise ValueError(wrong_type)
+        # Each rule is tested inline and its helper called only to word the error (a
+        # strategy's intents are nearly always fine): same rules, same order, same words.
+        if side not in SIDES:
+            raise ValueError(choice_problem("side", side, SIDES))
+        if (qty is None) == (notional is None):
+            raise ValueError(qty_notional_problem(qty, notional))
+        for name, v in (("qty", qty), ("notional", notional), ("limit_price", limit_price),
+                        ("stop_price", stop_price), ("stop_loss", stop_loss),
+                        ("stop_loss_limit", stop_loss_limit), ("take_profit", take_profit),
+                        ("trail_price", trail_price), ("trail_percent", trail_percent)):
+            if v is not None:
+                _check_decimal(name, v)
+        if order_type not in ORDER_TYPES:
+            raise ValueError(choice_problem("order_type", order_type, ORDER_TYPES))
         if (order_type in ("limit", "stop_limit")) != (limit_price is not None):
             raise ValueError("a limit order needs limit_price (so does a stop_limit); "
                              "other types take none")

@@ -341,6 +341,7 @@ async def _run_backtest(settings: Settings, data: Path | Sequence[Path], out_log
                 stuck = stuck_orders(engine.proj)
                 await engine.stop("backtest complete")
                 intents = engine.intents_sent
+                await engine.log.flush()  # the head is the sink's once everything is committed
                 appended = engine.log.assigned_seq
                 head = engine.log.last_hash
         # The log is closed, so every row is committed; the whole chain on disk must be
