@@ -14,7 +14,6 @@ import msgspec
 
 from events.base import UTC, check_datetimes
 
-
 _ZERO = Decimal(0)
 
 
