@@ -16,8 +16,27 @@ NEW_YORK = ZoneInfo("America/New_York")
 
 
 def trading_day(ts: datetime) -> date:
-    """The New York calendar date of an aware timestamp."""
-    return ts.astimezone(NEW_YORK).date()
+    """The New York calendar date of an aware timestamp.
+
+    The engine asks this of UTC times close together (each decision, each fill, each bar a
+    resting order sees), so the last New York day met is remembered with its UTC bounds and
+    a UTC time inside them is answered by two comparisons, not a time-zone conversion. The
+    bounds are exact (midnight always exists in New York: its clock changes at 02:00), so
+    the answer is the conversion's; the entry is one tuple, swapped whole."""
+    lo, hi, day = _last_day[0]
+    utc = ts.tzinfo is UTC
+    if utc and lo <= ts < hi:
+        return day
+    day = ts.astimezone(NEW_YORK).date()
+    if utc:
+        _last_day[0] = (datetime.combine(day, time(0), NEW_YORK).astimezone(UTC),
+                        datetime.combine(day + timedelta(days=1), time(0),
+                                         NEW_YORK).astimezone(UTC), day)
+    return day
+
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+_last_day: list[tuple[datetime, datetime, date]] = [(_NEVER, _NEVER, date.min)]
 
 
 def iso_week(d: date) -> str:

@@ -125,9 +125,12 @@ class LossBudget(NamedTuple):
         return -self.realized + self.committed
 
 
-def loss_budgets(v: GateView, limits: RiskLimits) -> tuple[LossBudget, LossBudget]:
-    """Today's and this week's budgets (what a new order's or a moved stop's risk must fit)."""
-    equity = v.equity()
+def loss_budgets(v: GateView, limits: RiskLimits,
+                 equity: Decimal | None = None) -> tuple[LossBudget, LossBudget]:
+    """Today's and this week's budgets (what a new order's or a moved stop's risk must fit).
+    `equity`: the view's, when the caller has it already."""
+    if equity is None:
+        equity = v.equity()
     committed = v.position_risk(limits.default_stop_pct, limits.stop_gap_allowance_pct) \
         + v.total_reserved().at_risk
     return (LossBudget(Reason.DAILY_LOSS_LIMIT, "today", v.realized_today(),
@@ -226,7 +229,7 @@ class Sized(Context):
 
     @memo
     def budgets(self) -> tuple[LossBudget, LossBudget]:
-        return loss_budgets(self.view, self.limits)
+        return loss_budgets(self.view, self.limits, self.equity)  # the margin check's equity
 
     @property
     def day_trade(self) -> bool:

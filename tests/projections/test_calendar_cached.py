@@ -1,15 +1,16 @@
-"""The calendar's per-day caches (`day_keys`, `order_session`'s session edges) give what
-the plain formulas give, for any instant in any year the calendar computes: across DST
-changes, weekends, holidays, early closes and the exact close itself."""
+"""The calendar's per-day caches (`trading_day`'s last day, `day_keys`, `order_session`'s
+session edges) give what the plain formulas give, for any instant in any year the calendar
+computes: across DST changes, weekends, holidays, early closes and the exact close itself."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections.calendar import (
+    NEW_YORK,
     day_keys,
     is_business_day,
     iso_week,
@@ -50,3 +51,20 @@ def test_order_session_at_the_close(d: date, nudge: timedelta) -> None:
 @given(st.dates(min_value=date(2000, 1, 1), max_value=date(2040, 12, 31)))
 def test_day_keys_are_the_iso_words(d: date) -> None:
     assert day_keys(d) == (d.isoformat(), iso_week(d))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dates(min_value=date(2020, 1, 1), max_value=date(2030, 12, 31)),
+       st.lists(st.integers(min_value=-36 * 60, max_value=36 * 60), min_size=1, max_size=40),
+       st.lists(st.booleans(), min_size=40, max_size=40))
+def test_trading_day_is_the_conversion_in_any_order(day: date, minutes: list[int],
+                                                     elsewhere: list[bool]) -> None:
+    """Asked in any order around a New York midnight (forwards, backwards, across the
+    day's edges and DST changes, times in other zones between), the remembered day never
+    answers for a time outside it."""
+    midnight = datetime.combine(day, datetime.min.time(), NEW_YORK).astimezone(UTC)
+    for m, other in zip(minutes, elsewhere, strict=False):
+        ts = midnight + timedelta(minutes=m)
+        if other:
+            ts = ts.astimezone(timezone(timedelta(hours=-5)))
+        assert trading_day(ts) == ts.astimezone(NEW_YORK).date()
