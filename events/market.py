@@ -14,6 +14,8 @@ import msgspec
 
 from events.base import UTC, check_datetimes
 
+_ZERO = Decimal(0)
+
 
 class BarError(ValueError):
     """A bar that violates the contract; `code` is one of `BAR_REJECT_CODES`."""
@@ -58,12 +60,14 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         # Nearly every bar is sane: one pass of plain comparisons says so. Anything else
         # (or a comparison a NaN refuses) goes through the checks below, which name the fault.
+        # Zero as a Decimal: comparing two Decimals skips converting the int each time (the
+        # same answers; every bar read passes here).
         o, h, lo, c, vol = self.open, self.high, self.low, self.close, self.volume
         try:
             if (self.symbol and self.start.tzinfo is UTC and self.interval_s > 0
-                    and h.is_finite() and 0 < lo <= o <= h and lo <= c <= h
-                    and vol.is_finite() and vol >= 0
-                    and (self.vwap is None or (self.vwap.is_finite() and self.vwap > 0))
+                    and h.is_finite() and _ZERO < lo <= o <= h and lo <= c <= h
+                    and vol.is_finite() and vol >= _ZERO
+                    and (self.vwap is None or (self.vwap.is_finite() and self.vwap > _ZERO))
                     and (self.trade_count is None or self.trade_count >= 0)):
                 return  # h finite and lo > 0 bound o, lo and c: all finite and positive
         except InvalidOperation:

@@ -37,6 +37,7 @@ from .parse import (
 from .types import BadInput, BarProvider, DataFileError, MarketItem, items_from_thread
 
 BATCH_ROWS = 8192
+_fromiso = datetime.fromisoformat
 
 
 def _render_line(cells: list[str]) -> str:
@@ -85,11 +86,15 @@ class _CsvRows:
             # The usual cell (ISO time in UTC, `...Z`) skips the parser's cache and rules:
             # for a time that `fromisoformat` reads as UTC they return that same datetime
             # (it is neither a date, nor an epoch number, nor naive). Sessions always ask.
-            start = None if p.sessions else _utc_iso(ts)
-            if start is None:
+            start: datetime | None = None
+            if not p.sessions:
+                try:
+                    start = _fromiso(ts)
+                except ValueError:
+                    pass  # not ISO (an epoch number...): the parser's rules
+            session_s = None
+            if start is None or start.tzinfo is not UTC:
                 start, session_s = p.when(ts)
-            else:
-                session_s = None
             vw = cells[self.i_vw] if self.i_vw is not None else ""
             n = cells[self.i_n] if self.i_n is not None else ""
             iv = cells[self.i_int] if self.i_int is not None else ""
@@ -104,15 +109,6 @@ class _CsvRows:
             names = self.names if len(cells) == len(self.names) else [*self.names, "symbol"]
             return p.parse(dict(zip(names, cells)),
                            functools.partial(_render_line, cells[:len(self.names)]))
-
-
-def _utc_iso(text: str) -> datetime | None:
-    """`text` as a UTC datetime if `fromisoformat` reads it as one, else None."""
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return dt if dt.tzinfo is UTC else None
 
 
 INFER_ROWS = 2000
