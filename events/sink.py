@@ -39,6 +39,7 @@ import msgspec
 
 from events.errors import LogWriteError
 from events.store import (
+    _NULL,
     Row,
     Synchronous,
     WriteGuard,
@@ -264,6 +265,15 @@ def serve(path: str, synchronous: str, stdin: BinaryIO, stdout: BinaryIO) -> int
                 if row[8] is None:
                     row[8] = row_hash(prev, row[0], row[1], row[3], row[7])
                 prev = row[8]
+                # Blobs bind as bytearrays: the sqlite3 module looks every bytes value up in
+                # its adapter table first (the payload, and each missing id, an empty blob).
+                row[7] = bytearray(row[7])
+                if row[4] == b"":
+                    row[4] = _NULL
+                if row[5] == b"":
+                    row[5] = _NULL
+                if row[6] == b"":
+                    row[6] = _NULL
             try:
                 write_rows(conn, rows, guard)
             except Exception as e:  # noqa: BLE001 - said to the parent, which fails the log
