@@ -28,7 +28,7 @@ def trading_day(ts: datetime) -> date:
     if utc and lo <= ts < hi:
         return day
     day = ts.astimezone(NEW_YORK).date()
-    if utc:
+    if utc and day < _LAST_CACHED_DAY:  # the calendar's last day has no next midnight
         _last_day[0] = (datetime.combine(day, time(0), NEW_YORK).astimezone(UTC),
                         datetime.combine(day + timedelta(days=1), time(0),
                                          NEW_YORK).astimezone(UTC), day)
@@ -36,6 +36,7 @@ def trading_day(ts: datetime) -> date:
 
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
+_LAST_CACHED_DAY = date.max - timedelta(days=1)
 _last_day: list[tuple[datetime, datetime, date]] = [(_NEVER, _NEVER, date.min)]
 
 

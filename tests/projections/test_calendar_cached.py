@@ -68,3 +68,11 @@ def test_trading_day_is_the_conversion_in_any_order(day: date, minutes: list[int
         if other:
             ts = ts.astimezone(timezone(timedelta(hours=-5)))
         assert trading_day(ts) == ts.astimezone(NEW_YORK).date()
+
+
+def test_trading_day_at_the_ends_of_time() -> None:
+    """The remembered day needs the next midnight; at the calendar's last instants there is
+    none, and the answer is the conversion's all the same."""
+    for ts in (datetime.max.replace(tzinfo=UTC), datetime(9999, 12, 31, 4, 59, tzinfo=UTC),
+               datetime(9999, 12, 30, 12, tzinfo=UTC), datetime(1, 1, 2, tzinfo=UTC)):
+        assert trading_day(ts) == ts.astimezone(NEW_YORK).date()
