@@ -180,19 +180,23 @@ def order_session(ts: datetime) -> date:
     before that session's close, otherwise the next one (Alpaca queues a day order sent after
     the close for the next session; a daily bar's signal arrives exactly at the close)."""
     d = trading_day(ts)
-    close, following = _session_edges(d)
+    close = _close_in_utc(d)
     if close is not None and ts < close:
         return d
-    return following
+    return _next_business_day(d)
 
 
 @functools.lru_cache(maxsize=1024)
-def _session_edges(d: date) -> tuple[datetime | None, date]:
-    """`order_session`'s facts about day `d`, worked out once per day (every order is
-    submitted at a time of its own, so the cache above rarely hits): its session's close in
-    UTC (None when `d` is no business day) and the next business day."""
-    close = session_close(d).astimezone(UTC) if is_business_day(d) else None
-    return close, next_business_day(d)
+def _close_in_utc(d: date) -> datetime | None:
+    """Business day `d`'s session close in UTC (None on other days), worked out once per
+    day for `order_session`: every order is submitted at an instant of its own, so its own
+    cache rarely hits."""
+    return session_close(d).astimezone(UTC) if is_business_day(d) else None
+
+
+# The next session after a day, once per day (a daily bar's orders, sent at the close, all
+# belong to the next session).
+_next_business_day = functools.lru_cache(maxsize=1024)(next_business_day)
 
 
 def sessions_after_close(d: date, n: int) -> datetime:

@@ -76,3 +76,11 @@ def test_trading_day_at_the_ends_of_time() -> None:
     for ts in (datetime.max.replace(tzinfo=UTC), datetime(9999, 12, 31, 4, 59, tzinfo=UTC),
                datetime(9999, 12, 30, 12, tzinfo=UTC), datetime(1, 1, 2, tzinfo=UTC)):
         assert trading_day(ts) == ts.astimezone(NEW_YORK).date()
+
+
+def test_order_session_on_the_calendars_last_day() -> None:
+    """Before the last day's close the order is that day's; the next session is only
+    looked for when needed (there is none after the calendar's end)."""
+    last = date(9999, 12, 31)  # a Friday
+    ts = session_close(last).astimezone(UTC) - timedelta(hours=1)
+    assert order_session(ts) == plain_order_session(ts) == last
