@@ -186,11 +186,12 @@ class ExecutionService:
         t = self.tracker.get(approved.client_order_id)
         if t is None:
             raise ValueError(f"{approved.client_order_id} is not an approved order in the log")
-        if t.status == S.PENDING_SUBMIT:
+        status = t.status
+        if status == S.PENDING_SUBMIT:
             # Sent before (a retry, or a restart re-offering it): ask, never send blindly.
             await self.resolve_in_flight(t.client_order_id, approved)
             return
-        if t.status != S.NEW:
+        if status != S.NEW:
             return  # already at the broker
         await self._submit(t, approved)
 
@@ -552,26 +553,28 @@ class ExecutionService:
             return
         if self.tracker.seen_execution(execution_id):
             return  # a repeated message: booked once already
+        # Looked up once: the fold books the fill on this same order, in place.
+        order = t.order
         t.broker_cum_qty = max(t.broker_cum_qty, o.filled_qty)
-        room = t.broker_cum_qty - t.filled_qty
+        filled = order.filled_qty
+        room = t.broker_cum_qty - filled
         book = min(qty, room)
         if book <= 0:
             # The shares were already booked (inferred from the broker's order state before
             # this message arrived); remember the id so a repeat is ignored too.
             self.tracker.unbooked_execution_ids.add(execution_id)
             return
-        done = o.state == B.FILLED and t.filled_qty + book >= o.filled_qty
+        done = o.state == B.FILLED and filled + book >= o.filled_qty
         fill = FillReceived(
             ts=self._clock.now(), client_order_id=t.client_order_id,
             broker_order_id=o.broker_order_id, execution_id=execution_id, symbol=o.symbol,
             side=o.side, qty=book, price=price, broker_time=when, order_done=done, source=source,
             fee=fee if book == qty else (fee * book / qty).quantize(CENT))
-        legal = self.tracker.would_move(t, "fill")
-        state_before = t.status
+        legal, state_before = would_move(order, "fill"), order.status
         fill_seq = self._note(fill)
         log.info("fill %s %s %s %s @ %s (%s)", t.client_order_id, o.side, book, o.symbol, price,
                  source, extra={"seq": fill_seq})
-        t.broker_cum_qty = max(t.broker_cum_qty, t.filled_qty)
+        t.broker_cum_qty = max(t.broker_cum_qty, order.filled_qty)  # as the fold left it
         if not legal:
             self._note(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
                                          from_state=state_before.value, event_type="fill",
