@@ -27,7 +27,7 @@ a position adjustment forgets the verdict. Only a look that finds work starts th
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -60,6 +60,8 @@ class TradingDayKey:
         if self._from <= ts < self._until:
             return self._key
         day = trading_day(ts)
+        if day >= date.max - timedelta(days=1):
+            return day.isoformat()  # the calendar's last days: no next midnight to bound them
         # Midnight always exists in New York (its clock changes at 02:00), so these are the
         # exact first instants of the day and of the next.
         self._from = datetime.combine(day, time(0), NEW_YORK).astimezone(UTC)
@@ -182,6 +184,9 @@ class LossLimitWatch:
         if self._hit is None:
             self._clear, self._clear_at, self._marked = today, equity if equity > 0 else None, False
             return False
+        # Reached: no verdict short of the limit is kept (a later look, once the switch is
+        # released with the loss still standing, must find the limit reached again).
+        self._clear, self._clear_at, self._marked = None, None, False
         return True
 
     async def act(self, *, attempts: int | None = None) -> bool:

@@ -88,6 +88,13 @@ def _event(step: tuple[Any, ...], now: datetime, n: int) -> Any:
                 ("bar", "BBB", Decimal(100)), ("adjust", "AAA", Decimal(-5), Decimal(100)),
                 ("bar", "BBB", Decimal(100))],
          limits={"daily_loss_limit_pct": Decimal("0.05")})
+# Reached on a held symbol's bar, then a bar of a symbol not held: still reached (a
+# verdict short of the limit from before the drop must not be kept past the breach).
+@example(steps=[("fill", "AAA", "buy", Decimal(40), Decimal(100), 0),
+                ("fill", "AAA", "sell", Decimal(20), Decimal(98), 0),
+                ("bar", "AAA", Decimal(100)), ("bar", "AAA", Decimal(90)),
+                ("bar", "BBB", Decimal(100))],
+         limits={"daily_loss_limit_pct": Decimal("0.05")})
 # Tomorrow's loss booked early (a clock behind the broker's): today's verdict is not
 # tomorrow's, though nothing is booked when the day changes.
 @example(steps=[("fill", "AAA", "buy", Decimal(40), Decimal(100), 0),
