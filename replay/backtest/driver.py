@@ -187,7 +187,7 @@ def young_collections_only() -> Iterator[None]:
     for the first collection after it. Overlapping runs in one process share the setting
     (`Override`): collection comes back when the last of them ends.
 
-    What a run built before its first bar (the sorted input, the engine) is frozen there
+    What a run built before its first bar (the sorted input, among the rest) is frozen there
     (`freeze_setup`): the first young collection otherwise traversed all of it (~0.7 of
     that collection's time at 100k bars) to find nothing, since it lives for the whole run.
     Frozen objects are still freed by reference counting; only their cycles wait, and they
@@ -197,11 +197,12 @@ def young_collections_only() -> Iterator[None]:
         was = gc.isenabled()
         gc.disable()
         _FREEZE[0] = gc.get_freeze_count() == 0
+        _FREEZE[1] = False
 
         def restore() -> None:
-            if _FREEZE[0]:
+            if _FREEZE[1]:  # only what a run froze (not when none reached its first bar)
                 gc.unfreeze()
-            _FREEZE[0] = False
+            _FREEZE[0] = _FREEZE[1] = False
             if was:
                 gc.enable()
         return restore
@@ -210,7 +211,8 @@ def young_collections_only() -> Iterator[None]:
         yield
 
 
-_FREEZE = [False]  # whether runs may freeze their setup (see `young_collections_only`)
+# Whether runs may freeze their setup, and whether one did (see `young_collections_only`).
+_FREEZE = [False, False]
 
 
 def freeze_setup() -> None:
@@ -218,6 +220,7 @@ def freeze_setup() -> None:
     had frozen objects of its own when collection was turned off."""
     if _FREEZE[0]:
         gc.freeze()
+        _FREEZE[1] = True
 
 
 @with_quick_thread_handoffs  # the log's writer keeps pace with the loop (see there)

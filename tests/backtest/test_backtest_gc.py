@@ -120,3 +120,25 @@ async def test_a_process_that_froze_objects_itself_is_left_as_it_was(tmp_path: P
         assert mine // 2 < gc.get_freeze_count() <= mine
     finally:
         gc.unfreeze()
+
+
+async def test_a_run_that_never_reached_its_first_bar_thaws_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The run held GC off but froze nothing (no bar): what another party froze while it ran
+    # (here: as the run words its error) must stay frozen when collection comes back.
+    path = tmp_path / "empty.csv"
+    path.write_text("symbol,timestamp,open,high,low,close,volume\n")
+    settings = load_settings(data_dir=tmp_path, sim={"cash": "100000"})
+    words = driver.no_bars_message
+
+    def freezing(*args: object, **kwargs: object) -> str:
+        gc.freeze()
+        return words(*args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(driver, "no_bars_message", freezing)
+    assert gc.get_freeze_count() == 0
+    try:
+        with pytest.raises(driver.NoBarsError):
+            await run_backtest(settings, path, tmp_path / "n.sqlite")
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

@@ -45,3 +45,10 @@ def test_the_instants_around_a_new_york_midnight_and_the_dst_changes() -> None:
         assert key(before) == trading_day(before).isoformat()
         assert key(midnight) == day
         assert key(before) != day
+
+
+def test_the_calendars_last_days_have_their_key_without_bounds() -> None:
+    # The day after 9999-12-31 does not exist: the key is still the day's, uncached.
+    key = TradingDayKey()
+    for ts in (datetime.max.replace(tzinfo=UTC), datetime(9999, 12, 30, 12, tzinfo=UTC)):
+        assert key(ts) == trading_day(ts).isoformat()

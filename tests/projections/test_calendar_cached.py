@@ -22,7 +22,7 @@ from projections.calendar import (
 
 
 def plain_order_session(ts: datetime) -> date:
-    d = trading_day(ts)
+    d = ts.astimezone(NEW_YORK).date()  # not the cached `trading_day`: this is the reference
     if is_business_day(d) and ts < session_close(d):
         return d
     return next_business_day(d)
