@@ -675,10 +675,10 @@ class EventLog:
         `_ACK_GROUP_ROWS` rows (a `flush` or the close takes what is left).
 
         `sink`: commit those groups elsewhere (`events.sink.ProcessSink.start`: in a child
-        process, off this process's GIL). The writer starts it before its next group, once
-        the groups already sent to the thread are committed, and uses it from then on; if it
-        does not start (None), the thread goes on committing. Either way the same rows land
-        in the same order and groups."""
+        process, off this process's GIL). The writer starts it once a whole group is queued
+        (a run too short for one never starts it) and the groups already sent to the thread
+        are committed, and uses it from then on; if it does not start (None), the thread goes
+        on committing. Either way the same rows land in the same order and groups."""
         self._ack_on_append = True
         self._group_min = _ACK_GROUP_ROWS
         if sink is not None and self._sink is None:
