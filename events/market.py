@@ -7,6 +7,7 @@ with a stable reason code so the validator can record *why* a bar was dropped.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
@@ -108,4 +109,12 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def end(self) -> datetime:
         """When the bar closed, i.e. the earliest moment its close is known."""
-        return self.start + timedelta(seconds=self.interval_s)
+        return self.start + bar_length(self.interval_s)
+
+
+@functools.lru_cache(maxsize=1024)
+def bar_length(interval_s: int) -> timedelta:
+    """A bar's length, made once per interval: the per-bar paths (the step driver's clock,
+    the runner's look-ahead test) and every decision's data check read one, and a
+    `timedelta` per read was a measurable part of them; a run has a handful of intervals."""
+    return timedelta(seconds=interval_s)

@@ -28,15 +28,24 @@ def trading_day(ts: datetime) -> date:
     if utc and lo <= ts < hi:
         return day
     day = ts.astimezone(NEW_YORK).date()
-    if utc and day < _LAST_CACHED_DAY:  # the calendar's last day has no next midnight
-        _last_day[0] = (datetime.combine(day, time(0), NEW_YORK).astimezone(UTC),
-                        datetime.combine(day + timedelta(days=1), time(0),
-                                         NEW_YORK).astimezone(UTC), day)
+    span = day_span(day) if utc else None
+    if span is not None:
+        _last_day[0] = (*span, day)
     return day
 
 
+def day_span(day: date) -> tuple[datetime, datetime] | None:
+    """New York day `day` as UTC instants [its first, the next day's first); None on the
+    calendar's last days, which have no next midnight. Exact: midnight always exists in New
+    York (its clock changes at 02:00)."""
+    if day >= _LAST_SPANNED_DAY:
+        return None
+    return (datetime.combine(day, time(0), NEW_YORK).astimezone(UTC),
+            datetime.combine(day + timedelta(days=1), time(0), NEW_YORK).astimezone(UTC))
+
+
 _NEVER = datetime.min.replace(tzinfo=UTC)
-_LAST_CACHED_DAY = date.max - timedelta(days=1)
+_LAST_SPANNED_DAY = date.max - timedelta(days=1)
 _last_day: list[tuple[datetime, datetime, date]] = [(_NEVER, _NEVER, date.min)]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 import msgspec
@@ -15,6 +15,7 @@ from events.catalogue import (
     RunSealed,
     RunStarted,
 )
+from events.market import bar_length
 from events.vocabulary import ZERO
 
 
@@ -26,15 +27,7 @@ class LastBar(msgspec.Struct, kw_only=True):
 
     @property
     def end(self) -> datetime:
-        step = _STEPS.get(self.interval_s)
-        if step is None:
-            step = _STEPS[self.interval_s] = timedelta(seconds=self.interval_s)
-        return self.start + step
-
-
-# Bar lengths by interval, made once each (`LastBar.end` is read by every decision's data
-# check; a run has a handful of intervals).
-_STEPS: dict[int, timedelta] = {}
+        return self.start + bar_length(self.interval_s)  # read by every decision's data check
 
 
 class MarketState(msgspec.Struct, kw_only=True):

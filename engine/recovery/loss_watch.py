@@ -27,7 +27,7 @@ a position adjustment forgets the verdict. Only a look that finds work starts th
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -38,7 +38,7 @@ from engine.recovery.killswitch import KillSwitch
 from engine.risk.limits import RiskLimits
 from events.catalogue import AccountSnapshot, BarReceived, FillReceived, PositionAdjusted
 from events.vocabulary import ZERO
-from projections.calendar import NEW_YORK, trading_day
+from projections.calendar import day_span, trading_day
 from projections.state import Projections
 
 log = logging.getLogger(__name__)
@@ -60,13 +60,10 @@ class TradingDayKey:
         if self._from <= ts < self._until:
             return self._key
         day = trading_day(ts)
-        if day >= date.max - timedelta(days=1):
-            return day.isoformat()  # the calendar's last days: no next midnight to bound them
-        # Midnight always exists in New York (its clock changes at 02:00), so these are the
-        # exact first instants of the day and of the next.
-        self._from = datetime.combine(day, time(0), NEW_YORK).astimezone(UTC)
-        self._until = datetime.combine(day + timedelta(days=1), time(0),
-                                       NEW_YORK).astimezone(UTC)
+        span = day_span(day)
+        if span is None:
+            return day.isoformat()  # the calendar's last days: no bounds to keep
+        self._from, self._until = span
         self._key = day.isoformat()
         return self._key
 

@@ -26,7 +26,7 @@ import msgspec
 
 from engine.clock import Clock
 from events.catalogue import OrderIntent, RiskRejected, StopLoss, TakeProfit
-from events.market import Bar
+from events.market import Bar, bar_length
 from events.vocabulary import (
     CENT,
     MIN_NOTIONAL,
@@ -89,7 +89,7 @@ class LookAheadError(RuntimeError):
 class BarHistory:
     """The last `maxlen` bars per symbol, as fed by the runner. `skew`: see the runner."""
 
-    __slots__ = ("_bars", "_maxlen", "_skew", "_steps")
+    __slots__ = ("_bars", "_maxlen", "_skew")
 
     def __init__(self, maxlen: int = 390, skew: timedelta = timedelta(0)) -> None:
         if maxlen < 1:
@@ -97,16 +97,6 @@ class BarHistory:
         self._bars: dict[str, deque[Bar]] = {}
         self._maxlen = maxlen
         self._skew = skew
-        self._steps: dict[int, timedelta] = {}
-
-    def step(self, interval_s: int) -> timedelta:
-        step = self._steps.get(interval_s)
-        if step is None:
-            step = self._steps[interval_s] = timedelta(seconds=interval_s)
-        return step
-
-    def end_of(self, bar: Bar) -> datetime:
-        return bar.start + self.step(bar.interval_s)
 
     def append(self, bar: Bar) -> None:
         self.of(bar.symbol).append(bar)
@@ -127,7 +117,7 @@ class BarHistory:
         out: list[Bar] = []
         limit = now + self._skew
         for bar in reversed(dq):
-            if bar.start + self.step(bar.interval_s) <= limit:
+            if bar.start + bar_length(bar.interval_s) <= limit:
                 out.append(bar)
                 if len(out) == n:
                     break

@@ -24,7 +24,7 @@ from decimal import Decimal
 
 from engine.clock import Clock
 from events.catalogue import FillReceived, OrderIntent, StrategyError
-from events.market import Bar
+from events.market import Bar, bar_length
 from projections.state import Projections
 
 from .base import Strategy
@@ -63,7 +63,6 @@ class StrategyRunner:
             raise ValueError("max_clock_skew must not be negative")
         self._clock = clock
         self._skew = max_clock_skew if max_clock_skew else None  # None: skip the add
-        self._steps: dict[int, timedelta] = {}
         self._history = BarHistory(history_bars, max_clock_skew)
         self._slots: list[_Slot] = []
         names: set[str] = set()
@@ -122,10 +121,7 @@ class StrategyRunner:
 
     def on_bar(self, bar: Bar) -> list[Output]:
         now = self._clock.now()
-        step = self._steps.get(bar.interval_s)
-        if step is None:
-            step = self._steps[bar.interval_s] = self._history.step(bar.interval_s)
-        end = bar.start + step
+        end = bar.start + bar_length(bar.interval_s)
         if end > (now if self._skew is None else now + self._skew):
             raise LookAheadError(f"{bar.symbol} bar {bar.start.isoformat()} closes at "
                                  f"{end.isoformat()}, after the clock {now.isoformat()}")

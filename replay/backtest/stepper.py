@@ -18,7 +18,6 @@ import functools
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from engine.app import Engine
@@ -26,7 +25,7 @@ from engine.brokers.base import BrokerEvent
 from engine.brokers.simulated import SimulatedBroker
 from engine.clock import SimClock
 from engine.marketdata.types import MarketItem
-from events.market import Bar
+from events.market import Bar, bar_length
 from replay.backtest.overrides import Override
 
 P = ParamSpec("P")
@@ -42,8 +41,9 @@ def quick_thread_handoffs(interval_s: float = HANDOFF_INTERVAL_S) -> Iterator[No
     """A shorter GIL switch interval while a simulation runs (restored on exit).
 
     A step driver never lets the event loop idle: it runs Python for the whole run. A worker
-    thread that released the GIL (the log's SQLite writer around each statement it steps,
-    the bar file's reader) then waits a whole switch interval (5 ms by default) each time it
+    thread that released the GIL (the log's checkpointer, the bar file's reader, and the
+    log's SQLite writer around each statement it steps, where its child process did not
+    start: `events/sink.py`) then waits a whole switch interval (5 ms by default) each time it
     needs it back, several times per commit, so the log's commits fall behind the loop and
     the backlog is written after the last bar, serially, instead of alongside it (at 1M bars
     most of the SQLite work). Nothing about what is decided or recorded changes: only when
@@ -82,8 +82,6 @@ class StepDriver:
         self.engine = engine
         self.broker = broker
         self.clock = clock
-        # Bar length by interval (`Bar.end` builds a timedelta per call; this runs per bar).
-        self._steps: dict[int, timedelta] = {}
         # What the broker did with each routed intent is handled before the next step.
         engine.settle = self.pump
 
@@ -104,10 +102,7 @@ class StepDriver:
         same order either way: a step that must await takes the rest with it (`_finish`)."""
         engine = self.engine
         if type(item) is Bar:
-            step = self._steps.get(item.interval_s)
-            if step is None:
-                step = self._steps[item.interval_s] = timedelta(seconds=item.interval_s)
-            self.clock.set(item.start + step)  # the bar's end
+            self.clock.set(item.start + bar_length(item.interval_s))  # the bar's end
         bar = engine.record(item)
         if bar is None:
             return None
