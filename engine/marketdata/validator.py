@@ -34,7 +34,7 @@ import msgspec
 from engine.clock import Clock
 from events.base import Event
 from events.catalogue import BarReceived, DataGap, DataRejected
-from events.market import Bar
+from events.market import Bar, bar_length
 from projections.calendar import NEW_YORK
 
 from .types import BadInput, MarketItem
@@ -58,7 +58,6 @@ class BarValidator:
         "_ends",
         "_flag_gaps",
         "_floor",
-        "_intervals",
         "_last",
         "_skew",
         "accepted",
@@ -79,7 +78,6 @@ class BarValidator:
         self._ends: dict[str, datetime] = {}
         # Ordering floors restored from a log (see `prime`): no Bar object, only its start.
         self._floor: dict[str, datetime] = {}
-        self._intervals: dict[int, timedelta] = {}
         # start -> New York date; bars of every symbol share starts, so this hits often.
         self._day_cache: dict[datetime, date] = {}
         self.accepted = 0
@@ -119,9 +117,7 @@ class BarValidator:
         bar: Bar = item
         sym = bar.symbol
         start = bar.start
-        step = self._intervals.get(bar.interval_s)
-        if step is None:
-            step = self._interval(bar.interval_s)
+        step = bar_length(bar.interval_s)
         end = start + step
         if end > (now if self._skew is None else now + self._skew):
             return [self._reject(bar, now, "FUTURE_BAR",
@@ -151,12 +147,6 @@ class BarValidator:
         return [received]
 
     # --- helpers -------------------------------------------------------------------------
-
-    def _interval(self, seconds: int) -> timedelta:
-        step = self._intervals.get(seconds)
-        if step is None:
-            step = self._intervals[seconds] = timedelta(seconds=seconds)
-        return step
 
     def _ny_day(self, start: datetime) -> date:
         d = self._day_cache.get(start)
