@@ -167,9 +167,12 @@ class ExecutionService:
             log.log(level, "%s %s (%s -> %s)", tag, t.client_order_id, before.value,
                     "refused" if not legal else t.status.value, extra={"seq": seq})
         if not legal:
-            self._note(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
-                                         from_state=before.value, event_type=tag,
-                                         event_seq=seq))
+            self._illegal(t, tag, before, seq)
+
+    def _illegal(self, t: Tracked, tag: str, before: OrderStatus, seq: int) -> None:
+        """The state machine refused the order event `tag` at `seq` in state `before`."""
+        self._note(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
+                                     from_state=before.value, event_type=tag, event_seq=seq))
 
     # --- submitting ----------------------------------------------------------------------
 
@@ -576,9 +579,7 @@ class ExecutionService:
                  source, extra={"seq": fill_seq})
         t.broker_cum_qty = max(t.broker_cum_qty, order.filled_qty)  # as the fold left it
         if not legal:
-            self._note(IllegalTransition(ts=self._clock.now(), client_order_id=t.client_order_id,
-                                         from_state=state_before.value, event_type="fill",
-                                         event_seq=fill_seq))
+            self._illegal(t, "fill", state_before, fill_seq)
 
     async def sync_order(self, o: BrokerOrder, *, source: str) -> bool:
         """Bring our record of an order up to the broker's snapshot of it: acknowledgements,
